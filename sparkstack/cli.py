@@ -1,0 +1,147 @@
+"""The `sparkstack` command: validate, plan and render profiles; drive the test VM; check drift; verify."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from sparkstack.groups import GroupSettingsError, load_group_settings
+from sparkstack.memory import PlanError, make_plan
+from sparkstack.paths import GROUP_DATA_DIR, display_path
+from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
+from sparkstack.render import RenderError, render
+
+EXIT_INVALID = 2
+
+
+def fail(message: str, code: int = EXIT_INVALID) -> None:
+    click.echo(message, err=True)
+    sys.exit(code)
+
+
+def valid_profiles(paths: tuple[Path, ...] = ()) -> list[LoadedProfile]:
+    """Load and validate profiles, or print one line per error and exit 2."""
+    try:
+        return load_profiles(list(paths) or None)
+    except ProfileErrors as exc:
+        fail(str(exc))
+        raise  # unreachable; keeps type checkers calm
+
+
+def known_groups() -> list[str]:
+    return sorted(p.stem for p in GROUP_DATA_DIR.glob("*.py") if p.stem != "all")
+
+
+def plan_and_render(group: str, loaded: list[LoadedProfile]):
+    try:
+        settings = load_group_settings(group)
+        plan = make_plan(group, [lp.profile for lp in loaded], settings)
+        return plan, render(group, loaded, settings, plan)
+    except (GroupSettingsError, PlanError, RenderError) as exc:
+        fail(str(exc))
+        raise
+
+
+@click.group()
+@click.version_option(package_name="sparkstack")
+def main() -> None:
+    """Provision an NVIDIA DGX Spark as a local LLM serving box from YAML model profiles."""
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Validate model profiles (default: group_data/models/). Exit 0 valid, 2 invalid."""
+    loaded = valid_profiles(paths)
+    for lp in loaded:
+        p = lp.profile
+        click.echo(f"ok  {display_path(lp.source)}: {p.name} ({p.engine}, port {p.port}, "
+                   f"variants: {', '.join(p.variant_names)})")
+    click.echo(f"{len(loaded)} profile(s) valid")
+
+
+@main.command()
+@click.option("--group", "groups", multiple=True, help="Host group to plan (default: every group).")
+def plan(groups: tuple[str, ...]) -> None:
+    """Show which profiles fit each group's unified memory, with the numbers."""
+    loaded = valid_profiles()
+    for group in groups or known_groups():
+        plan_result, _ = plan_and_render(group, loaded)
+        click.echo(plan_result.describe())
+
+
+@main.command("render")
+@click.option("--group", required=True, help="Host group whose files to render (e.g. spark, testvm).")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Directory to write the tree into.")
+def render_command(group: str, out: Path) -> None:
+    """Write the exact files a deploy puts on a host of GROUP, as a tree under OUT."""
+    loaded = valid_profiles()
+    plan_result, rendering = plan_and_render(group, loaded)
+    click.echo(plan_result.describe())
+    written = rendering.write_tree(out)
+    click.echo(f"rendered {len(written)} files for group {group!r} under {display_path(out)}:")
+    for path in written:
+        click.echo(f"  {display_path(path)}")
+    click.echo(f"  {display_path(out / 'MANIFEST')} (modes and owners as deployed)")
+
+
+@main.group()
+def testvm() -> None:
+    """The test VM: a real Debian 12 host with systemd, sshd and docker under qemu."""
+
+
+@testvm.command("up")
+@click.option("--fresh", is_flag=True, help="Stop a running VM and boot a fresh one.")
+def testvm_up(fresh: bool) -> None:
+    """Build (once, cached) and boot the VM; print its ssh target."""
+    from sparkstack import testvm as vm
+
+    try:
+        info = vm.up(fresh=fresh)
+    except vm.TestVMError as exc:
+        fail(f"testvm: {exc}")
+        raise
+    click.echo(f"{info['host']} (ssh -F {info['ssh_config']} {info['host']}) system {info.get('system_state')}")
+
+
+@testvm.command("down")
+def testvm_down() -> None:
+    """Stop the VM that `up` started."""
+    from sparkstack import testvm as vm
+
+    click.echo("stopped" if vm.down() else "not running")
+
+
+@testvm.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def testvm_status(as_json: bool) -> None:
+    """Whether the VM runs, where, and its systemd state."""
+    import json
+
+    from sparkstack import testvm as vm
+
+    info = vm.status()
+    if as_json:
+        click.echo(json.dumps(info))
+    elif info["running"]:
+        click.echo(f"running: pid {info['pid']}, ssh 127.0.0.1:{info['port']}, system {info['system_state']}")
+    else:
+        click.echo(f"not running (image {'cached' if info['image_cached'] else 'not built yet'}: {info['image']})")
+        sys.exit(1)
+
+
+@testvm.command("ssh-config")
+def testvm_ssh_config() -> None:
+    """Print an ssh_config block for the running VM (for ssh, testinfra and friends)."""
+    from sparkstack import testvm as vm
+
+    info = vm.status()
+    if not info["running"]:
+        fail("testvm: not running; start it with `sparkstack testvm up`", 1)
+    click.echo(vm.ssh_config_text(info["port"], Path(info["key"])), nl=False)
+
+
+if __name__ == "__main__":
+    main()

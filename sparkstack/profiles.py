@@ -1,0 +1,379 @@
+"""Model profiles: the YAML schema, the loader and the cross-profile checks.
+
+One YAML file per model under group_data/models/. Every command that reads
+profiles goes through `load_profiles`, which either returns a complete, valid
+set or raises `ProfileErrors` carrying one `FILE: field.path: what is wrong`
+line per problem. Nothing downstream ever sees a half-valid profile.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sparkstack.paths import MODELS_DIR, display_path
+
+ENGINES = ("vllm", "sglang")
+
+# Speculative-decoding methods each engine takes, in sparkstack's lower-case
+# spelling. vLLM: `--speculative-config {"method": ...}`; SGLang:
+# `--speculative-algorithm` (upper-cased when rendered).
+SPECULATIVE_METHODS = {
+    "vllm": ("ngram", "eagle", "eagle3", "mtp", "dflash", "medusa", "draft_model"),
+    "sglang": ("eagle", "eagle3", "nextn", "ngram"),
+}
+# Speculative knobs only SGLang has; vLLM takes only num_speculative_tokens.
+SGLANG_ONLY_SPECULATIVE_FIELDS = ("num_steps", "eagle_topk")
+
+NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+RESERVED_WORDS = ("none", "status", "all")
+
+# Anything that looks like a credential must live in the secrets env file.
+SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY)", re.I)
+SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,})$")
+SECRET_FLAGS = ("--api-key", "--hf-token", "--token")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+GB = Annotated[float, Field(gt=0)]
+
+
+class Speculative(StrictModel):
+    """Speculative decoding settings, mapped onto each engine's own flags."""
+
+    method: str
+    num_speculative_tokens: int | None = Field(default=None, gt=0)
+    draft_model: str | None = None
+    num_steps: int | None = Field(default=None, gt=0)
+    eagle_topk: int | None = Field(default=None, gt=0)
+
+
+class Memory(StrictModel):
+    fraction: float = Field(gt=0, le=1)
+    weights_gb: GB
+    resident_gb: GB | None = None
+
+
+class Tools(StrictModel):
+    parser: str
+
+
+class Variant(StrictModel):
+    """A named alternative launch of the same model (e.g. a rollback without EAGLE).
+
+    Fields left out inherit from the profile; `speculative: null` turns
+    speculative decoding off for this variant.
+    """
+
+    description: str | None = None
+    speculative: Speculative | None = None
+    memory_fraction: float | None = Field(default=None, gt=0, le=1)
+    extra_args: list[str] | None = None
+    expected_decode_tok_s: float | None = Field(default=None, gt=0)
+
+
+class Profile(StrictModel):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: str
+    aliases: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = []
+    engine: str
+    image: str
+    model: str
+    served_model_name: str
+    port: int = Field(ge=1024, le=65535)
+    context_length: int = Field(gt=0)
+    memory: Memory
+    vision: bool
+    language_model_only: bool = False
+    speculative: Speculative | None = None
+    tools: Tools | None = None
+    reasoning_parser: str | None = None
+    env: dict[str, str] = {}
+    extra_args: list[str] = []
+    variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Variant] = {}
+    default_variant: str | None = None
+    readiness_timeout_s: int = Field(default=900, gt=0)
+    stop_timeout_s: int = Field(default=60, gt=0)
+    expected_decode_tok_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, engine: str) -> str:
+        if engine not in ENGINES:
+            raise ValueError(f"engine {engine!r} is not supported (choose one of: {', '.join(ENGINES)})")
+        return engine
+
+    # --- derived views -------------------------------------------------
+    @property
+    def unit_name(self) -> str:
+        return f"{self.engine}-{self.name}.service"
+
+    @property
+    def container_name(self) -> str:
+        return f"sparkstack-{self.name}"
+
+    @property
+    def variant_names(self) -> list[str]:
+        return list(self.variants) or ["default"]
+
+    @property
+    def effective_default_variant(self) -> str:
+        return self.default_variant or self.variant_names[0]
+
+    def resolve(self, variant: str) -> "ResolvedVariant":
+        """The settings one variant actually launches with."""
+        if variant not in self.variant_names:
+            raise KeyError(variant)
+        spec = self.variants.get(variant)
+        speculative = self.speculative
+        fraction = self.memory.fraction
+        extra_args = list(self.extra_args)
+        expected = self.expected_decode_tok_s
+        description = None
+        if spec is not None:
+            if "speculative" in spec.model_fields_set:
+                speculative = spec.speculative
+            fraction = spec.memory_fraction or fraction
+            extra_args += spec.extra_args or []
+            expected = spec.expected_decode_tok_s or expected
+            description = spec.description
+        return ResolvedVariant(variant, description, speculative, fraction, extra_args, expected)
+
+    @property
+    def required_memory_gb(self) -> float:
+        """What the model holds once loaded; the weights when the source is silent."""
+        return self.memory.resident_gb or self.memory.weights_gb
+
+
+@dataclass(frozen=True)
+class ResolvedVariant:
+    name: str
+    description: str | None
+    speculative: Speculative | None
+    memory_fraction: float
+    extra_args: list[str]
+    expected_decode_tok_s: float | None
+
+
+@dataclass(frozen=True)
+class ProfileError:
+    file: str
+    field: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.field}: {self.message}"
+
+
+class ProfileErrors(Exception):
+    def __init__(self, errors: list[ProfileError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+@dataclass(frozen=True)
+class LoadedProfile:
+    profile: Profile
+    source: Path
+
+
+# --- loading -------------------------------------------------------------
+
+def collect_profile_files(paths: list[Path] | None = None) -> list[Path]:
+    paths = paths or [MODELS_DIR]
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml")))
+        else:
+            files.append(path)
+    return files
+
+
+def load_profiles(paths: list[Path] | None = None) -> list[LoadedProfile]:
+    """Load and validate every profile, or raise ProfileErrors naming each problem."""
+    errors: list[ProfileError] = []
+    loaded: list[LoadedProfile] = []
+    files = collect_profile_files(paths)
+    if not files:
+        where = ", ".join(display_path(p) for p in (paths or [MODELS_DIR]))
+        raise ProfileErrors([ProfileError(where, "(files)", "no *.yaml model profiles found")])
+    for path in files:
+        profile, file_errors = _load_one(path)
+        errors.extend(file_errors)
+        if profile is not None:
+            loaded.append(LoadedProfile(profile, path))
+    errors.extend(_cross_profile_errors(loaded))
+    if errors:
+        raise ProfileErrors(errors)
+    return sorted(loaded, key=lambda lp: lp.profile.name)
+
+
+def _load_one(path: Path) -> tuple[Profile | None, list[ProfileError]]:
+    shown = display_path(path)
+    if not path.is_file():
+        return None, [ProfileError(shown, "(file)", "no such file")]
+    text = path.read_text(encoding="utf-8")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "invalid YAML"
+        return None, [ProfileError(shown, "(yaml)", f"YAML syntax error: {problem}", line)]
+    if not isinstance(data, dict):
+        return None, [ProfileError(shown, "(document)", "must be a mapping of profile fields")]
+    lines = _line_index(node)
+    try:
+        profile = Profile.model_validate(data)
+    except ValidationError as exc:
+        return None, [
+            ProfileError(shown, _loc(err["loc"]), _message(err), lines.get(tuple(err["loc"][:-1]) if err["type"] == "missing" else tuple(err["loc"])))
+            for err in exc.errors()
+        ]
+    errors = [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _semantic_errors(profile, path)]
+    errors += [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _secret_errors(data)]
+    return (None if errors else profile), errors
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(part) for part in loc) or "(document)"
+
+
+def _message(err: dict) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown field (check the spelling; see group_data/models/README.md for the fields)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "value_error":
+        return str(err["ctx"]["error"])
+    if kind.endswith("_type") or kind in ("model_type", "dict_type", "list_type"):
+        return f"wrong type: {err['msg'].lower()}, got {type(err['input']).__name__} {err['input']!r}"
+    if kind == "string_pattern_mismatch":
+        return f"{err['input']!r} is not a valid name (lower-case letters, digits and '-', starting with a letter)"
+    return f"{err['msg']} (got {err['input']!r})"
+
+
+def _line_index(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
+    """Map each field path to the 1-based line it was written on."""
+    index: dict[tuple, int] = {}
+    if node is None:
+        return index
+    index[prefix] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            path = prefix + (key.value,)
+            index[path] = key.start_mark.line + 1
+            index.update({k: v for k, v in _line_index(value, path).items() if k != path})
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            index.update(_line_index(item, prefix + (i,)))
+    return index
+
+
+def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str]]:
+    errors: list[tuple[tuple, str, str]] = []
+    if profile.name != path.stem:
+        errors.append((("name",), "name", f"{profile.name!r} must match the file name {path.stem!r}"))
+    if profile.vision and profile.language_model_only:
+        errors.append((("language_model_only",), "language_model_only",
+                       "cannot be true on a profile that declares vision: true (it would turn the vision encoder off)"))
+    if profile.language_model_only and profile.engine != "vllm":
+        errors.append((("language_model_only",), "language_model_only",
+                       f"{profile.engine} has no language-model-only switch; only vllm takes --language-model-only"))
+    for alias in profile.aliases:
+        if alias in RESERVED_WORDS:
+            errors.append((("aliases",), "aliases", f"{alias!r} is reserved by llm-switch"))
+    if profile.name in RESERVED_WORDS:
+        errors.append((("name",), "name", f"{profile.name!r} is reserved by llm-switch"))
+    if profile.variants and profile.default_variant is None:
+        errors.append((("default_variant",), "default_variant",
+                       f"required when variants are declared (one of: {', '.join(profile.variants)})"))
+    if profile.default_variant is not None and profile.default_variant not in profile.variant_names:
+        errors.append((("default_variant",), "default_variant",
+                       f"{profile.default_variant!r} is not a declared variant (declared: {', '.join(profile.variant_names)})"))
+    if profile.memory.resident_gb is not None and profile.memory.resident_gb < profile.memory.weights_gb:
+        errors.append((("memory", "resident_gb"), "memory.resident_gb",
+                       f"{profile.memory.resident_gb} GB is less than the weights ({profile.memory.weights_gb} GB)"))
+    speculative_sites = [(("speculative",), profile.speculative)]
+    speculative_sites += [(("variants", name, "speculative"), v.speculative) for name, v in profile.variants.items()]
+    for loc, spec in speculative_sites:
+        if spec is not None:
+            errors.extend(_speculative_errors(profile.engine, loc, spec))
+    return errors
+
+
+def _speculative_errors(engine: str, loc: tuple, spec: Speculative) -> list[tuple[tuple, str, str]]:
+    errors = []
+    where = ".".join(loc)
+    methods = SPECULATIVE_METHODS[engine]
+    if spec.method not in methods:
+        errors.append((loc + ("method",), f"{where}.method",
+                       f"{engine} does not take speculative method {spec.method!r} (it takes: {', '.join(methods)})"))
+    if engine == "vllm":
+        for field in SGLANG_ONLY_SPECULATIVE_FIELDS:
+            if getattr(spec, field) is not None:
+                errors.append((loc + (field,), f"{where}.{field}", f"vllm does not take {field}; it is an sglang setting"))
+    if engine == "sglang" and spec.method in ("eagle", "eagle3") and not spec.draft_model:
+        errors.append((loc + ("draft_model",), f"{where}.draft_model",
+                       f"sglang needs --speculative-draft-model-path for {spec.method}"))
+    return errors
+
+
+def _secret_errors(data: dict) -> list[tuple[tuple, str, str]]:
+    errors = []
+    hint = "secrets belong in /etc/sparkstack/secrets.env on the host, never in a profile"
+    for key, value in (data.get("env") or {}).items():
+        if SECRET_NAME.search(str(key)) or SECRET_VALUE.match(str(value)):
+            errors.append((("env", key), f"env.{key}", f"looks like a secret written inline; {hint}"))
+    arg_lists = [(("extra_args",), data.get("extra_args") or [])]
+    for vname, variant in (data.get("variants") or {}).items():
+        if isinstance(variant, dict):
+            arg_lists.append((("variants", vname, "extra_args"), variant.get("extra_args") or []))
+    for loc, args in arg_lists:
+        for i, arg in enumerate(args):
+            text = str(arg)
+            if text.split("=")[0] in SECRET_FLAGS or SECRET_VALUE.match(text):
+                field = ".".join(str(p) for p in loc) + f".{i}"
+                errors.append((loc + (i,), field, f"passes a secret on the command line; {hint}"))
+    return errors
+
+
+def _cross_profile_errors(loaded: list[LoadedProfile]) -> list[ProfileError]:
+    errors: list[ProfileError] = []
+    names: dict[str, LoadedProfile] = {}
+    ports: dict[int, LoadedProfile] = {}
+    for lp in loaded:
+        p, shown = lp.profile, display_path(lp.source)
+        for label, word in [("name", p.name)] + [("aliases", a) for a in p.aliases]:
+            other = names.get(word)
+            if other is not None and other is not lp:
+                errors.append(ProfileError(shown, label, f"{word!r} is already used by {display_path(other.source)}"))
+            elif other is None:
+                names[word] = lp
+        other = ports.get(p.port)
+        if other is not None:
+            errors.append(ProfileError(shown, "port", f"{p.port} is already used by {display_path(other.source)}"))
+        else:
+            ports[p.port] = lp
+    return errors
+
+
+def find_profile(loaded: list[LoadedProfile], word: str) -> Profile | None:
+    for lp in loaded:
+        if word == lp.profile.name or word in lp.profile.aliases:
+            return lp.profile
+    return None

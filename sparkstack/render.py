@@ -1,0 +1,236 @@
+"""Rendering: profiles + group settings -> the exact files a host of that group gets.
+
+`sparkstack render` writes these files into a review tree and `deploy.py` puts
+the very same `RenderedFile` objects on the host, so review and deploy cannot
+disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from sparkstack.engines import API_KEY_ENV, engine_args
+from sparkstack.groups import GroupSettings
+from sparkstack.memory import Plan
+from sparkstack.paths import FILES_DIR, TEMPLATES_DIR, display_path
+from sparkstack.profiles import LoadedProfile, Profile
+
+SECRETS_PATH = "/etc/sparkstack/secrets.env"
+CONFIG_DIR = "/etc/sparkstack"
+LAUNCH_DIR = "/usr/local/libexec/sparkstack"
+UNIT_DIR = "/etc/systemd/system"
+SWITCH_PATH = "/usr/local/bin/llm-switch"
+REGISTRY_PATH = f"{CONFIG_DIR}/models.json"
+WATCHTOWER_DISABLE_LABEL = "com.centurylinklabs.watchtower.enable=false"
+# The docker runtime flags a GPU model container needs on a Spark: all GPUs
+# (NVIDIA dgx-spark-playbooks, vllm and sglang READMEs) and the host IPC
+# namespace for the engines' shared memory (vLLM Qwen3.5/3.6 recipe).
+GPU_FLAGS = ("--gpus all",)
+COMMON_RUNTIME_FLAGS = ("--ipc=host",)
+# Restart bounds: a crash loop stops after this many starts in the interval.
+START_LIMIT_BURST = 3
+RESTART_SEC = 10
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str
+    content: str
+    mode: str
+    user: str = "root"
+    group: str = "root"
+    kind: str = "file"
+
+
+@dataclass(frozen=True)
+class Rendering:
+    group: str
+    plan: Plan
+    files: list[RenderedFile]
+    directories: list[RenderedFile]
+    secrets_file: RenderedFile
+
+    @property
+    def units(self) -> list[RenderedFile]:
+        return [f for f in self.files if f.kind == "unit"]
+
+    def write_tree(self, out: Path) -> list[Path]:
+        """Write the files under `out` as they would sit on the host, plus a manifest."""
+        written = []
+        for rendered in self.files:
+            target = out / rendered.path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(rendered.content, encoding="utf-8")
+            target.chmod(int(rendered.mode, 8))
+            written.append(target)
+        manifest = out / "MANIFEST"
+        manifest.write_text(self.manifest(), encoding="utf-8")
+        return written
+
+    def manifest(self) -> str:
+        lines = [f"# sparkstack render for group {self.group!r}: path mode owner:group what"]
+        for d in self.directories:
+            lines.append(f"{d.path}/ {d.mode} {d.user}:{d.group} directory")
+        for f in self.files:
+            lines.append(f"{f.path} {f.mode} {f.user}:{f.group} {f.kind}")
+        s = self.secrets_file
+        lines.append(f"{s.path} {s.mode} {s.user}:{s.group} secrets (created empty if absent; content never touched)")
+        return "\n".join(lines) + "\n"
+
+
+class RenderError(Exception):
+    pass
+
+
+def _jinja() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _arg_lines(args: list[str]) -> list[str]:
+    """Group an argument list into readable lines: the command, then one flag (and its value) per line."""
+    lines: list[str] = []
+    i = 0
+    while i < len(args) and not args[i].startswith("--"):
+        i += 1
+    lines.append(" ".join(shlex.quote(a) for a in args[:i]))
+    while i < len(args):
+        if i + 1 < len(args) and not args[i + 1].startswith("--") and "=" not in args[i]:
+            lines.append(f"{shlex.quote(args[i])} {shlex.quote(args[i + 1])}")
+            i += 2
+        else:
+            lines.append(shlex.quote(args[i]))
+            i += 1
+    return lines
+
+
+def launch_path(profile: Profile) -> str:
+    return f"{LAUNCH_DIR}/launch-{profile.name}"
+
+
+def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSettings) -> str:
+    p = lp.profile
+    variants = []
+    for name in p.variant_names:
+        resolved = p.resolve(name)
+        variants.append({"name": name, "description": resolved.description,
+                         "arg_lines": _arg_lines(engine_args(p, resolved))})
+    runtime_flags = (list(GPU_FLAGS) if settings.gpus else []) + list(COMMON_RUNTIME_FLAGS)
+    bind = "0.0.0.0" if settings.expose else "127.0.0.1"
+    return env.get_template("launch.sh.j2").render(
+        profile=p,
+        source=_source(lp),
+        unit_name=p.unit_name,
+        launch_name=f"launch-{p.name}",
+        variants=variants,
+        labels=[WATCHTOWER_DISABLE_LABEL, f"io.sparkstack.model={p.name}", "io.sparkstack.managed=true"],
+        runtime_flags=runtime_flags,
+        secrets_path=SECRETS_PATH,
+        env=[shlex.quote(f"{k}={v}") for k, v in sorted(p.env.items())],
+        publish=f"{bind}:{p.port}:{p.port}",
+        cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
+        image=shlex.quote(settings.image_overrides.get(p.engine, p.image)),
+    )
+
+
+def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str]) -> str:
+    p = lp.profile
+    return env.get_template("model.service.j2").render(
+        profile=p,
+        source=_source(lp),
+        unit_name=p.unit_name,
+        launch_path=launch_path(p),
+        start_limit_burst=START_LIMIT_BURST,
+        # Long enough to hold the bursts of a model that crashes while loading.
+        start_limit_interval_s=START_LIMIT_BURST * (RESTART_SEC + p.readiness_timeout_s),
+        restart_sec=RESTART_SEC,
+        conflicts=[u for u in all_units if u != p.unit_name],
+    )
+
+
+def _source(lp: LoadedProfile) -> str:
+    try:
+        return str(lp.source.resolve().relative_to(TEMPLATES_DIR.parent.resolve()))
+    except ValueError:
+        return lp.source.name
+
+
+def registry(profiles: list[Profile], settings: GroupSettings) -> str:
+    """What llm-switch knows about the models on this host; JSON so the switch needs no YAML parser."""
+    models = {}
+    for p in profiles:
+        models[p.name] = {
+            "aliases": p.aliases,
+            "engine": p.engine,
+            "unit": p.unit_name,
+            "container": p.container_name,
+            "port": p.port,
+            "served_model_name": p.served_model_name,
+            "variants": p.variant_names,
+            "default_variant": p.effective_default_variant,
+            "readiness_timeout_s": p.readiness_timeout_s,
+            "required_memory_gb": round(p.required_memory_gb * settings.switch_memory_scale, 3),
+            "vision": p.vision,
+            "language_model_only": p.language_model_only,
+            "tools": p.tools is not None,
+            "expected_decode_tok_s": {v: p.resolve(v).expected_decode_tok_s for v in p.variant_names},
+        }
+    document = {
+        "os_reserve_gb": round(settings.os_reserve_gb * settings.switch_memory_scale, 3),
+        "drop_caches": settings.drop_caches,
+        "lock_wait_s": settings.switch_lock_wait_s,
+        "memory_settle_timeout_s": settings.memory_settle_timeout_s,
+        "secrets_file": SECRETS_PATH,
+        "models": models,
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def check_exposure(profiles: list[Profile], settings: GroupSettings, group: str) -> None:
+    if not settings.expose:
+        return
+    blocked = [p for p in profiles if p.engine not in API_KEY_ENV]
+    if blocked:
+        names = ", ".join(f"{p.name} ({p.engine})" for p in blocked)
+        raise RenderError(
+            f"group {group!r} sets sparkstack_expose = True, but {names} can take an API key only as a "
+            "command-line argument, which would leak it into process listings; keep this group on "
+            "loopback or limit sparkstack_models to engines that read the key from the environment "
+            f"({', '.join(f'{e}: {v}' for e, v in API_KEY_ENV.items())})")
+
+
+def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, plan: Plan) -> Rendering:
+    """Render every file for the profiles the plan admits on this group."""
+    admitted = {p.name for p in plan.deployable}
+    chosen = [lp for lp in loaded if lp.profile.name in admitted]
+    check_exposure([lp.profile for lp in chosen], settings, group)
+    env = _jinja()
+    files: list[RenderedFile] = []
+    all_units = [lp.profile.unit_name for lp in chosen]
+    for lp in chosen:
+        p = lp.profile
+        files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings), "0755", kind="launch-script"))
+        files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, all_units), "0644", kind="unit"))
+    files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings), "0644", kind="registry"))
+    files.append(RenderedFile(SWITCH_PATH, (FILES_DIR / "llm-switch").read_text(encoding="utf-8"), "0755", kind="switch"))
+    directories = [
+        RenderedFile(CONFIG_DIR, "", "0755", kind="directory"),
+        RenderedFile(LAUNCH_DIR, "", "0755", kind="directory"),
+        RenderedFile(settings.model_cache_dir, "", "0755", kind="directory"),
+    ]
+    secrets = RenderedFile(SECRETS_PATH, "", "0600", kind="secrets")
+    return Rendering(group, plan, files, directories, secrets)
+
+
+__all__ = ["render", "Rendering", "RenderedFile", "RenderError", "display_path"]

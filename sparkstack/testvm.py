@@ -1,0 +1,324 @@
+"""The test VM: a real Debian 12 host with systemd, sshd and docker, under qemu (TCG).
+
+The image is built once with mmdebstrap and cached outside the repo, keyed by the
+recipe below; each `up` boots a fresh copy-on-write overlay of it behind a
+loopback port. `down` stops exactly the qemu process `up` started (by pid).
+KVM is not used: on these machines /dev/kvm exists but hangs at boot (BRIEF).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HOST_ALIAS = "sparkstack-testvm"
+SUITE = "bookworm"
+PACKAGES = (
+    "linux-image-amd64", "systemd-sysv", "udev", "openssh-server", "python3", "docker.io",
+    "ca-certificates", "iproute2", "procps", "kmod",
+)
+DISK_SIZE = "8G"
+MEMORY_MB = 2048
+CPUS = 2
+BOOT_TIMEOUT_S = 600
+NETWORK = """[Match]
+Name=eth0
+
+[Network]
+DHCP=yes
+"""
+FSTAB = "/dev/vda / ext4 defaults,noatime 0 1\n"
+# Bump when the recipe changes in a way the package list and files above do not show.
+RECIPE_VERSION = "3"
+
+REQUIRED_TOOLS = {
+    "mmdebstrap": "apt-get install mmdebstrap",
+    "qemu-system-x86_64": "apt-get install qemu-system-x86",
+    "qemu-img": "apt-get install qemu-utils",
+    "mkfs.ext4": "apt-get install e2fsprogs",
+    "ssh": "apt-get install openssh-client",
+    "ssh-keygen": "apt-get install openssh-client",
+}
+
+
+class TestVMError(Exception):
+    pass
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPARKSTACK_CACHE", Path.home() / ".cache" / "sparkstack"))
+
+
+def recipe_key() -> str:
+    recipe = json.dumps([RECIPE_VERSION, SUITE, PACKAGES, DISK_SIZE, NETWORK, FSTAB])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Image:
+    root: Path
+
+    @property
+    def disk(self) -> Path:
+        return self.root / "disk.raw"
+
+    @property
+    def kernel(self) -> Path:
+        return self.root / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        return self.root / "initrd.img"
+
+    @property
+    def key(self) -> Path:
+        return self.root / "id_ed25519"
+
+    @property
+    def complete(self) -> bool:
+        return (self.root / "COMPLETE").is_file()
+
+
+@dataclass(frozen=True)
+class Run:
+    root: Path
+
+    @property
+    def overlay(self) -> Path:
+        return self.root / "overlay.qcow2"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "qemu.pid"
+
+    @property
+    def console(self) -> Path:
+        return self.root / "console.log"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def ssh_config_file(self) -> Path:
+        return self.root / "ssh_config"
+
+
+def image() -> Image:
+    return Image(cache_root() / "testvm-images" / recipe_key())
+
+
+def run_dir() -> Run:
+    return Run(cache_root() / "testvm-run")
+
+
+def progress(message: str) -> None:
+    print(f"testvm: {message}", file=sys.stderr, flush=True)
+
+
+def missing_tools() -> list[str]:
+    return [f"{tool} (install: {how})" for tool, how in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
+
+
+def require_tools() -> None:
+    missing = missing_tools()
+    if missing:
+        raise TestVMError("missing tools for the test VM: " + "; ".join(missing)
+                          + ". `make test` and `make demo` install them (Debian/Ubuntu, as root or with sudo).")
+
+
+# --- building -----------------------------------------------------------
+
+def build_image(img: Image) -> None:
+    """Build the cached VM image: mmdebstrap a rootfs, customise it, pack it into an ext4 disk."""
+    require_tools()
+    if img.root.exists():
+        shutil.rmtree(img.root)
+    img.root.mkdir(parents=True)
+    rootfs = img.root / "rootfs"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sparkstack-testvm", "-f", str(img.key)], check=True)
+    include = ",".join(PACKAGES)
+    progress(f"building the VM image with mmdebstrap ({SUITE}; about 1-2 minutes) into {img.root}")
+    started = time.monotonic()
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={include}", SUITE, str(rootfs)], check=True)
+    progress(f"rootfs ready after {time.monotonic() - started:.0f} s; customising")
+    _customise(rootfs, img.key.with_suffix(".pub").read_text())
+    boot = rootfs / "boot"
+    shutil.copy(sorted(boot.glob("vmlinuz-*"))[-1], img.kernel)
+    shutil.copy(sorted(boot.glob("initrd.img-*"))[-1], img.initrd)
+    progress("packing the ext4 disk image")
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(img.disk), DISK_SIZE], check=True)
+    shutil.rmtree(rootfs)
+    (img.root / "COMPLETE").write_text(json.dumps({"recipe": recipe_key(), "built_s": round(time.monotonic() - started)}))
+    progress(f"image built in {time.monotonic() - started:.0f} s")
+
+
+def _customise(rootfs: Path, public_key: str) -> None:
+    (rootfs / "etc/hostname").write_text(f"{HOST_ALIAS}\n")
+    (rootfs / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {HOST_ALIAS}\n")
+    (rootfs / "etc/fstab").write_text(FSTAB)
+    (rootfs / "etc/systemd/network/10-eth0.network").write_text(NETWORK)
+    ssh_dir = rootfs / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(public_key)
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    # Root logs in with the key only; nothing else listens beyond sshd.
+    (rootfs / "etc/ssh/sshd_config.d/sparkstack.conf").write_text("PermitRootLogin prohibit-password\nUseDNS no\n")
+    subprocess.run(["chroot", str(rootfs), "systemctl", "enable", "systemd-networkd", "ssh", "docker"], check=True,
+                   capture_output=True)
+
+
+# --- running ------------------------------------------------------------
+
+def _pid(run: Run) -> int | None:
+    try:
+        pid = int(run.pidfile.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    # Only our own qemu: the pid must still be a qemu running our overlay.
+    return pid if "qemu-system" in cmdline and str(run.overlay) in cmdline else None
+
+
+def _state(run: Run) -> dict:
+    try:
+        return json.loads(run.state_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ssh_config_text(port: int, key: Path) -> str:
+    return (f"Host {HOST_ALIAS}\n"
+            f"  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {key}\n"
+            f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+            f"  LogLevel ERROR\n  ConnectTimeout 10\n")
+
+
+def ssh(command: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
+    run = run_dir()
+    return subprocess.run(["ssh", "-F", str(run.ssh_config_file), HOST_ALIAS, command],
+                          capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def system_state() -> str | None:
+    try:
+        result = ssh("systemctl is-system-running", timeout=20)
+    except subprocess.TimeoutExpired:
+        return None
+    if result.returncode == 255:  # ssh itself failed: not up yet
+        return None
+    return result.stdout.strip() or None
+
+
+def up(fresh: bool = False) -> dict:
+    """Boot the VM (building the image first if needed) and wait until systemd has finished booting."""
+    run = run_dir()
+    if _pid(run) is not None:
+        if not fresh:
+            state = system_state()
+            progress(f"reusing the running VM (pid {_pid(run)}, system {state})")
+            return _state(run) | {"system_state": state}
+        down()
+    require_tools()
+    img = image()
+    if not img.complete:
+        build_image(img)
+    if run.root.exists():
+        shutil.rmtree(run.root)
+    run.root.mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(img.disk), str(run.overlay)], check=True)
+    port = _free_port()
+    run.ssh_config_file.write_text(ssh_config_text(port, img.key))
+    command = [
+        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(MEMORY_MB), "-smp", str(CPUS),
+        "-kernel", str(img.kernel), "-initrd", str(img.initrd),
+        "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",
+        "-drive", f"file={run.overlay},format=qcow2,if=virtio",
+        "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+        "-display", "none", "-serial", f"file:{run.console}", "-daemonize", "-pidfile", str(run.pidfile),
+    ]
+    started = time.monotonic()
+    subprocess.run(command, check=True)
+    progress(f"booting (qemu pid {_pid(run)}, ssh on 127.0.0.1:{port}); waiting for systemd")
+    state = None
+    next_report = started + 15
+    while time.monotonic() - started < BOOT_TIMEOUT_S:
+        state = system_state()
+        if state in ("running", "degraded"):
+            break
+        if _pid(run) is None:
+            raise TestVMError(f"qemu exited during boot; see {run.console}")
+        if time.monotonic() >= next_report:
+            progress(f"  {time.monotonic() - started:.0f} s: system {state or 'not reachable yet'}")
+            next_report += 15
+        time.sleep(2)
+    else:
+        raise TestVMError(f"the VM did not finish booting within {BOOT_TIMEOUT_S} s (last state: {state}); see {run.console}")
+    boot_s = round(time.monotonic() - started, 1)
+    if state == "degraded":
+        failed = ssh("systemctl --failed --no-legend --plain | cut -d' ' -f1").stdout.split()
+        progress(f"system is degraded; failed units: {', '.join(failed) or 'unknown'}")
+    info = {"host": HOST_ALIAS, "port": port, "key": str(img.key), "ssh_config": str(run.ssh_config_file),
+            "pid": _pid(run), "boot_s": boot_s}
+    run.state_file.write_text(json.dumps(info))
+    progress(f"up after {boot_s} s: system {state}; ssh -F {run.ssh_config_file} {HOST_ALIAS}")
+    return info | {"system_state": state}
+
+
+def down() -> bool:
+    """Stop the VM this kit started; True when one was running."""
+    run = run_dir()
+    pid = _pid(run)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if _pid(run) is None:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+    run.pidfile.unlink(missing_ok=True)
+    return True
+
+
+def status() -> dict:
+    run = run_dir()
+    pid = _pid(run)
+    if pid is None:
+        return {"running": False, "image_cached": image().complete, "image": str(image().root)}
+    return _state(run) | {"running": True, "system_state": system_state(), "image_cached": True}
+
+
+def inventory_entry() -> tuple[str, dict] | None:
+    """The pyinfra inventory entry for the running VM, or None when it is not up."""
+    run = run_dir()
+    state = _state(run)
+    if not state or _pid(run) is None:
+        return None
+    return HOST_ALIAS, {
+        "ssh_hostname": "127.0.0.1",
+        "ssh_port": state["port"],
+        "ssh_user": "root",
+        "ssh_key": state["key"],
+        "ssh_known_hosts_file": "/dev/null",
+        "ssh_strict_host_key_checking": "no",
+    }
