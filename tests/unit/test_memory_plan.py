@@ -1,0 +1,73 @@
+"""The memory plan admits what fits a host's unified memory and refuses the rest with numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparkstack.groups import GroupSettings, load_group_settings
+from sparkstack.memory import PlanError, check_fit, make_plan
+from sparkstack.profiles import load_profiles
+
+
+@pytest.fixture(scope="module")
+def profiles():
+    return {lp.profile.name: lp.profile for lp in load_profiles()}
+
+
+def test_spark_plan_admits_qwen_and_mistral_and_refuses_glm(profiles):
+    plan = make_plan("spark", list(profiles.values()), load_group_settings("spark"))
+    assert sorted(p.name for p in plan.deployable) == ["mistral4", "qwen36"]
+    assert [f.profile.name for f in plan.refused] == ["glm51"]
+
+
+def test_glm_refusal_carries_the_numbers(profiles):
+    fit = check_fit(profiles["glm51"], host_gb=128, reserve_gb=8)
+    assert not fit.fits
+    text = fit.describe()
+    assert "377 GB" in text and "128 GB" in text
+    assert "needs at least 4 hosts of 128 GB" in text
+    assert fit.min_hosts == 4
+
+
+@pytest.mark.parametrize("name,host_gb,reserve_gb,fits", [
+    ("qwen36", 128, 8, True),      # 67 + 8 = 75 <= 128
+    ("qwen36", 74, 8, False),      # 67 + 8 = 75 > 74
+    ("qwen36", 75, 8, True),       # exactly full still fits
+    ("mistral4", 128, 8, True),    # 82 + 8 = 90
+    ("mistral4", 128, 50, False),  # 82 + 50 = 132
+    ("mistral4", 89, 0, True),     # 0.75 x 89 = 66.75 >= 60 weights
+    ("mistral4", 81, 0, False),    # 82 GB resident > 81
+])
+def test_fit_boundaries(profiles, name, host_gb, reserve_gb, fits):
+    fit = check_fit(profiles[name], host_gb, reserve_gb)
+    assert fit.fits is fits, fit.describe()
+
+
+def test_fraction_must_cover_the_weights(profiles):
+    # 0.5 x 40 = 20 GB < 22 GB of qwen36 weights, even with a large host otherwise.
+    fit = check_fit(profiles["qwen36"].model_copy(update={"memory": profiles["qwen36"].memory.model_copy(update={"resident_gb": 30})}), 40, 0)
+    assert not fit.fits
+    assert "memory fraction 0.5 x 40 GB = 20 GB cannot hold 22 GB of weights" in fit.describe()
+
+
+def test_reserve_is_configurable(profiles):
+    tight = GroupSettings(os_reserve_gb=50)
+    plan = make_plan("spark", [profiles["mistral4"], profiles["qwen36"]], tight)
+    assert [p.name for p in plan.deployable] == ["qwen36"]  # 67 + 50 = 117 fits, 82 + 50 = 132 does not
+
+
+def test_live_memory_is_used_when_the_group_does_not_declare_it(profiles):
+    settings = GroupSettings(unified_memory_gb=None)
+    assert make_plan("spark", [profiles["qwen36"]], settings, live_gb=70).refused
+    assert not make_plan("spark", [profiles["qwen36"]], settings, live_gb=119.5).refused
+    assert make_plan("spark", [profiles["qwen36"]], settings).host_gb == 128
+
+
+def test_pinning_a_profile_that_cannot_fit_stops_the_plan(profiles):
+    with pytest.raises(PlanError, match="needs at least 4 hosts"):
+        make_plan("spark", list(profiles.values()), GroupSettings(models=["qwen36", "glm51"]))
+
+
+def test_pinning_an_unknown_profile_is_an_error(profiles):
+    with pytest.raises(PlanError, match="unknown profiles: llama"):
+        make_plan("spark", list(profiles.values()), GroupSettings(models=["llama"]))

@@ -1,0 +1,232 @@
+"""What `sparkstack render` writes: pinned flags, labels, binding, variants, lint-clean scripts and units."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparkstack.cli import main
+from sparkstack.groups import GroupSettings, load_group_settings
+from sparkstack.memory import make_plan
+from sparkstack.profiles import load_profiles
+from sparkstack.render import WATCHTOWER_DISABLE_LABEL, RenderError, render
+from tests.unit.conftest import edit_profile
+
+# What systemd-analyze may say off-target, and only that: docker and the launch scripts exist
+# on the host, not on this machine (the launch scripts are linted by shellcheck below, and the
+# host checks run `systemd-analyze verify` inside the test VM where all of them exist).
+OFF_TARGET_MESSAGES = (
+    re.compile(r"^[\w-]+\.service: Failed to create [\w-]+\.service/start: Unit docker\.service not found\.$"),
+    re.compile(r"^[\w-]+\.service: Command /usr/bin/docker is not executable: No such file or directory$"),
+    re.compile(r"^[\w-]+\.service: Command /usr/local/libexec/sparkstack/launch-[\w-]+ is not executable: "
+               r"No such file or directory$"),
+)
+
+
+def rendering_for(group: str, settings: GroupSettings | None = None, models_dir: Path | None = None):
+    loaded = load_profiles([models_dir] if models_dir else None)
+    settings = settings or load_group_settings(group)
+    plan = make_plan(group, [lp.profile for lp in loaded], settings)
+    return render(group, loaded, settings, plan)
+
+
+@pytest.fixture(scope="module", params=["spark", "testvm"])
+def tree(request, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp(f"render-{request.param}")
+    result = CliRunner().invoke(main, ["render", "--group", request.param, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def launch_script(tree: Path, name: str) -> str:
+    return (tree / "usr/local/libexec/sparkstack" / f"launch-{name}").read_text()
+
+
+def variant_block(script: str, variant: str) -> str:
+    match = re.search(rf"^  {re.escape(variant)}\)\n(.*?)^    ;;", script, re.M | re.S)
+    assert match, f"no variant {variant} in script"
+    return match.group(1)
+
+
+def test_render_writes_byte_for_byte_what_the_deploy_puts(tree):
+    group = tree.name.split("-")[1].rstrip("0123456789")
+    rendering = rendering_for(group)
+    for rendered in rendering.files:
+        on_disk = tree / rendered.path.lstrip("/")
+        assert on_disk.read_text() == rendered.content
+        assert oct(on_disk.stat().st_mode & 0o777) == oct(int(rendered.mode, 8))
+
+
+def test_one_unit_and_one_launch_script_per_deployable_profile(tree):
+    units = sorted(p.name for p in (tree / "etc/systemd/system").iterdir())
+    assert units == ["sglang-mistral4.service", "vllm-qwen36.service"]
+    scripts = sorted(p.name for p in (tree / "usr/local/libexec/sparkstack").iterdir())
+    assert scripts == ["launch-mistral4", "launch-qwen36"]  # glm51 is refused by the plan, not rendered
+
+
+@pytest.mark.parametrize("name", ["qwen36", "mistral4"])
+def test_every_container_carries_the_watchtower_disable_label(tree, name):
+    assert f"--label {WATCHTOWER_DISABLE_LABEL} \\" in launch_script(tree, name)
+
+
+@pytest.mark.parametrize("name", ["qwen36", "mistral4"])
+def test_container_runs_in_the_foreground_without_a_docker_restart_policy(tree, name):
+    script = launch_script(tree, name)
+    assert "exec docker run --rm \\" in script
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+    assert " -d " not in code and "--detach" not in code and "--restart" not in code
+
+
+@pytest.mark.parametrize("name", ["qwen36", "mistral4"])
+def test_secrets_come_from_the_env_file_only(tree, name):
+    script = launch_script(tree, name)
+    assert "--env-file /etc/sparkstack/secrets.env \\" in script
+    assert "HF_TOKEN" not in script and "API_KEY" not in script
+
+
+def test_qwen36_pinned_flags_and_env(tree):
+    block = variant_block(launch_script(tree, "qwen36"), "default")
+    for expected in (
+        "vllm serve rdtand/Qwen3.6-35B-A3B-PrismaQuant-4.75bit-vllm",
+        "--port 30001",
+        "--gpu-memory-utilization 0.5",
+        "--max-model-len 262144",
+        "--language-model-only",
+        """--speculative-config '{"method":"dflash","model":"z-lab/Qwen3.6-35B-A3B-DFlash","num_speculative_tokens":3}'""",
+        "--enable-auto-tool-choice",
+        "--tool-call-parser qwen3_xml",
+    ):
+        assert expected in block, expected
+    assert "--env VLLM_FLASHINFER_MOE_BACKEND=latency \\" in launch_script(tree, "qwen36")
+
+
+def test_mistral4_has_vision_so_no_language_only_flag(tree):
+    assert "--language-model-only" not in launch_script(tree, "mistral4")
+
+
+def test_mistral4_default_variant_is_safer_eagle_and_rollback_has_no_eagle(tree):
+    script = launch_script(tree, "mistral4")
+    assert 'variant="${1:-safer-eagle}"' in script
+    eagle = variant_block(script, "safer-eagle")
+    rollback = variant_block(script, "rollback")
+    assert "--speculative-algorithm EAGLE" in eagle
+    assert "--speculative-draft-model-path mistralai/Mistral-Small-4-119B-2603-eagle" in eagle
+    assert "--speculative" not in rollback
+    for common in ("--mem-fraction-static 0.75", "--context-length 32768", "--attention-backend triton", "--port 30000"):
+        assert common in eagle and common in rollback
+
+
+@pytest.mark.parametrize("name,port", [("qwen36", 30001), ("mistral4", 30000)])
+def test_endpoint_bound_to_loopback_by_default(tree, name, port):
+    assert f"--publish 127.0.0.1:{port}:{port} \\" in launch_script(tree, name)
+
+
+def test_units_are_docker_wrapped_and_not_started_at_boot_by_default(tree):
+    unit = (tree / "etc/systemd/system/vllm-qwen36.service").read_text()
+    for line in ("Requires=docker.service", "ExecStartPre=-/usr/bin/docker rm -f sparkstack-qwen36",
+                 "ExecStop=/usr/bin/docker stop -t 60 sparkstack-qwen36",
+                 "ExecStopPost=-/usr/bin/docker rm -f sparkstack-qwen36", "Restart=on-failure",
+                 "StartLimitBurst=3", "Conflicts=sglang-mistral4.service", "TimeoutStartSec=900"):
+        assert line in unit.splitlines(), line
+    unit_section = unit.split("[Service]")[0]
+    assert "StartLimitIntervalSec=" in unit_section  # start limits belong in [Unit]
+
+
+def test_testvm_differs_from_spark_only_in_image_and_gpus(tmp_path):
+    spark = {f.path: f.content for f in rendering_for("spark").files}
+    testvm = {f.path: f.content for f in rendering_for("testvm").files}
+    assert spark.keys() == testvm.keys()
+    for path in spark:
+        if "launch-" not in path:
+            continue
+        removed = set(spark[path].splitlines()) - set(testvm[path].splitlines())
+        added = set(testvm[path].splitlines()) - set(spark[path].splitlines())
+        assert {line.strip() for line in removed} <= {"--gpus all \\"} | {
+            line.strip() for line in spark[path].splitlines() if line.startswith("  ") and line.strip().startswith(("eugr/", "lmsysorg/"))}
+        assert {line.strip() for line in added} == {"sparkstack-standin-engine:latest \\"}
+
+
+def test_a_new_profile_renders_and_reaches_llm_switch_with_no_code_change(profiles_dir):
+    new = profiles_dir / "tiny.yaml"
+    text = (profiles_dir / "qwen36.yaml").read_text()
+    text = text.replace("name: qwen36", "name: tiny").replace("aliases: [qwen]", "aliases: [tee]")
+    text = text.replace("port: 30001", "port: 30005").replace("served_model_name: qwen36", "served_model_name: tiny")
+    new.write_text(text)
+    rendering = rendering_for("spark", models_dir=profiles_dir)
+    paths = {f.path for f in rendering.files}
+    assert "/etc/systemd/system/vllm-tiny.service" in paths
+    assert "/usr/local/libexec/sparkstack/launch-tiny" in paths
+    registry = json.loads(next(f.content for f in rendering.files if f.kind == "registry"))
+    assert registry["models"]["tiny"]["aliases"] == ["tee"]
+    assert registry["models"]["tiny"]["unit"] == "vllm-tiny.service"
+
+
+def test_exposing_binds_all_interfaces_but_refuses_sglang_whose_key_would_be_an_argument():
+    with pytest.raises(RenderError, match="mistral4 \\(sglang\\)"):
+        rendering_for("spark", GroupSettings(expose=True))
+    rendering = rendering_for("spark", GroupSettings(expose=True, models=["qwen36"]))
+    script = next(f.content for f in rendering.files if f.path.endswith("launch-qwen36"))
+    assert "--publish 0.0.0.0:30001:30001 \\" in script
+
+
+def test_launch_script_argument_arrays_parse_back_to_the_engine_command(tree):
+    """The rendered bash array, parsed like bash would, is exactly the engine's argument list."""
+    from sparkstack.engines import engine_args
+
+    profiles = {lp.profile.name: lp.profile for lp in load_profiles()}
+    for name in ("qwen36", "mistral4"):
+        script = launch_script(tree, name)
+        for variant in profiles[name].variant_names:
+            block = variant_block(script, variant)
+            array = block.split("engine_args=(", 1)[1].rsplit(")", 1)[0]
+            assert shlex.split(array) == engine_args(profiles[name], profiles[name].resolve(variant))
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (make test installs it)")
+def test_shellcheck_passes_on_every_rendered_script(tree):
+    scripts = sorted((tree / "usr/local/libexec/sparkstack").iterdir())
+    assert scripts
+    result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_would_catch_a_broken_script(tmp_path):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck not installed")
+    bad = tmp_path / "bad"
+    bad.write_text("#!/bin/bash\nrm -rf $1/*\n")
+    assert subprocess.run(["shellcheck", str(bad)], capture_output=True).returncode != 0
+
+
+def _verify(tree: Path, units: list[Path]) -> list[str]:
+    result = subprocess.run(["systemd-analyze", "verify", *map(str, units)],
+                            capture_output=True, text=True)
+    messages = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    return [m for m in messages if not any(p.search(m) for p in OFF_TARGET_MESSAGES)]
+
+
+def test_systemd_analyze_verify_passes_on_every_rendered_unit(tree):
+    units = sorted((tree / "etc/systemd/system").glob("*.service"))
+    assert units
+    assert _verify(tree, units) == []
+
+
+def test_systemd_analyze_verify_would_catch_a_broken_unit(tree, tmp_path):
+    broken_tree = tmp_path / "tree"
+    shutil.copytree(tree, broken_tree)
+    unit = broken_tree / "etc/systemd/system/vllm-qwen36.service"
+    unit.write_text(unit.read_text().replace("Restart=on-failure", "Restart=sometimes"))
+    assert any("restart specifier" in m for m in _verify(broken_tree, [unit]))
+
+
+def test_llm_switch_is_shipped_and_compiles(tree):
+    switch = tree / "usr/local/bin/llm-switch"
+    assert switch.read_text().startswith("#!/usr/bin/python3")
+    subprocess.run(["python3", "-m", "py_compile", str(switch)], check=True)

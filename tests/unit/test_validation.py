@@ -1,0 +1,143 @@
+"""Each kind of bad profile gets its own one-line `FILE: field.path: what is wrong`, exit 2."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparkstack.cli import main
+from sparkstack.profiles import ProfileErrors, load_profiles
+from tests.unit.conftest import edit_profile
+
+ERROR_LINE = re.compile(r"^(?P<file>[^:]+\.yaml)(:\d+)?: (?P<field>[^:]+): (?P<message>.+)$")
+
+
+def validate(*paths: Path):
+    return CliRunner().invoke(main, ["validate", *map(str, paths)])
+
+
+def test_shipped_profiles_are_valid():
+    result = validate()
+    assert result.exit_code == 0, result.output
+    assert "3 profile(s) valid" in result.output
+
+
+def _set(path, value):
+    def change(data):
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+def _delete(key):
+    return lambda data: data.pop(key)
+
+
+BAD_PROFILES = [
+    ("unknown key", "qwen36", _set(["gpu_mem"], 0.5), "gpu_mem", "unknown field"),
+    ("unknown nested key", "qwen36", _set(["memory", "fractoin"], 0.5), "memory.fractoin", "unknown field"),
+    ("wrong type", "qwen36", _set(["port"], "30001"), "port", "wrong type"),
+    ("wrong type list", "qwen36", _set(["aliases"], "qwen"), "aliases", "wrong type"),
+    ("missing field", "qwen36", _delete("image"), "image", "required field is missing"),
+    ("unknown engine", "qwen36", _set(["engine"], "llamacpp"), "engine", "not supported"),
+    ("fraction zero", "qwen36", _set(["memory", "fraction"], 0), "memory.fraction", "greater than 0"),
+    ("fraction above one", "qwen36", _set(["memory", "fraction"], 1.2), "memory.fraction", "less than or equal to 1"),
+    ("context zero", "qwen36", _set(["context_length"], 0), "context_length", "greater than 0"),
+    ("context negative", "qwen36", _set(["context_length"], -8), "context_length", "greater than 0"),
+    ("speculative method for other engine", "qwen36", _set(["speculative", "method"], "nextn"),
+     "speculative.method", "vllm does not take speculative method 'nextn'"),
+    ("sglang-only speculative knob on vllm", "qwen36", _set(["speculative", "eagle_topk"], 4),
+     "speculative.eagle_topk", "vllm does not take eagle_topk"),
+    ("speculative method in variant", "mistral4", _set(["variants", "safer-eagle", "speculative", "method"], "dflash"),
+     "variants.safer-eagle.speculative.method", "sglang does not take speculative method 'dflash'"),
+    ("language-only with vision", "qwen36", _set(["vision"], True),
+     "language_model_only", "cannot be true on a profile that declares vision"),
+    ("inline token in env", "qwen36", _set(["env", "HF_TOKEN"], "hf_abcdefghijklmnopqrstuvwxyz"),
+     "env.HF_TOKEN", "looks like a secret"),
+    ("inline secret value", "qwen36", _set(["env", "SOMETHING"], "hf_abcdefghijklmnopqrstuvwxyz0123"),
+     "env.SOMETHING", "looks like a secret"),
+    ("api key argument", "qwen36", _set(["extra_args"], ["--api-key", "abc"]), "extra_args.0", "passes a secret"),
+    ("default variant unknown", "mistral4", _set(["default_variant"], "fast"), "default_variant", "not a declared variant"),
+    ("name differs from file", "qwen36", _set(["name"], "qwen37"), "name", "must match the file name"),
+    ("reserved alias", "qwen36", _set(["aliases"], ["status"]), "aliases", "reserved by llm-switch"),
+]
+
+
+@pytest.mark.parametrize("kind,profile,change,field,message", BAD_PROFILES, ids=[b[0] for b in BAD_PROFILES])
+def test_bad_profile_gets_one_clear_line(profiles_dir, kind, profile, change, field, message):
+    path = edit_profile(profiles_dir, profile, change)
+    result = validate(profiles_dir)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line]
+    assert len(lines) == 1, lines
+    match = ERROR_LINE.match(lines[0])
+    assert match, lines[0]
+    assert match["file"].endswith(path.name)
+    assert match["field"] == field
+    assert message in match["message"]
+
+
+def test_field_errors_carry_the_line_number(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", _set(["port"], "30001"))
+    text = (profiles_dir / "qwen36.yaml").read_text().splitlines()
+    line_of_port = next(i for i, line in enumerate(text, 1) if line.startswith("port:"))
+    assert f"qwen36.yaml:{line_of_port}: port:" in validate(profiles_dir).output
+
+
+def test_yaml_syntax_error_names_the_line(profiles_dir):
+    path = profiles_dir / "qwen36.yaml"
+    lines = path.read_text().splitlines()
+    lines.insert(4, "engine: [vllm")
+    path.write_text("\n".join(lines) + "\n")
+    result = validate(profiles_dir)
+    assert result.exit_code == 2
+    assert re.search(r"qwen36\.yaml:\d+: \(yaml\): YAML syntax error", result.output), result.output
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("port", 30000, "30000 is already used by"),
+    ("aliases", ["mistral4"], "'mistral4' is already used by"),
+    ("aliases", ["mistral"], "'mistral' is already used by"),
+])
+def test_duplicates_across_profiles(profiles_dir, field, value, message):
+    edit_profile(profiles_dir, "qwen36", _set([field], value))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2
+    assert message in result.output, result.output
+    assert f"qwen36.yaml: {field}:" in result.output or f"mistral4.yaml: {field}:" in result.output
+
+
+def test_duplicate_name_across_directories(profiles_dir, tmp_path):
+    other = tmp_path / "more"
+    other.mkdir()
+    (other / "qwen36.yaml").write_text((profiles_dir / "qwen36.yaml").read_text())
+    result = validate(profiles_dir, other)
+    assert result.exit_code == 2
+    assert "more/qwen36.yaml: name: 'qwen36' is already used by" in result.output, result.output
+
+
+def test_every_error_is_reported_not_just_the_first(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", _set(["engine"], "tgi"))
+    edit_profile(profiles_dir, "mistral4", _set(["context_length"], 0))
+    with pytest.raises(ProfileErrors) as caught:
+        load_profiles([profiles_dir])
+    fields = sorted(e.field for e in caught.value.errors)
+    assert fields == ["context_length", "engine"]
+
+
+@pytest.mark.parametrize("command", [["plan"], ["render", "--group", "spark", "--out", "OUT"]])
+def test_commands_that_read_profiles_refuse_invalid_ones(profiles_dir, tmp_path, monkeypatch, command):
+    import sparkstack.profiles as profiles
+
+    edit_profile(profiles_dir, "qwen36", _set(["memory", "fraction"], 2))
+    monkeypatch.setattr(profiles, "MODELS_DIR", profiles_dir)
+    out = tmp_path / "tree"
+    result = CliRunner().invoke(main, [str(out) if c == "OUT" else c for c in command])
+    assert result.exit_code == 2
+    assert "memory.fraction" in result.output
+    assert not out.exists()
