@@ -87,6 +87,21 @@ def render_command(group: str, out: Path) -> None:
     click.echo(f"  {display_path(out / 'MANIFEST')} (modes and owners as deployed)")
 
 
+@main.command()
+@click.option("--limit", help="Only this host group or host (as pyinfra --limit).")
+def drift(limit: str | None) -> None:
+    """Dry-run the deploy: exit 0 nothing would change, 1 something would, 2 cannot tell."""
+    from sparkstack.drift import EXIT_UNKNOWN, check_drift
+
+    try:
+        load_profiles()
+    except ProfileErrors as exc:
+        fail(f"drift: cannot tell: invalid model profiles:\n{exc}", EXIT_UNKNOWN)
+    report = check_drift(limit)
+    click.echo(report.describe(), err=report.exit_code == EXIT_UNKNOWN)
+    sys.exit(report.exit_code)
+
+
 @main.group()
 def testvm() -> None:
     """The test VM: a real Debian 12 host with systemd, sshd and docker under qemu."""
@@ -141,6 +156,19 @@ def testvm_ssh_config() -> None:
     if not info["running"]:
         fail("testvm: not running; start it with `sparkstack testvm up`", 1)
     click.echo(vm.ssh_config_text(info["port"], Path(info["key"])), nl=False)
+
+
+@testvm.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def testvm_ssh(command: tuple[str, ...]) -> None:
+    """Run COMMAND in the VM over ssh; exits with its exit code."""
+    import subprocess
+
+    from sparkstack import testvm as vm
+
+    if not vm.status()["running"]:
+        fail("testvm: not running; start it with `sparkstack testvm up`", 1)
+    sys.exit(subprocess.call(["ssh", "-F", str(vm.run_dir().ssh_config_file), vm.HOST_ALIAS, *command]))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(os.environ.get("SPARKSTACK_ROOT", Path(__file__).resolve().parent.parent))
 GROUP_DATA_DIR = REPO_ROOT / "group_data"
-MODELS_DIR = GROUP_DATA_DIR / "models"
+# SPARKSTACK_MODELS_DIR points every command at another set of profiles (used by the drift tests).
+MODELS_DIR = Path(os.environ.get("SPARKSTACK_MODELS_DIR", GROUP_DATA_DIR / "models"))
 TEMPLATES_DIR = REPO_ROOT / "templates"
 FILES_DIR = REPO_ROOT / "files"
 

@@ -24,7 +24,7 @@ HOST_ALIAS = "sparkstack-testvm"
 SUITE = "bookworm"
 PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "openssh-server", "python3", "docker.io",
-    "ca-certificates", "iproute2", "procps", "kmod",
+    "ca-certificates", "iproute2", "procps", "kmod", "apparmor", "curl",
 )
 DISK_SIZE = "8G"
 MEMORY_MB = 2048

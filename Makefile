@@ -1,0 +1,50 @@
+# sparkstack: `make demo` runs the main job against the test VM; `make test` runs every test.
+# Both install what they need: Debian packages (as root or with sudo), then a venv.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap shellcheck e2fsprogs openssh-client systemd python3-venv
+RENDER_DIR := build/render
+
+.PHONY: demo test unit-test vm-test bench deps venv clean
+
+deps:
+	@missing=""; for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+unit-test: deps venv
+	$(BIN)/pytest tests/unit
+
+vm-test: deps venv
+	$(BIN)/pytest tests/vm
+
+test: unit-test vm-test
+
+demo: deps venv
+	$(BIN)/sparkstack validate
+	$(BIN)/sparkstack plan
+	rm -rf $(RENDER_DIR) && $(BIN)/sparkstack render --group spark --out $(RENDER_DIR)/spark
+	$(BIN)/sparkstack testvm up
+	$(BIN)/python tests/standin_engine/load_into_vm.py
+	$(BIN)/pyinfra -y inventory.py deploy.py --limit testvm
+	$(BIN)/sparkstack testvm ssh llm-switch qwen
+	$(BIN)/sparkstack testvm ssh llm-switch status
+
+bench: deps venv
+	$(BIN)/python tests/bench/bench_deploy.py
+
+clean:
+	-$(BIN)/sparkstack testvm down
+	rm -rf $(VENV) build

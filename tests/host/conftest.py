@@ -1,0 +1,48 @@
+"""Host checks: testinfra against any inventory host, the test VM in CI or a Spark by hand.
+
+    sparkstack testvm ssh-config > build/testvm.ssh
+    pytest tests/host --hosts=ssh://sparkstack-testvm --ssh-config=build/testvm.ssh
+
+    # a real Spark (group spark), as root or with sudo:
+    SPARKSTACK_GROUP=spark pytest tests/host --hosts=ssh://spark-1 --sudo
+
+What the host should hold is computed by the same code the deploy uses
+(profiles -> memory plan -> render), so the checks read the host as it is and
+compare it with what sparkstack means it to be.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from sparkstack.groups import load_group_settings
+from sparkstack.memory import make_plan
+from sparkstack.profiles import load_profiles
+from sparkstack.render import render
+
+GROUP = os.environ.get("SPARKSTACK_GROUP", "testvm")
+_LOADED = load_profiles()
+_SETTINGS = load_group_settings(GROUP)
+_PLAN = make_plan(GROUP, [lp.profile for lp in _LOADED], _SETTINGS)
+RENDERING = render(GROUP, _LOADED, _SETTINGS, _PLAN)
+DEPLOYED = {p.name: p for p in _PLAN.deployable}
+
+
+def pytest_generate_tests(metafunc):
+    if "profile" in metafunc.fixturenames:
+        names = sorted(DEPLOYED)
+        metafunc.parametrize("profile", [DEPLOYED[n] for n in names], ids=names)
+    if "rendered" in metafunc.fixturenames:
+        metafunc.parametrize("rendered", RENDERING.files, ids=[f.path for f in RENDERING.files])
+
+
+@pytest.fixture(scope="session")
+def rendering():
+    return RENDERING
+
+
+@pytest.fixture(scope="session")
+def settings():
+    return _SETTINGS

@@ -1,0 +1,85 @@
+"""The deployed host, read as it is: files, units, containers, the switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparkstack.engines import engine_args
+from tests.host.conftest import DEPLOYED
+from sparkstack.render import SECRETS_PATH, SWITCH_PATH, WATCHTOWER_DISABLE_LABEL, launch_path
+
+
+def managed_containers(host) -> list[str]:
+    out = host.check_output("docker ps --filter label=io.sparkstack.managed=true --format '{{.Names}}'")
+    return sorted(filter(None, out.splitlines()))
+
+
+def test_every_rendered_file_is_on_the_host_as_rendered(host, rendered):
+    remote = host.file(rendered.path)
+    assert remote.exists, rendered.path
+    assert remote.user == rendered.user and remote.group == rendered.group
+    assert remote.mode == int(rendered.mode, 8), f"{rendered.path}: mode {oct(remote.mode)}"
+    assert remote.content_string == rendered.content, f"{rendered.path} differs from what sparkstack renders"
+
+
+def test_model_unit_is_installed_but_not_enabled(host, profile):
+    service = host.service(profile.unit_name)
+    assert host.file(f"/etc/systemd/system/{profile.unit_name}").exists
+    assert not service.is_enabled, f"{profile.unit_name} is enabled at boot"
+
+
+def test_model_unit_verifies_on_the_host(host, profile):
+    result = host.run(f"systemd-analyze verify /etc/systemd/system/{profile.unit_name}")
+    assert result.rc == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_launch_script_carries_label_and_pinned_env(host, profile):
+    script = host.file(launch_path(profile)).content_string
+    assert f"--label {WATCHTOWER_DISABLE_LABEL}" in script
+    for key, value in profile.env.items():
+        assert f"--env {key}={value}" in script
+
+
+def test_secrets_file_is_root_only(host):
+    secrets = host.file(SECRETS_PATH)
+    assert secrets.exists and secrets.is_file
+    assert (secrets.user, secrets.group, secrets.mode) == ("root", "root", 0o600)
+
+
+def test_llm_switch_is_installed_on_path(host):
+    assert host.exists("llm-switch")
+    assert host.file(SWITCH_PATH).mode == 0o755
+    status = json.loads(host.check_output("llm-switch status --json"))
+    assert sorted(m["name"] for m in status["models"]) == sorted(DEPLOYED)
+
+
+@pytest.mark.switching
+def test_switching_to_a_model_leaves_exactly_it_running(host, profile):
+    alias = profile.aliases[0] if profile.aliases else profile.name
+    result = host.run(f"llm-switch {alias}")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert managed_containers(host) == [profile.container_name]
+    models = json.loads(host.check_output(f"curl -fsS --max-time 5 http://127.0.0.1:{profile.port}/v1/models"))
+    assert [m["id"] for m in models["data"]] == [profile.served_model_name]
+    inspect = json.loads(host.check_output(f"docker inspect {profile.container_name}"))[0]
+    labels = inspect["Config"]["Labels"]
+    assert labels["com.centurylinklabs.watchtower.enable"] == "false"
+    assert labels["io.sparkstack.variant"] == profile.effective_default_variant
+    env = inspect["Config"]["Env"]
+    for key, value in profile.env.items():
+        assert f"{key}={value}" in env
+    expected = engine_args(profile, profile.resolve(profile.effective_default_variant))
+    assert inspect["Config"]["Cmd"] == expected
+    assert inspect["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
+    status = json.loads(host.check_output("llm-switch status --json"))
+    assert status["hot"] == profile.name
+
+
+@pytest.mark.switching
+def test_switching_to_none_leaves_nothing_running(host):
+    result = host.run("llm-switch none")
+    assert result.rc == 0, result.stderr
+    assert managed_containers(host) == []
+    assert json.loads(host.check_output("llm-switch status --json"))["hot"] is None

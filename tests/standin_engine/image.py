@@ -1,0 +1,72 @@
+"""Build the stand-in engine's docker image without any registry, and load it into the test VM.
+
+The image is a Debian minbase root filesystem with python3 and the stand-in
+installed as `vllm` and as the `sglang.launch_server` module, made with mmdebstrap
+and `docker import`ed inside the VM. The tarball is cached, keyed by the stand-in's
+sources, so it is rebuilt only when they change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+from sparkstack import testvm
+
+HERE = Path(__file__).resolve().parent
+IMAGE = "sparkstack-standin-engine:latest"
+HASH_LABEL = "io.sparkstack.standin.hash"
+SOURCES = ("server.py", "vllm", "sglang/__init__.py", "sglang/launch_server.py")
+
+
+def sources_hash() -> str:
+    digest = hashlib.sha256(b"standin-image-v1")
+    for name in SOURCES:
+        digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def tarball() -> Path:
+    key = sources_hash()
+    target = testvm.cache_root() / "standin" / f"standin-{key}.tar"
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    testvm.progress("building the stand-in engine image with mmdebstrap (about a minute)")
+    partial = target.with_name(f"partial-{target.name}")  # mmdebstrap picks the format from the suffix
+    hooks = [
+        f'mkdir -p "$1/opt/standin" "$1/usr/lib/python3/dist-packages/sglang"',
+        f'cp {HERE}/server.py "$1/opt/standin/server.py"',
+        f'install -m 0755 {HERE}/vllm "$1/usr/local/bin/vllm"',
+        f'cp {HERE}/sglang/__init__.py {HERE}/sglang/launch_server.py "$1/usr/lib/python3/dist-packages/sglang/"',
+    ]
+    command = ["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3",
+               *[f"--customize-hook={hook}" for hook in hooks], "bookworm", str(partial)]
+    subprocess.run(command, check=True)
+    partial.rename(target)
+    return target
+
+
+def load_into_vm() -> None:
+    """docker import the stand-in into the running VM unless the same build is already there."""
+    key = sources_hash()
+    current = testvm.ssh(f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {IMAGE} 2>/dev/null")
+    if current.stdout.strip() == key:
+        testvm.progress(f"stand-in image {IMAGE} ({key}) already loaded")
+        return
+    tar = tarball()
+    testvm.progress(f"importing {IMAGE} into the VM")
+    with tar.open("rb") as handle:
+        result = subprocess.run(
+            ["ssh", "-F", str(testvm.run_dir().ssh_config_file), testvm.HOST_ALIAS,
+             f"docker import --change 'LABEL {HASH_LABEL}={key}' --change 'CMD [\"vllm\"]' - {IMAGE}"],
+            stdin=handle, capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        sys.exit(f"docker import failed: {result.stderr.strip()}")
+    testvm.progress(f"loaded {IMAGE} ({key})")
+
+
+if __name__ == "__main__":
+    load_into_vm()
