@@ -39,7 +39,7 @@ class DriftReport:
         lines = [f"drift: {len(self.changes)} operation(s) would change:"]
         lines += [f"  {host}: {name}" for host, name in self.changes]
         if self.diffs:
-            lines.append("file differences (- on the host, + what the deploy would write):")
+            lines.append("differences (- on the host, + what the deploy would write):")
             lines += [f"  {line}" for diff in self.diffs for line in diff.splitlines()]
         return "\n".join(lines)
 
@@ -53,27 +53,32 @@ def pyinfra_command(limit: str | None) -> list[str]:
 
 
 def _diffs(stderr: str) -> list[str]:
-    """The unified-diff blocks pyinfra prints for files that would change."""
-    blocks, current = [], []
+    """The file differences pyinfra's --diff prints: unified diffs, and mode/owner pairs (host first)."""
+    blocks: list[str] = []
+    current: list[str] | None = None
+    attribute: tuple[str, str] | None = None
     for raw in stderr.splitlines():
         line = ANSI.sub("", raw).rstrip()
-        stripped = line.strip()
-        if stripped.startswith(("--- ", "+++ ", "@@", "- ", "+ ", "-", "+")) and not stripped.startswith("-->"):
-            if "Will modify" in stripped:
-                continue
-            current.append(stripped)
-        elif "Will modify" in line or "Will create" in line:
-            if current:
-                blocks.append("\n".join(current))
-            current = [stripped]
-        elif current and not stripped:
+        modify = re.search(r"\] Will modify (\S+)", line)
+        pair = re.match(r"^    (mode|user|group) (\S+)$", line)
+        if modify:
+            current = [f"{modify.group(1)}:"]
+            blocks.append("")
+        elif current is not None and line.startswith("      "):
+            current.append("  " + line[6:])
+            blocks[-1] = "\n".join(current)
             continue
-        elif current:
-            blocks.append("\n".join(current))
-            current = []
-    if current:
-        blocks.append("\n".join(current))
-    return [b for b in blocks if any(l.startswith(("+", "-")) for l in b.splitlines()[1:])]
+        else:
+            current = None
+        if pair:
+            if attribute and attribute[0] == pair.group(1):
+                blocks.append(f"{pair.group(1)}: {attribute[1]} on the host, {pair.group(2)} wanted")
+                attribute = None
+            else:
+                attribute = (pair.group(1), pair.group(2))
+        elif not modify:
+            attribute = None
+    return [b for b in blocks if b]
 
 
 def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path = REPO_ROOT) -> DriftReport:

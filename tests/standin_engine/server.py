@@ -19,6 +19,7 @@ Knobs (environment, or a JSON file in the mounted model cache keyed by served na
 import argparse
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -188,6 +189,8 @@ def make_handler(served, language_only, settings, ready):
 
 
 def main(engine, argv):
+    # As PID 1 in the container, SIGTERM is ignored unless handled; real engines shut down on it.
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     args = parse(engine, argv)
     served = args.served_model_name
     settings = knobs(served)

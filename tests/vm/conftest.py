@@ -1,0 +1,79 @@
+"""The test VM loop: one fresh VM per session, the stand-in engine loaded, helpers to deploy and check.
+
+Set SPARKSTACK_KEEP_VM=1 to leave the VM running afterwards (and reuse a running one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sparkstack import testvm
+from sparkstack.paths import REPO_ROOT
+from tests.standin_engine.image import load_into_vm
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class DeployResult:
+    changed: list[str]
+    unchanged: int
+    errors: list[str]
+    seconds: float
+
+
+def run(command: list[str], env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    full_env = os.environ | (env or {})
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=full_env, timeout=timeout)
+
+
+def deploy(env: dict | None = None) -> DeployResult:
+    """`pyinfra -y inventory.py deploy.py --limit testvm`, with pyinfra's own count of changes."""
+    import time
+
+    started = time.monotonic()
+    result = run([str(BIN / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", "testvm"], env=env)
+    seconds = time.monotonic() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout)["results"]
+    changed = [op["name"] for op in results["operations"] if op["success"]]
+    errors = [op["name"] for op in results["operations"] if op["error"]]
+    return DeployResult(changed, results["totals"]["no_change"], errors, seconds)
+
+
+def drift(env: dict | None = None, limit: str = "testvm") -> subprocess.CompletedProcess:
+    return run([str(BIN / "sparkstack"), "drift", "--limit", limit], env=env)
+
+
+def vm_ssh(command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return testvm.ssh(command, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def vm():
+    keep = os.environ.get("SPARKSTACK_KEEP_VM") == "1"
+    info = testvm.up(fresh=not keep)
+    load_into_vm()
+    yield info
+    if not keep:
+        testvm.down()
+
+
+@pytest.fixture(scope="session")
+def deployed(vm):
+    """The VM after a first deploy; records how that deploy went."""
+    return deploy()
+
+
+@pytest.fixture(scope="session")
+def ssh_config(vm, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("ssh") / "testvm.ssh"
+    path.write_text(testvm.ssh_config_text(vm["port"], Path(vm["key"])))
+    return path

@@ -1,0 +1,102 @@
+"""Fresh VM -> deploy -> host checks -> zero-change re-run -> planted drift found -> healed."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparkstack.paths import MODELS_DIR
+from tests.vm.conftest import BIN, deploy, drift, run, vm_ssh
+
+
+def test_fresh_deploy_changes_the_host(deployed):
+    assert not deployed.errors
+    assert any("Unit /etc/systemd/system/vllm-qwen36.service" in name for name in deployed.changed)
+    assert any("Switch /usr/local/bin/llm-switch" in name for name in deployed.changed)
+
+
+def test_host_checks_pass_against_the_deployed_vm(deployed, ssh_config):
+    result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host",
+                  "--hosts=paramiko://sparkstack-testvm", f"--ssh-config={ssh_config}"])
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_model_units_were_not_started_by_the_deploy(deployed):
+    out = vm_ssh("systemctl is-active vllm-qwen36.service sglang-mistral4.service").stdout.split()
+    assert out == ["inactive", "inactive"]
+
+
+def test_second_deploy_reports_zero_changes(deployed):
+    again = deploy()
+    assert again.changed == [], again.changed
+    assert again.unchanged > 0
+
+
+def test_drift_is_clean_after_a_deploy(deployed):
+    result = drift()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "drift: none" in result.stdout
+
+
+def _changed_profiles(tmp_path: Path) -> dict:
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    for source in MODELS_DIR.glob("*.yaml"):
+        text = source.read_text()
+        if source.name == "qwen36.yaml":
+            text = text.replace("  fraction: 0.5 ", "  fraction: 0.6 ")
+            assert "fraction: 0.6" in text
+        (models / source.name).write_text(text)
+    return {"SPARKSTACK_MODELS_DIR": str(models)}
+
+
+PLANTED = {
+    "unit edited": ("sed -i 's/^RestartSec=10$/RestartSec=11/' /etc/systemd/system/vllm-qwen36.service",
+                    ["Unit /etc/systemd/system/vllm-qwen36.service", "- RestartSec=11", "+ RestartSec=10"]),
+    "switch mode changed": ("chmod 0700 /usr/local/bin/llm-switch",
+                            ["Switch /usr/local/bin/llm-switch", "mode: 700 on the host, 755 wanted"]),
+    "model unit enabled by hand": ("systemctl enable sglang-mistral4.service",
+                                   ["Keep sglang-mistral4.service disabled at boot"]),
+    "profile flag changed in the repo": (None, ["Launch-script /usr/local/libexec/sparkstack/launch-qwen36",
+                                                "+       --gpu-memory-utilization 0.6"]),
+}
+
+
+@pytest.mark.parametrize("kind", list(PLANTED))
+def test_planted_drift_is_reported_and_healed(deployed, kind, tmp_path):
+    command, expected = PLANTED[kind]
+    env = None
+    if command:
+        assert vm_ssh(command).returncode == 0
+    else:
+        env = _changed_profiles(tmp_path)
+    found = drift(env)
+    assert found.returncode == 1, found.stdout + found.stderr
+    for text in expected:
+        assert text in found.stdout, found.stdout
+    healed = deploy(env)
+    assert healed.changed and not healed.errors
+    after = drift(env)
+    assert after.returncode == 0, after.stdout + after.stderr
+    if env:
+        # Put the shipped profiles back on the host for the tests that follow.
+        deploy()
+        assert drift().returncode == 0
+
+
+def test_drift_cannot_tell_when_the_host_is_unreachable(deployed):
+    result = drift({"SPARKSTACK_SPARK_HOSTS": "root@127.0.0.1"}, limit="spark")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot tell" in result.stderr
+
+
+def test_drift_cannot_tell_when_profiles_are_invalid(deployed, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "qwen36.yaml").write_text((MODELS_DIR / "qwen36.yaml").read_text().replace("engine: vllm", "engine: tgi"))
+    result = run([str(BIN / "sparkstack"), "drift", "--limit", "testvm"], env={"SPARKSTACK_MODELS_DIR": str(models)})
+    assert result.returncode == 2
+    assert re.search(r"qwen36\.yaml:\d+: engine: engine 'tgi' is not supported", result.stderr), result.stderr
