@@ -24,7 +24,7 @@ HOST_ALIAS = "sparkstack-testvm"
 SUITE = "bookworm"
 PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "openssh-server", "python3", "docker.io",
-    "ca-certificates", "iproute2", "procps", "kmod", "apparmor", "curl",
+    "ca-certificates", "iproute2", "procps", "kmod", "apparmor", "curl", "dbus",
 )
 DISK_SIZE = "8G"
 MEMORY_MB = 2048
@@ -143,6 +143,9 @@ def build_image(img: Image) -> None:
     require_tools()
     if img.root.exists():
         shutil.rmtree(img.root)
+    for stale in img.root.parent.glob("*"):
+        if stale.is_dir():  # images of older recipes: a cache, not an archive
+            shutil.rmtree(stale)
     img.root.mkdir(parents=True)
     rootfs = img.root / "rootfs"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sparkstack-testvm", "-f", str(img.key)], check=True)

@@ -22,7 +22,7 @@ SOURCES = ("server.py", "vllm", "sglang/__init__.py", "sglang/launch_server.py")
 
 
 def sources_hash() -> str:
-    digest = hashlib.sha256(b"standin-image-v1")
+    digest = hashlib.sha256(b"standin-image-v2")
     for name in SOURCES:
         digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
     return digest.hexdigest()[:16]
@@ -36,13 +36,15 @@ def tarball() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     testvm.progress("building the stand-in engine image with mmdebstrap (about a minute)")
     partial = target.with_name(f"partial-{target.name}")  # mmdebstrap picks the format from the suffix
+    # tini as PID 1 forwards SIGTERM at once, even while python is still starting (docker stop stays quick).
     hooks = [
         f'mkdir -p "$1/opt/standin" "$1/usr/lib/python3/dist-packages/sglang"',
         f'cp {HERE}/server.py "$1/opt/standin/server.py"',
         f'install -m 0755 {HERE}/vllm "$1/usr/local/bin/vllm"',
         f'cp {HERE}/sglang/__init__.py {HERE}/sglang/launch_server.py "$1/usr/lib/python3/dist-packages/sglang/"',
+        'rm -rf "$1"/usr/share/doc "$1"/usr/share/man "$1"/usr/share/locale "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
     ]
-    command = ["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3",
+    command = ["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,tini",
                *[f"--customize-hook={hook}" for hook in hooks], "bookworm", str(partial)]
     subprocess.run(command, check=True)
     partial.rename(target)
@@ -61,7 +63,7 @@ def load_into_vm() -> None:
     with tar.open("rb") as handle:
         result = subprocess.run(
             ["ssh", "-F", str(testvm.run_dir().ssh_config_file), testvm.HOST_ALIAS,
-             f"docker import --change 'LABEL {HASH_LABEL}={key}' --change 'CMD [\"vllm\"]' - {IMAGE}"],
+             f"docker import --change 'LABEL {HASH_LABEL}={key}' --change 'ENTRYPOINT [\"/usr/bin/tini\", \"--\"]' - {IMAGE}"],
             stdin=handle, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         sys.exit(f"docker import failed: {result.stderr.strip()}")
