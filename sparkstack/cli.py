@@ -102,6 +102,33 @@ def drift(limit: str | None) -> None:
     sys.exit(report.exit_code)
 
 
+@main.command("verify")
+@click.option("--host", help="Inventory host or ssh alias; verifies the hot model through an ssh tunnel.")
+@click.option("--url", help="Base URL of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:30001.")
+@click.option("--model", help="Profile name or alias whose expectations apply (default: the hot or served model).")
+@click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False), help="ssh config file for --host.")
+@click.option("--runs", default=3, show_default=True, help="Streaming runs for the decode figure (median).")
+@click.option("--max-tokens", default=128, show_default=True, help="Tokens per streaming run.")
+@click.option("--timeout", "read_timeout", default=60.0, show_default=True, help="Read timeout per request, seconds.")
+@click.option("--regression-share", default=0.8, show_default=True,
+              help="Flag a regression below this share of the profile's expected decode tok/s.")
+@click.option("--api-key-env", default="SPARKSTACK_API_KEY", show_default=True,
+              help="Local environment variable holding the endpoint's API key, if it needs one.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--history", "show_history", is_flag=True, help="Print earlier runs as a table and exit.")
+@click.option("--history-file", type=click.Path(path_type=Path, dir_okay=False), help="Where runs are appended (JSON lines).")
+def verify_command(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
+                   as_json, show_history, history_file) -> None:
+    """Measure the served model directly: readiness, a fixed answer, decode speed, vision, tools.
+
+    Exit 0 all pass, 1 a check failed, 2 an instrument failure (nothing reached the model) or bad usage.
+    """
+    from sparkstack.verify_cli import run_verify
+
+    sys.exit(run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share,
+                        api_key_env, as_json, show_history, history_file))
+
+
 @main.group()
 def testvm() -> None:
     """The test VM: a real Debian 12 host with systemd, sshd and docker under qemu."""

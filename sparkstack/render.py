@@ -173,6 +173,7 @@ def registry(profiles: list[Profile], settings: GroupSettings) -> str:
         models[p.name] = {
             "aliases": p.aliases,
             "engine": p.engine,
+            "image": settings.image_overrides.get(p.engine, p.image),
             "unit": p.unit_name,
             "container": p.container_name,
             "port": p.port,

@@ -14,6 +14,9 @@ Knobs (environment, or a JSON file in the mounted model cache keyed by served na
   crash_after_s    exit 1 this many seconds after start                   STANDIN_CRASH_AFTER_S
   token_rate       streamed tokens per second                             STANDIN_TOKEN_RATE
   never_ready      /health answers 503 forever                             STANDIN_NEVER_READY
+  hang             accept requests and never answer                        STANDIN_HANG
+  zero_tokens      answer 200 with no tokens at all                        STANDIN_ZERO_TOKENS
+  burst            send a whole stream in one write (an impossible clock)  STANDIN_BURST
 """
 
 import argparse
@@ -72,7 +75,7 @@ def knobs(served):
             values.update(json.load(handle).get(served, {}))
     except (OSError, ValueError):
         pass
-    for key in ("load_delay_s", "crash_after_s", "token_rate", "never_ready"):
+    for key in ("load_delay_s", "crash_after_s", "token_rate", "never_ready", "hang", "zero_tokens", "burst"):
         env = os.environ.get(f"STANDIN_{key.upper()}")
         if env is not None:
             values[key] = float(env)
@@ -93,13 +96,16 @@ def parse(engine, argv):
 
 def make_handler(served, language_only, settings, ready):
     token_rate = float(settings.get("token_rate", 200))
+    hang = bool(settings.get("hang"))
+    zero_tokens = bool(settings.get("zero_tokens"))
+    burst = bool(settings.get("burst"))
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def log_message(self, fmt, *args):
-            sys.stdout.write(f"standin: {self.address_string()} {fmt % args}\n")
-            sys.stdout.flush()
+            sys.stderr.write(f"standin: {self.address_string()} {fmt % args}\n")
+            sys.stderr.flush()
 
         def send_json(self, code, body):
             data = json.dumps(body).encode()
@@ -117,6 +123,8 @@ def make_handler(served, language_only, settings, ready):
             return True
 
         def do_GET(self):
+            if hang:
+                time.sleep(3600)
             if self.path == "/health":
                 if ready.is_set():
                     self.send_json(200, {})
@@ -131,6 +139,8 @@ def make_handler(served, language_only, settings, ready):
                 self.send_json(404, {"error": "not found"})
 
         def do_POST(self):
+            if hang:
+                time.sleep(3600)
             length = int(self.headers.get("Content-Length") or 0)
             try:
                 body = json.loads(self.rfile.read(length) or b"{}")
@@ -150,6 +160,8 @@ def make_handler(served, language_only, settings, ready):
             text = " ".join(str(m.get("content")) for m in messages)
             max_tokens = int(body.get("max_tokens") or 16)
             tokens = ["204"] if "12*17" in text else [f"tok{i} " for i in range(max_tokens)]
+            if zero_tokens:
+                tokens = []
             tool_calls = None
             if body.get("tools"):
                 fn = body["tools"][0]["function"]["name"]
@@ -172,17 +184,23 @@ def make_handler(served, language_only, settings, ready):
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
 
+            pending = []
+
             def chunk(payload):
                 data = f"data: {payload}\n\n".encode()
-                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-                self.wfile.flush()
+                pending.append(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                if not burst:
+                    self.wfile.write(b"".join(pending))
+                    self.wfile.flush()
+                    pending.clear()
 
             for token in tokens:
-                time.sleep(1.0 / token_rate)
+                if not burst:
+                    time.sleep(1.0 / token_rate)
                 chunk(json.dumps({"object": "chat.completion.chunk", "model": served,
                                   "choices": [{"index": 0, "delta": {"content": token}}]}))
             chunk("[DONE]")
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(b"".join(pending) + b"0\r\n\r\n")
             self.wfile.flush()
 
     return Handler

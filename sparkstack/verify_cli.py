@@ -1,0 +1,88 @@
+"""`sparkstack verify`: find what to measure (a URL, or the hot model on a host) and report on it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+import requests
+
+from sparkstack import testvm
+from sparkstack.profiles import ProfileErrors, find_profile, load_profiles
+from sparkstack.remote import RemoteError, Tunnel, ssh_output
+from sparkstack.verify import (CONNECT_TIMEOUT_S, Client, Expectations, append_history, default_history_file,
+                               history_table, run_checks)
+
+EXIT_USAGE = 2
+
+
+def expectations_from_profiles(word: str | None, served: str | None) -> Expectations | None:
+    try:
+        loaded = load_profiles()
+    except ProfileErrors:
+        return None
+    profile = find_profile(loaded, word) if word else next(
+        (lp.profile for lp in loaded if lp.profile.served_model_name == served), None)
+    if profile is None:
+        return None
+    variant = profile.effective_default_variant
+    return Expectations(profile.served_model_name, profile.vision, profile.tools is not None,
+                        profile.resolve(variant).expected_decode_tok_s, profile.name, variant, profile.image)
+
+
+def served_names(url: str) -> list[str]:
+    try:
+        response = requests.get(url.rstrip("/") + "/v1/models", timeout=(CONNECT_TIMEOUT_S, 10))
+        return [m.get("id") for m in response.json().get("data", [])]
+    except (requests.RequestException, ValueError):
+        return []
+
+
+def expectations_from_host(host: str, ssh_config: Path | None, word: str | None) -> tuple[Expectations, int]:
+    status = json.loads(ssh_output(host, ssh_config, "llm-switch status --json"))
+    registry = json.loads(ssh_output(host, ssh_config, "cat /etc/sparkstack/models.json"))
+    hot = status.get("hot")
+    if hot in (None, "CONFLICT"):
+        raise RemoteError(f"no single model is hot on {host} (hot: {hot}); switch one with `llm-switch NAME` first")
+    if word and word != hot and word not in registry["models"][hot]["aliases"]:
+        raise RemoteError(f"{word!r} is not the hot model on {host} ({hot} is); switch first")
+    model = registry["models"][hot]
+    variant = next(m["variant"] for m in status["models"] if m["name"] == hot) or model["default_variant"]
+    expected = (model.get("expected_decode_tok_s") or {}).get(variant)
+    return Expectations(model["served_model_name"], model["vision"], model["tools"], expected, hot, variant,
+                        model.get("image")), model["port"]
+
+
+def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
+               as_json, show_history, history_file) -> int:
+    history_file = history_file or default_history_file()
+    if show_history:
+        click.echo(history_table(history_file))
+        return 0
+    if bool(host) == bool(url):
+        click.echo("verify: give exactly one of --host HOST or --url URL", err=True)
+        return EXIT_USAGE
+    api_key = os.environ.get(api_key_env) or None
+    if url:
+        e = expectations_from_profiles(model, None) if model else None
+        if e is None:
+            names = served_names(url)
+            e = expectations_from_profiles(None, names[0]) if names else None
+            e = e or Expectations(names[0] if names else (model or "unknown"))
+        report = run_checks(Client(url, api_key, read_timeout), e, runs, max_tokens, regression_share)
+    else:
+        if ssh_config is None and host == testvm.HOST_ALIAS and testvm.run_dir().ssh_config_file.is_file():
+            ssh_config = testvm.run_dir().ssh_config_file
+        try:
+            e, port = expectations_from_host(host, ssh_config, model)
+            with Tunnel(host, ssh_config, port) as tunnel:
+                report = run_checks(Client(tunnel.url, api_key, read_timeout), e, runs, max_tokens, regression_share)
+                report.url = f"{host}:127.0.0.1:{port} (via ssh tunnel)"
+        except RemoteError as exc:
+            click.echo(f"verify: INSTRUMENT: {exc}", err=True)
+            return EXIT_USAGE
+    append_history(report, history_file)
+    click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.table())
+    return report.exit_code

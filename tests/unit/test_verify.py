@@ -1,0 +1,147 @@
+"""`sparkstack verify` against a local stand-in server with controlled behaviour (no VM)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+from click.testing import CliRunner
+
+from sparkstack.cli import main
+from sparkstack.verify import FAIL, INSTRUMENT, PASS, Client, Expectations, history_table, run_checks
+from tests.standin_engine.server import make_handler
+
+
+@pytest.fixture
+def engine():
+    """Start stand-in servers: engine(served, language_only=..., **knobs) -> base URL."""
+    servers = []
+
+    def start(served="qwen36", language_only=True, **knobs):
+        ready = threading.Event()
+        if not knobs.get("never_ready"):
+            ready.set()
+        server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(served, language_only, knobs, ready))
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def qwen(**overrides) -> Expectations:
+    return Expectations(**({"served_model_name": "qwen36", "vision": False, "tools": True,
+                            "expected_decode_tok_s": None, "profile": "qwen36", "variant": "default"} | overrides))
+
+
+def statuses(report) -> dict:
+    return {c.name: c.status for c in report.checks}
+
+
+@pytest.mark.parametrize("rate", [25.0, 60.0])
+def test_measured_decode_rate_lands_within_ten_percent_of_the_controlled_rate(engine, rate):
+    url = engine(token_rate=rate)
+    report = run_checks(Client(url, read_timeout_s=10), qwen(), runs=3, max_tokens=int(rate * 1.5))
+    assert report.exit_code == 0, report.table()
+    measured = report.figures["decode"]["decode_tok_s_median"]
+    print(f"controlled {rate} tok/s, measured {measured} tok/s")
+    assert abs(measured - rate) / rate <= 0.10
+    assert report.figures["decode"]["max_tokens"] == int(rate * 1.5)
+    assert report.figures["decode"]["prompt_words"] > 0
+    assert report.figures["decode"]["counted"].startswith("content chunks")
+
+
+def test_a_refused_connection_is_an_instrument_failure_not_a_score(engine):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    report = run_checks(Client(f"http://127.0.0.1:{port}", read_timeout_s=2), qwen())
+    assert statuses(report) == {"readiness": INSTRUMENT}
+    assert "could not connect" in report.checks[0].detail
+    assert report.exit_code == 2
+
+
+def test_a_hanging_server_is_an_instrument_failure_after_the_read_timeout(engine):
+    url = engine(hang=1)
+    report = run_checks(Client(url, read_timeout_s=1.5), qwen())
+    assert statuses(report) == {"readiness": INSTRUMENT}
+    assert "timed out after 1.5 s before any byte" in report.checks[0].detail
+    assert report.exit_code == 2
+
+
+def test_zero_token_replies_are_instrument_failures(engine):
+    url = engine(zero_tokens=1)
+    report = run_checks(Client(url, read_timeout_s=5), qwen())
+    assert statuses(report)["deterministic"] == INSTRUMENT
+    assert "no tokens" in report.checks[-1].detail
+    assert report.exit_code == 2
+
+
+def test_an_impossible_stream_is_flagged_not_averaged(engine):
+    url = engine(burst=1)
+    report = run_checks(Client(url, read_timeout_s=5), qwen(), runs=3, max_tokens=64)
+    decode = next(c for c in report.checks if c.name == "decode")
+    assert decode.status == INSTRUMENT and "impossible" in decode.detail
+    assert report.exit_code == 2
+
+
+@pytest.mark.parametrize("language_only,vision_expected,status", [
+    (True, False, PASS),    # qwen36: images refused with 400, as declared
+    (False, True, PASS),    # mistral4: images read with 200, as declared
+    (True, True, FAIL),     # a vision profile whose server refuses images
+    (False, False, FAIL),   # a language-only profile whose server takes images
+])
+def test_vision_probe_compares_the_served_model_with_the_profile(engine, language_only, vision_expected, status):
+    url = engine(language_only=language_only, token_rate=100)
+    report = run_checks(Client(url, read_timeout_s=5), qwen(vision=vision_expected), runs=1, max_tokens=20)
+    vision = next(c for c in report.checks if c.name == "vision")
+    assert vision.status == status, vision
+    assert vision.figure == ("HTTP 400" if language_only else "HTTP 200")
+
+
+def test_deterministic_answer_and_tool_call(engine):
+    report = run_checks(Client(engine(token_rate=100), read_timeout_s=5), qwen(), runs=1, max_tokens=20)
+    assert statuses(report) == {"readiness": PASS, "deterministic": PASS, "decode": PASS, "vision": PASS, "tools": PASS}
+
+
+def test_a_decode_regression_is_flagged(engine):
+    url = engine(token_rate=25)
+    report = run_checks(Client(url, read_timeout_s=10), qwen(expected_decode_tok_s=57), runs=1, max_tokens=30)
+    decode = next(c for c in report.checks if c.name == "decode")
+    assert decode.status == FAIL and "REGRESSION" in decode.detail
+    assert report.exit_code == 1
+
+
+def test_a_server_that_is_up_but_not_ready_fails_readiness(engine):
+    report = run_checks(Client(engine(never_ready=1), read_timeout_s=5), qwen())
+    assert statuses(report) == {"readiness": FAIL}
+    assert report.exit_code == 1
+
+
+def test_cli_json_exit_codes_and_history(engine, tmp_path):
+    history = tmp_path / "history.jsonl"
+    url = engine(token_rate=100)
+    result = CliRunner().invoke(main, ["verify", "--url", url, "--model", "qwen", "--runs", "1", "--max-tokens", "20",
+                                       "--json", "--history-file", str(history)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["expectations"]["profile"] == "qwen36"
+    assert [c["status"] for c in report["checks"]] == [PASS] * 5
+    refused = CliRunner().invoke(main, ["verify", "--url", "http://127.0.0.1:9", "--model", "qwen",
+                                        "--history-file", str(history)])
+    assert refused.exit_code == 2 and "INSTRUMENT" in refused.output
+    table = history_table(history)
+    assert table.count("qwen36") == 2
+    shown = CliRunner().invoke(main, ["verify", "--history", "--history-file", str(history)])
+    assert shown.exit_code == 0 and "readiness=INSTRUMENT" in shown.output
+
+
+def test_cli_needs_exactly_one_target():
+    assert CliRunner().invoke(main, ["verify"]).exit_code == 2
