@@ -43,7 +43,8 @@ demo: deps venv
 	$(BIN)/sparkstack testvm ssh llm-switch status
 
 bench: deps venv
-	$(BIN)/python tests/bench/bench_deploy.py
+	$(BIN)/python benchmarks/bench_deploy.py
+	$(BIN)/python benchmarks/bench_switch.py
 
 clean:
 	-$(BIN)/sparkstack testvm down
