@@ -50,8 +50,9 @@ def main() -> None:
 | none -> qwen | {statistics.median(cold):.1f} s | {', '.join(f'{v:.1f}' for v in cold)} |
 | qwen -> mistral | {statistics.median(swap):.1f} s | {', '.join(f'{v:.1f}' for v in swap)} |
 
-The overhead includes docker start of the container under TCG emulation, the memory-settle
-wait (at least 3 samples 2 s apart) and readiness polling at 1 s."""
+The overhead includes starting the container with docker under TCG emulation, readiness
+polling at 1 s and, when a model was stopped first, the memory-settle wait (at least
+3 MemAvailable samples 2 s apart)."""
     print(body)
     write_section("llm-switch overhead (test VM)", "make bench (benchmarks/bench_switch.py)", body)
 
