@@ -212,3 +212,18 @@ def test_after_a_reboot_no_model_runs_and_status_says_none(deployed):
     assert running() == []
     assert status()["hot"] is None
     assert "hot: none" in vm_ssh("llm-switch status").stdout
+
+
+def test_a_switch_waits_a_bounded_time_for_the_lock_then_fails_clearly(deployed):
+    env = registry_copy({})
+    registry = json.loads(vm_ssh("cat /root/registry-test.json").stdout)
+    registry["lock_wait_s"] = 3
+    vm_ssh(f"echo '{json.dumps(registry)}' > /root/registry-test.json")
+    vm_ssh("nohup flock /run/lock/llm-switch.lock sleep 20 > /dev/null 2>&1 &")
+    time.sleep(1)
+    started = time.monotonic()
+    code, out = switch("qwen", env)
+    assert code == 1
+    assert "still holds /run/lock/llm-switch.lock after 3 s" in out
+    assert time.monotonic() - started < 15
+    assert running() == []
