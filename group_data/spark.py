@@ -1,6 +1,8 @@
-"""The DGX Spark hosts (see inventory.py for where their addresses come from)."""
+"""The DGX Spark hosts (see inventory.py for where their addresses come from).
 
-# Plan against the host's live MemTotal during a deploy (128 GB offline).
-sparkstack_unified_memory_gb = None
-sparkstack_gpus = True
+Defaults (sparkstack/groups.py): plan against the host's live MemTotal, give the
+containers the GPUs, bind endpoints to loopback.
+"""
+
+# NVIDIA dgx-spark-playbooks: drop page caches before big loads on unified memory.
 sparkstack_drop_caches = True

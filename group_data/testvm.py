@@ -6,9 +6,9 @@ accepts the same command lines), and `--gpus all` is dropped. Every other flag, 
 and label is rendered exactly as for a Spark.
 """
 
-STANDIN_ENGINE_IMAGE = "sparkstack-standin-engine:latest"
+_STANDIN_ENGINE_IMAGE = "sparkstack-standin-engine:latest"
 
-sparkstack_image_overrides = {"vllm": STANDIN_ENGINE_IMAGE, "sglang": STANDIN_ENGINE_IMAGE}
+sparkstack_image_overrides = {"vllm": _STANDIN_ENGINE_IMAGE, "sglang": _STANDIN_ENGINE_IMAGE}
 sparkstack_gpus = False
 
 # Plan as the Spark this VM stands in for: the stand-in engine allocates no model memory.

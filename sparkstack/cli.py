@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
-from sparkstack.groups import GroupSettingsError, load_group_settings
+from sparkstack.groups import GroupSettingsError, known_groups, load_group_settings
 from sparkstack.memory import PlanError, make_plan
-from sparkstack.paths import GROUP_DATA_DIR, display_path
+from sparkstack.paths import display_path
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
 from sparkstack.render import RenderError, render
 
 EXIT_INVALID = 2
 
 
-def fail(message: str, code: int = EXIT_INVALID) -> None:
+def fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     click.echo(message, err=True)
     sys.exit(code)
 
@@ -27,21 +28,15 @@ def valid_profiles(paths: tuple[Path, ...] = ()) -> list[LoadedProfile]:
         return load_profiles(list(paths) or None)
     except ProfileErrors as exc:
         fail(str(exc))
-        raise  # unreachable; keeps type checkers calm
 
 
-def known_groups() -> list[str]:
-    return sorted(p.stem for p in GROUP_DATA_DIR.glob("*.py") if p.stem != "all")
-
-
-def plan_and_render(group: str, loaded: list[LoadedProfile]):
+def group_plan(group: str, loaded: list[LoadedProfile]):
+    """The group's settings and memory plan, or the reason there is none (exit 2)."""
     try:
         settings = load_group_settings(group)
-        plan = make_plan(group, [lp.profile for lp in loaded], settings)
-        return plan, render(group, loaded, settings, plan)
-    except (GroupSettingsError, PlanError, RenderError) as exc:
+        return settings, make_plan(group, [lp.profile for lp in loaded], settings)
+    except (GroupSettingsError, PlanError) as exc:
         fail(str(exc))
-        raise
 
 
 @click.group()
@@ -68,8 +63,7 @@ def plan(groups: tuple[str, ...]) -> None:
     """Show which profiles fit each group's unified memory, with the numbers."""
     loaded = valid_profiles()
     for group in groups or known_groups():
-        plan_result, _ = plan_and_render(group, loaded)
-        click.echo(plan_result.describe())
+        click.echo(group_plan(group, loaded)[1].describe())
 
 
 @main.command("render")
@@ -78,8 +72,12 @@ def plan(groups: tuple[str, ...]) -> None:
 def render_command(group: str, out: Path) -> None:
     """Write the exact files a deploy puts on a host of GROUP, as a tree under OUT."""
     loaded = valid_profiles()
-    plan_result, rendering = plan_and_render(group, loaded)
+    settings, plan_result = group_plan(group, loaded)
     click.echo(plan_result.describe())
+    try:
+        rendering = render(group, loaded, settings, plan_result)
+    except RenderError as exc:
+        fail(str(exc))
     written = rendering.write_tree(out)
     click.echo(f"rendered {len(written)} files for group {group!r} under {display_path(out)}:")
     for path in written:
@@ -107,10 +105,10 @@ def drift(limit: str | None) -> None:
 @click.option("--url", help="Base URL of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:30001.")
 @click.option("--model", help="Profile name or alias whose expectations apply (default: the hot or served model).")
 @click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False), help="ssh config file for --host.")
-@click.option("--runs", default=3, show_default=True, help="Streaming runs for the decode figure (median).")
-@click.option("--max-tokens", default=128, show_default=True, help="Tokens per streaming run.")
-@click.option("--timeout", "read_timeout", default=60.0, show_default=True, help="Read timeout per request, seconds.")
-@click.option("--regression-share", default=0.8, show_default=True,
+@click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1), help="Streaming runs for the decode figure (median).")
+@click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(min=2), help="Tokens per streaming run.")
+@click.option("--timeout", "read_timeout", default=60.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Read timeout per request, seconds.")
+@click.option("--regression-share", default=0.8, show_default=True, type=click.FloatRange(0, 1),
               help="Flag a regression below this share of the profile's expected decode tok/s.")
 @click.option("--api-key-env", default="SPARKSTACK_API_KEY", show_default=True,
               help="Local environment variable holding the endpoint's API key, if it needs one.")
@@ -144,7 +142,6 @@ def testvm_up(fresh: bool) -> None:
         info = vm.up(fresh=fresh)
     except vm.TestVMError as exc:
         fail(f"testvm: {exc}")
-        raise
     click.echo(f"{info['host']} (ssh -F {info['ssh_config']} {info['host']}) system {info.get('system_state')}")
 
 
@@ -195,7 +192,7 @@ def testvm_ssh(command: tuple[str, ...]) -> None:
 
     if not vm.status()["running"]:
         fail("testvm: not running; start it with `sparkstack testvm up`", 1)
-    sys.exit(subprocess.call(["ssh", "-F", str(vm.run_dir().ssh_config_file), vm.HOST_ALIAS, *command]))
+    sys.exit(subprocess.call(vm.ssh_command() + list(command)))
 
 
 if __name__ == "__main__":

@@ -9,9 +9,11 @@ model is llm-switch's job.
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import PurePosixPath
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
+from pyinfra.facts.files import FindFiles
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
 from pyinfra.operations import files, systemd
@@ -20,8 +22,8 @@ from pyinfra.operations.util import any_changed
 from sparkstack.engines import API_KEY_ENV
 from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
 from sparkstack.memory import Plan, PlanError, make_plan
-from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
-from sparkstack.render import SECRETS_PATH, RenderError, Rendering, render
+from sparkstack.profiles import ENGINES, LoadedProfile, ProfileErrors, load_profiles
+from sparkstack.render import LAUNCH_DIR, SECRETS_PATH, UNIT_DIR, RenderError, Rendering, render
 
 SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
 # A Spark's GB10 is an ARM64 system and the pinned engine images are arm64 builds.
@@ -114,13 +116,30 @@ def install_files(rendering: Rendering) -> list:
     return unit_ops
 
 
+@deploy("sparkstack retired models")
+def remove_retired_models(rendering: Rendering) -> list:
+    """Stop and delete the units and launch scripts of models no longer rendered for this host
+    (profile deleted, unpinned or refused by the plan); returns the unit-removal operations."""
+    rendered = {f.path for f in rendering.files}
+    unit_ops = []
+    for script in sorted(host.get_fact(FindFiles, path=LAUNCH_DIR, fname="launch-*", maxdepth=1) or []):
+        if script in rendered:
+            continue
+        name = script.rsplit("/", 1)[1].removeprefix("launch-")
+        for unit in (f"{engine}-{name}.service" for engine in ENGINES):
+            systemd.service(name=f"Stop retired {unit}", service=unit, running=False, enabled=False)
+            unit_ops.append(files.file(name=f"Remove retired {UNIT_DIR}/{unit}", path=f"{UNIT_DIR}/{unit}", present=False))
+        files.file(name=f"Remove retired {script}", path=script, present=False)
+    return unit_ops
+
+
 @deploy("sparkstack model units")
 def register_units(rendering: Rendering, unit_ops: list) -> None:
     """Reload systemd only when a unit changed; keep every model unit disabled and leave it stopped."""
     if unit_ops:
         systemd.daemon_reload(name="Reload systemd (a model unit changed)", _if=any_changed(*unit_ops))
     for unit in rendering.units:
-        name = unit.path.rsplit("/", 1)[1]
+        name = PurePosixPath(unit.path).name
         systemd.service(name=f"Keep {name} disabled at boot", service=name, running=None, enabled=False)
 
 
@@ -133,5 +152,6 @@ def deploy_sparkstack() -> None:
         rendering = render(host_group(), loaded, settings, plan)
     except RenderError as exc:
         raise DeployError(str(exc)) from None
+    retired_ops = remove_retired_models(rendering)
     unit_ops = install_files(rendering)
-    register_units(rendering, unit_ops)
+    register_units(rendering, retired_ops + unit_ops)

@@ -3,7 +3,8 @@
 `sparkstack render --group G` has no host to ask, so it runs group_data/all.py
 and group_data/G.py exactly as pyinfra does (later files override earlier ones)
 and keeps the `sparkstack_*` names. During a deploy the same values come from
-`host.data`. Both paths end in `GroupSettings`, so render and deploy agree.
+`host.data`. Both paths end in `GroupSettings`, whose defaults below are the
+single source of every setting; group files set only what differs.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import runpy
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from sparkstack.paths import GROUP_DATA_DIR, display_path
+from sparkstack.profiles import StrictModel
 
 PREFIX = "sparkstack_"
 # A DGX Spark has 128 GB of unified memory (NVIDIA; seeds 000/001). Used when
@@ -22,26 +24,42 @@ PREFIX = "sparkstack_"
 SPARK_UNIFIED_MEMORY_GB = 128.0
 
 
-class GroupSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+class GroupSettings(StrictModel):
+    """Every `sparkstack_<field>` a group file may set, with its default."""
 
+    # Unified memory to plan against, in GB. None: the host's live MemTotal during a deploy,
+    # a Spark's 128 GB when planning offline.
     unified_memory_gb: float | None = Field(default=None, gt=0)
+    # Memory kept free for the OS, desktop and docker. Seeds 000/001: qwen36 uses ~67 GB with
+    # 53 GB headroom on a 128 GB Spark, which leaves 128 - 67 - 53 = 8 GB outside the model.
     os_reserve_gb: float = Field(default=8.0, ge=0)
+    # Endpoints bind to 127.0.0.1 unless exposed; exposing needs VLLM_API_KEY in the secrets file.
     expose: bool = False
+    # Model containers get the GPUs (`--gpus all`); the deploy checks the NVIDIA container runtime.
     gpus: bool = True
+    # `sync; echo 3 > /proc/sys/vm/drop_caches` before each model start (NVIDIA dgx-spark-playbooks).
     drop_caches: bool = False
+    # None: every profile the memory plan admits. A list pins exactly these (and one that cannot fit stops the deploy).
     models: list[str] | None = None
+    # engine -> image, replacing the profiles' images on this group (the test VM's stand-in engine).
     image_overrides: dict[str, str] = {}
+    # Host directory mounted as the containers' Hugging Face cache.
     model_cache_dir: str = "/var/lib/sparkstack/huggingface"
-    switch_lock_wait_s: int = Field(default=120, gt=0)
+    # How long a switch waits for another switch's lock.
+    switch_lock_wait_s: int = Field(default=600, gt=0)
+    # How long a switch waits for MemAvailable to settle after a stop (engines release unified
+    # memory 30-120 s after `docker stop`, BRIEF "community Spark stacks").
     memory_settle_timeout_s: int = Field(default=180, ge=0)
-    # What the memory gate compares MemAvailable against; 1.0 on a Spark.
+    # What llm-switch's memory gate scales the profiles' figures by; 1.0 on a Spark.
     switch_memory_scale: float = Field(default=1.0, gt=0, le=1)
 
     def planning_memory_gb(self, live_gb: float | None = None) -> float:
         if self.unified_memory_gb is not None:
             return self.unified_memory_gb
         return live_gb if live_gb is not None else SPARK_UNIFIED_MEMORY_GB
+
+    def image_for(self, engine: str, image: str) -> str:
+        return self.image_overrides.get(engine, image)
 
 
 class GroupSettingsError(Exception):
@@ -57,16 +75,16 @@ def settings_from_data(data: Mapping[str, Any], source: str) -> GroupSettings:
         raise GroupSettingsError("\n".join(lines)) from None
 
 
-def group_data_files(group: str, root: Path = GROUP_DATA_DIR) -> list[Path]:
-    files = [root / "all.py", root / f"{group}.py"]
-    return [f for f in files if f.is_file()]
+def known_groups(root: Path = GROUP_DATA_DIR) -> list[str]:
+    return sorted(p.stem for p in root.glob("*.py") if p.stem != "all")
 
 
 def load_group_settings(group: str, root: Path = GROUP_DATA_DIR) -> GroupSettings:
     if not (root / f"{group}.py").is_file():
-        known = sorted(p.stem for p in root.glob("*.py") if p.stem != "all")
-        raise GroupSettingsError(f"unknown group {group!r}: no {display_path(root / (group + '.py'))} (known: {', '.join(known)})")
+        raise GroupSettingsError(f"unknown group {group!r}: no {display_path(root / (group + '.py'))} "
+                                 f"(known: {', '.join(known_groups(root))})")
+    files = [f for f in (root / "all.py", root / f"{group}.py") if f.is_file()]
     data: dict[str, Any] = {}
-    for path in group_data_files(group, root):
-        data.update({k: v for k, v in runpy.run_path(str(path)).items() if not k.startswith("_")})
-    return settings_from_data(data, " + ".join(display_path(p) for p in group_data_files(group, root)))
+    for path in files:
+        data.update(runpy.run_path(str(path)))
+    return settings_from_data(data, " + ".join(display_path(p) for p in files))

@@ -8,18 +8,18 @@ line per problem. Nothing downstream ever sees a half-valid profile.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparkstack.paths import MODELS_DIR, display_path
 
-ENGINES = ("vllm", "sglang")
+Engine = Literal["vllm", "sglang"]
+ENGINES = get_args(Engine)
 
 # Speculative-decoding methods each engine takes, in sparkstack's lower-case
 # spelling. vLLM: `--speculative-config {"method": ...}`; SGLang:
@@ -85,7 +85,7 @@ class Profile(StrictModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     description: str
     aliases: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = []
-    engine: str
+    engine: Engine
     image: str
     model: str
     served_model_name: str
@@ -104,13 +104,6 @@ class Profile(StrictModel):
     readiness_timeout_s: int = Field(default=900, gt=0)
     stop_timeout_s: int = Field(default=60, gt=0)
     expected_decode_tok_s: float | None = Field(default=None, gt=0)
-
-    @field_validator("engine")
-    @classmethod
-    def _known_engine(cls, engine: str) -> str:
-        if engine not in ENGINES:
-            raise ValueError(f"engine {engine!r} is not supported (choose one of: {', '.join(ENGINES)})")
-        return engine
 
     # --- derived views -------------------------------------------------
     @property
@@ -225,14 +218,17 @@ def _load_one(path: Path) -> tuple[Profile | None, list[ProfileError]]:
     if not path.is_file():
         return None, [ProfileError(shown, "(file)", "no such file")]
     text = path.read_text(encoding="utf-8")
+    loader = yaml.SafeLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         problem = exc.problem or exc.context or "invalid YAML"
         return None, [ProfileError(shown, "(yaml)", f"YAML syntax error: {problem}", line)]
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         return None, [ProfileError(shown, "(document)", "must be a mapping of profile fields")]
     lines = _line_index(node)
@@ -244,7 +240,7 @@ def _load_one(path: Path) -> tuple[Profile | None, list[ProfileError]]:
             for err in exc.errors()
         ]
     errors = [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _semantic_errors(profile, path)]
-    errors += [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _secret_errors(data)]
+    errors += [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _secret_errors(profile)]
     return (None if errors else profile), errors
 
 
@@ -255,12 +251,14 @@ def _loc(loc: tuple) -> str:
 def _message(err: dict) -> str:
     kind = err["type"]
     if kind == "extra_forbidden":
-        return "unknown field (check the spelling; see group_data/models/README.md for the fields)"
+        return "unknown field (check the spelling; the fields are `Profile` in sparkstack/profiles.py)"
     if kind == "missing":
         return "required field is missing"
     if kind == "value_error":
         return str(err["ctx"]["error"])
-    if kind.endswith("_type") or kind in ("model_type", "dict_type", "list_type"):
+    if kind == "literal_error":
+        return f"{err['input']!r} is not supported (choose one of: {err['ctx']['expected']})"
+    if kind.endswith("_type"):
         return f"wrong type: {err['msg'].lower()}, got {type(err['input']).__name__} {err['input']!r}"
     if kind == "string_pattern_mismatch":
         return f"{err['input']!r} is not a valid name (lower-case letters, digits and '-', starting with a letter)"
@@ -333,21 +331,18 @@ def _speculative_errors(engine: str, loc: tuple, spec: Speculative) -> list[tupl
     return errors
 
 
-def _secret_errors(data: dict) -> list[tuple[tuple, str, str]]:
+def _secret_errors(profile: Profile) -> list[tuple[tuple, str, str]]:
     errors = []
     hint = "secrets belong in /etc/sparkstack/secrets.env on the host, never in a profile"
-    for key, value in (data.get("env") or {}).items():
-        if SECRET_NAME.search(str(key)) or SECRET_VALUE.match(str(value)):
+    for key, value in profile.env.items():
+        if SECRET_NAME.search(key) or SECRET_VALUE.match(value):
             errors.append((("env", key), f"env.{key}", f"looks like a secret written inline; {hint}"))
-    arg_lists = [(("extra_args",), data.get("extra_args") or [])]
-    for vname, variant in (data.get("variants") or {}).items():
-        if isinstance(variant, dict):
-            arg_lists.append((("variants", vname, "extra_args"), variant.get("extra_args") or []))
+    arg_lists = [(("extra_args",), profile.extra_args)]
+    arg_lists += [(("variants", name, "extra_args"), v.extra_args or []) for name, v in profile.variants.items()]
     for loc, args in arg_lists:
         for i, arg in enumerate(args):
-            text = str(arg)
-            if text.split("=")[0] in SECRET_FLAGS or SECRET_VALUE.match(text):
-                field = ".".join(str(p) for p in loc) + f".{i}"
+            if arg.split("=")[0] in SECRET_FLAGS or SECRET_VALUE.match(arg):
+                field = ".".join(loc) + f".{i}"
                 errors.append((loc + (i,), field, f"passes a secret on the command line; {hint}"))
     return errors
 

@@ -29,7 +29,7 @@ def ssh_output(host: str, ssh_config: Path | None, command: str, timeout: float 
     return result.stdout
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -40,7 +40,7 @@ class Tunnel:
 
     def __init__(self, host: str, ssh_config: Path | None, remote_port: int, wait_s: float = 20):
         self.host, self.ssh_config, self.remote_port, self.wait_s = host, ssh_config, remote_port, wait_s
-        self.local_port = _free_port()
+        self.local_port = free_port()
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> "Tunnel":

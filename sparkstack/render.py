@@ -17,11 +17,11 @@ import jinja2
 from sparkstack.engines import API_KEY_ENV, engine_args
 from sparkstack.groups import GroupSettings
 from sparkstack.memory import Plan
-from sparkstack.paths import FILES_DIR, TEMPLATES_DIR, display_path
+from sparkstack.paths import FILES_DIR, REPO_ROOT, TEMPLATES_DIR
 from sparkstack.profiles import LoadedProfile, Profile
 
-SECRETS_PATH = "/etc/sparkstack/secrets.env"
 CONFIG_DIR = "/etc/sparkstack"
+SECRETS_PATH = f"{CONFIG_DIR}/secrets.env"
 LAUNCH_DIR = "/usr/local/libexec/sparkstack"
 UNIT_DIR = "/etc/systemd/system"
 SWITCH_PATH = "/usr/local/bin/llm-switch"
@@ -50,7 +50,6 @@ class RenderedFile:
 @dataclass(frozen=True)
 class Rendering:
     group: str
-    plan: Plan
     files: list[RenderedFile]
     directories: list[RenderedFile]
     secrets_file: RenderedFile
@@ -131,8 +130,6 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
     return env.get_template("launch.sh.j2").render(
         profile=p,
         source=_source(lp),
-        unit_name=p.unit_name,
-        launch_name=f"launch-{p.name}",
         variants=variants,
         labels=[WATCHTOWER_DISABLE_LABEL, f"io.sparkstack.model={p.name}", "io.sparkstack.managed=true"],
         runtime_flags=runtime_flags,
@@ -140,7 +137,7 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
         env=[shlex.quote(f"{k}={v}") for k, v in sorted(p.env.items())],
         publish=f"{bind}:{p.port}:{p.port}",
         cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
-        image=shlex.quote(settings.image_overrides.get(p.engine, p.image)),
+        image=shlex.quote(settings.image_for(p.engine, p.image)),
     )
 
 
@@ -149,7 +146,6 @@ def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str]) -> s
     return env.get_template("model.service.j2").render(
         profile=p,
         source=_source(lp),
-        unit_name=p.unit_name,
         launch_path=launch_path(p),
         start_limit_burst=START_LIMIT_BURST,
         # Long enough to hold the bursts of a model that crashes while loading.
@@ -161,7 +157,7 @@ def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str]) -> s
 
 def _source(lp: LoadedProfile) -> str:
     try:
-        return str(lp.source.resolve().relative_to(TEMPLATES_DIR.parent.resolve()))
+        return str(lp.source.resolve().relative_to(REPO_ROOT.resolve()))
     except ValueError:
         return lp.source.name
 
@@ -173,7 +169,8 @@ def registry(profiles: list[Profile], settings: GroupSettings) -> str:
         models[p.name] = {
             "aliases": p.aliases,
             "engine": p.engine,
-            "image": settings.image_overrides.get(p.engine, p.image),
+            "image": settings.image_for(p.engine, p.image),
+            "api_key_env": API_KEY_ENV.get(p.engine),
             "unit": p.unit_name,
             "container": p.container_name,
             "port": p.port,
@@ -231,7 +228,5 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
         RenderedFile(settings.model_cache_dir, "", "0755", kind="directory"),
     ]
     secrets = RenderedFile(SECRETS_PATH, "", "0600", kind="secrets")
-    return Rendering(group, plan, files, directories, secrets)
+    return Rendering(group, files, directories, secrets)
 
-
-__all__ = ["render", "Rendering", "RenderedFile", "RenderError", "display_path"]

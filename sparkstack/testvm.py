@@ -13,12 +13,13 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sparkstack.remote import free_port, ssh_base
 
 HOST_ALIAS = "sparkstack-testvm"
 SUITE = "bookworm"
@@ -141,8 +142,6 @@ def require_tools() -> None:
 def build_image(img: Image) -> None:
     """Build the cached VM image: mmdebstrap a rootfs, customise it, pack it into an ext4 disk."""
     require_tools()
-    if img.root.exists():
-        shutil.rmtree(img.root)
     for stale in img.root.parent.glob("*"):
         if stale.is_dir():  # images of older recipes: a cache, not an archive
             shutil.rmtree(stale)
@@ -202,12 +201,6 @@ def _state(run: Run) -> dict:
         return {}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def ssh_config_text(port: int, key: Path) -> str:
     return (f"Host {HOST_ALIAS}\n"
             f"  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {key}\n"
@@ -215,10 +208,13 @@ def ssh_config_text(port: int, key: Path) -> str:
             f"  LogLevel ERROR\n  ConnectTimeout 10\n")
 
 
-def ssh(command: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
-    run = run_dir()
-    return subprocess.run(["ssh", "-F", str(run.ssh_config_file), HOST_ALIAS, command],
-                          capture_output=True, text=True, timeout=timeout, check=check)
+def ssh_command() -> list[str]:
+    """The ssh invocation for the running VM; append a remote command."""
+    return ssh_base(HOST_ALIAS, run_dir().ssh_config_file)
+
+
+def ssh(command: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(ssh_command() + [command], capture_output=True, text=True, timeout=timeout)
 
 
 def system_state() -> str | None:
@@ -248,7 +244,7 @@ def up(fresh: bool = False) -> dict:
         shutil.rmtree(run.root)
     run.root.mkdir(parents=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(img.disk), str(run.overlay)], check=True)
-    port = _free_port()
+    port = free_port()
     run.ssh_config_file.write_text(ssh_config_text(port, img.key))
     command = [
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(MEMORY_MB), "-smp", str(CPUS),

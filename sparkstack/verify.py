@@ -106,11 +106,9 @@ class Client:
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
         try:
             return self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
-        except requests.ConnectionError as exc:
-            if isinstance(exc, requests.exceptions.ReadTimeout):
-                raise Instrument(f"{path}: timed out after {self.timeout[1]:g} s before any byte") from None
+        except requests.ConnectionError as exc:  # includes ConnectTimeout
             raise Instrument(f"{path}: could not connect ({_short(exc)})") from None
-        except requests.Timeout:
+        except requests.Timeout:  # a ReadTimeout: connected, but not a byte came back
             raise Instrument(f"{path}: timed out after {self.timeout[1]:g} s before any byte") from None
 
 
@@ -178,15 +176,11 @@ def stream_once(client: Client, model: str, max_tokens: int) -> StreamRun:
     body = {"model": model, "messages": [{"role": "user", "content": THROUGHPUT_PROMPT}], "temperature": 0,
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
     started = time.perf_counter()
-    try:
-        response = client.session.post(client.base + "/v1/chat/completions", json=body, stream=True, timeout=client.timeout)
-    except requests.Timeout:
-        raise Instrument(f"stream: timed out after {client.timeout[1]:g} s before any byte") from None
-    except requests.ConnectionError as exc:
-        raise Instrument(f"stream: could not connect ({_short(exc)})") from None
+    response = client.request("POST", "/v1/chat/completions", json=body, stream=True)
+    if response.status_code >= 500:
+        raise Instrument(f"stream: HTTP {response.status_code}; no tokens to time")
     if response.status_code != 200:
-        raise Instrument(f"stream: HTTP {response.status_code}; no tokens to time") if response.status_code >= 500 else \
-            RuntimeError(f"HTTP {response.status_code}: {response.text[:120]}")
+        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:120]}")
     chunks, first, last, reads, usage, buffer = 0, None, None, 0, None, b""
     try:
         for data in response.iter_content(chunk_size=None):
@@ -197,7 +191,10 @@ def stream_once(client: Client, model: str, max_tokens: int) -> StreamRun:
                 line = line.strip()
                 if not line.startswith(b"data:") or line == b"data: [DONE]":
                     continue
-                event = json.loads(line[5:])
+                try:
+                    event = json.loads(line[5:])
+                except ValueError:
+                    raise Instrument(f"stream: unreadable event {line[:60]!r}; the count cannot be trusted") from None
                 if event.get("usage"):
                     usage = event["usage"].get("completion_tokens")
                 for choice in event.get("choices") or []:

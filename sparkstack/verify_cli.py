@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import click
-import requests
 
 from sparkstack import testvm
 from sparkstack.profiles import ProfileErrors, find_profile, load_profiles
 from sparkstack.remote import RemoteError, Tunnel, ssh_output
-from sparkstack.verify import (CONNECT_TIMEOUT_S, Client, Expectations, append_history, default_history_file,
-                               history_table, run_checks)
+from sparkstack.render import REGISTRY_PATH
+from sparkstack.verify import (Client, Expectations, Instrument, append_history, default_history_file, history_table,
+                               run_checks)
 
 EXIT_USAGE = 2
 
@@ -32,17 +32,16 @@ def expectations_from_profiles(word: str | None, served: str | None) -> Expectat
                         profile.resolve(variant).expected_decode_tok_s, profile.name, variant, profile.image)
 
 
-def served_names(url: str) -> list[str]:
+def served_names(client: Client) -> list[str]:
     try:
-        response = requests.get(url.rstrip("/") + "/v1/models", timeout=(CONNECT_TIMEOUT_S, 10))
-        return [m.get("id") for m in response.json().get("data", [])]
-    except (requests.RequestException, ValueError):
-        return []
+        return [m.get("id") for m in client.request("GET", "/v1/models").json().get("data", [])]
+    except (Instrument, ValueError):
+        return []  # the readiness check will say why
 
 
 def expectations_from_host(host: str, ssh_config: Path | None, word: str | None) -> tuple[Expectations, int]:
     status = json.loads(ssh_output(host, ssh_config, "llm-switch status --json"))
-    registry = json.loads(ssh_output(host, ssh_config, "cat /etc/sparkstack/models.json"))
+    registry = json.loads(ssh_output(host, ssh_config, f"cat {REGISTRY_PATH}"))
     hot = status.get("hot")
     if hot in (None, "CONFLICT"):
         raise RemoteError(f"no single model is hot on {host} (hot: {hot}); switch one with `llm-switch NAME` first")
@@ -66,12 +65,13 @@ def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, reg
         return EXIT_USAGE
     api_key = os.environ.get(api_key_env) or None
     if url:
+        client = Client(url, api_key, read_timeout)
         e = expectations_from_profiles(model, None) if model else None
         if e is None:
-            names = served_names(url)
+            names = served_names(client)
             e = expectations_from_profiles(None, names[0]) if names else None
             e = e or Expectations(names[0] if names else (model or "unknown"))
-        report = run_checks(Client(url, api_key, read_timeout), e, runs, max_tokens, regression_share)
+        report = run_checks(client, e, runs, max_tokens, regression_share)
     else:
         if ssh_config is None and host == testvm.HOST_ALIAS and testvm.run_dir().ssh_config_file.is_file():
             ssh_config = testvm.run_dir().ssh_config_file

@@ -62,7 +62,7 @@ def load_into_vm() -> None:
     testvm.progress(f"importing {IMAGE} into the VM")
     with tar.open("rb") as handle:
         result = subprocess.run(
-            ["ssh", "-F", str(testvm.run_dir().ssh_config_file), testvm.HOST_ALIAS,
+            testvm.ssh_command() + [
              f"docker import --change 'LABEL {HASH_LABEL}={key}' --change 'ENTRYPOINT [\"/usr/bin/tini\", \"--\"]' - {IMAGE}"],
             stdin=handle, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:

@@ -58,21 +58,21 @@ def test_measured_decode_rate_lands_within_ten_percent_of_the_controlled_rate(en
     assert report.figures["decode"]["counted"].startswith("content chunks")
 
 
-def test_a_refused_connection_is_an_instrument_failure_not_a_score(engine):
+def closed_port_url(engine) -> tuple[str, float]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    report = run_checks(Client(f"http://127.0.0.1:{port}", read_timeout_s=2), qwen())
-    assert statuses(report) == {"readiness": INSTRUMENT}
-    assert "could not connect" in report.checks[0].detail
-    assert report.exit_code == 2
+        return f"http://127.0.0.1:{sock.getsockname()[1]}", 2.0
 
 
-def test_a_hanging_server_is_an_instrument_failure_after_the_read_timeout(engine):
-    url = engine(hang=1)
-    report = run_checks(Client(url, read_timeout_s=1.5), qwen())
+@pytest.mark.parametrize("target,expected", [
+    (closed_port_url, "could not connect"),
+    (lambda engine: (engine(hang=1), 1.5), "timed out after 1.5 s before any byte"),
+], ids=["refused connection", "hanging server"])
+def test_no_request_reaching_the_model_is_an_instrument_failure_not_a_score(engine, target, expected):
+    url, read_timeout = target(engine)
+    report = run_checks(Client(url, read_timeout_s=read_timeout), qwen())
     assert statuses(report) == {"readiness": INSTRUMENT}
-    assert "timed out after 1.5 s before any byte" in report.checks[0].detail
+    assert expected in report.checks[0].detail
     assert report.exit_code == 2
 
 

@@ -48,8 +48,8 @@ def deploy(env: dict | None = None) -> DeployResult:
     return DeployResult(changed, results["totals"]["no_change"], errors, seconds)
 
 
-def drift(env: dict | None = None, limit: str = "testvm") -> subprocess.CompletedProcess:
-    return run([str(BIN / "sparkstack"), "drift", "--limit", limit], env=env)
+def drift(env: dict | None = None, limit: str | None = "testvm") -> subprocess.CompletedProcess:
+    return run([str(BIN / "sparkstack"), "drift", *(["--limit", limit] if limit else [])], env=env)
 
 
 def vm_ssh(command: str, timeout: float = 600) -> subprocess.CompletedProcess:

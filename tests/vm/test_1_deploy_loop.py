@@ -87,8 +87,28 @@ def test_planted_drift_is_reported_and_healed(deployed, kind, tmp_path):
         assert drift().returncode == 0
 
 
-def test_drift_cannot_tell_when_the_host_is_unreachable(deployed):
-    result = drift({"SPARKSTACK_SPARK_HOSTS": "root@127.0.0.1"}, limit="spark")
+def test_a_removed_profile_is_retired_from_the_host(deployed, tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    for source in MODELS_DIR.glob("*.yaml"):
+        (models / source.name).write_text(source.read_text())
+    extra = (MODELS_DIR / "qwen36.yaml").read_text().replace("name: qwen36", "name: tiny")
+    extra = extra.replace("aliases: [qwen]", "aliases: [tee]").replace("port: 30001", "port: 30005")
+    (models / "tiny.yaml").write_text(extra.replace("served_model_name: qwen36", "served_model_name: tiny"))
+    added = deploy({"SPARKSTACK_MODELS_DIR": str(models)})
+    assert any("launch-tiny" in name for name in added.changed)
+    assert vm_ssh("test -x /usr/local/libexec/sparkstack/launch-tiny && systemctl cat vllm-tiny.service").returncode == 0
+    assert "Conflicts=sglang-mistral4.service vllm-tiny.service" in vm_ssh("cat /etc/systemd/system/vllm-qwen36.service").stdout
+    retired = deploy()
+    assert "sparkstack retired models | Remove retired /usr/local/libexec/sparkstack/launch-tiny" in retired.changed
+    assert vm_ssh("test -e /usr/local/libexec/sparkstack/launch-tiny || test -e /etc/systemd/system/vllm-tiny.service").returncode == 1
+    assert vm_ssh("systemctl cat vllm-tiny.service").returncode != 0  # systemd forgot it too
+    assert drift().returncode == 0
+
+
+@pytest.mark.parametrize("limit", ["spark", None], ids=["only the unreachable host", "beside the reachable VM"])
+def test_drift_cannot_tell_when_a_host_is_unreachable(deployed, limit):
+    result = drift({"SPARKSTACK_SPARK_HOSTS": "root@127.0.0.1"}, limit=limit)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot tell" in result.stderr
 
