@@ -257,7 +257,8 @@ def _message(err: dict) -> str:
     if kind == "value_error":
         return str(err["ctx"]["error"])
     if kind == "literal_error":
-        return f"{err['input']!r} is not supported (choose one of: {err['ctx']['expected']})"
+        choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{err['loc'][-1]} {err['input']!r} is not supported (choose one of: {choices})"
     if kind.endswith("_type"):
         return f"wrong type: {err['msg'].lower()}, got {type(err['input']).__name__} {err['input']!r}"
     if kind == "string_pattern_mismatch":
