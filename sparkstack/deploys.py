@@ -19,11 +19,13 @@ from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
 from pyinfra.operations import files, systemd
 from pyinfra.operations.util import any_changed
 
-from sparkstack.engines import API_KEY_ENV
+from sparkstack.engines import API_KEY_ENV, ENGINE_NAMES
+from sparkstack.engines.host import EngineProbe, read_answer
+from sparkstack.engines.release import admits
 from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
 from sparkstack.memory import Plan, PlanError, make_plan
-from sparkstack.profiles import ENGINES, LoadedProfile, ProfileErrors, load_profiles
-from sparkstack.render import LAUNCH_DIR, SECRETS_PATH, UNIT_DIR, RenderError, Rendering, render
+from sparkstack.profiles import LoadedProfile, Profile, ProfileErrors, load_profiles, release_findings
+from sparkstack.render import GPU_FLAGS, LAUNCH_DIR, SECRETS_PATH, UNIT_DIR, RenderError, Rendering, render
 
 SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
 # A Spark's GB10 is an ARM64 system and the pinned engine images are arm64 builds.
@@ -97,6 +99,35 @@ def check_api_key(settings: GroupSettings) -> None:
                               f"{env_name}=<key> (root-only file); add it on the host and deploy again")
 
 
+@deploy("sparkstack engine releases")
+def check_engine_releases(profiles: list[Profile], settings: GroupSettings) -> None:
+    """Ask each pinned image which engine release it carries and what it accepts; refuse, before any
+    file changes, a release outside the profile's engine_version or anything it would refuse or ignore."""
+    problems: list[str] = []
+    gpu_flags = tuple(GPU_FLAGS) if settings.gpus else ()
+    for profile in profiles:
+        image = settings.image_for(profile.engine, profile.image)
+        output = host.get_fact(EngineProbe, engine=profile.engine, image=image, gpu_flags=gpu_flags)
+        answer = read_answer(profile.engine, image, output)
+        if answer.release is None:
+            problems.append(f"{profile.name}: {answer.problem}")
+            continue
+        release = answer.release
+        if not admits(profile.engine_version, release.version):
+            problems.append(f"{profile.name}: engine_version: image {image} carries {release.label}, but the profile "
+                            f"declares {profile.engine_version!r}; declare the release the image carries (and snapshot "
+                            "it with tools/snapshot_engine.py) or pin the image that carries the declared one")
+            continue
+        found = release_findings(profile, release)
+        problems += [f"{subject}: {f.where}: {release.label} in image {image} {f.says}" for subject, f in found]
+        if not found:
+            logger.info(f"{host.name}: {profile.name}: image {image} carries {release.label}; "
+                        "it accepts every flag and env var sparkstack renders")
+    if problems:
+        raise DeployError(f"{host.name}: the engine in the pinned image refuses or ignores what sparkstack would "
+                          "render; nothing was changed:\n" + "\n".join(f"  {line}" for line in problems))
+
+
 @deploy("sparkstack host files")
 def install_files(rendering: Rendering) -> list:
     """Directories, launch scripts, units, registry, switch and secrets file; returns the unit operations."""
@@ -126,7 +157,7 @@ def remove_retired_models(rendering: Rendering) -> list:
         if script in rendered:
             continue
         name = script.rsplit("/", 1)[1].removeprefix("launch-")
-        for unit in (f"{engine}-{name}.service" for engine in ENGINES):
+        for unit in (f"{engine}-{name}.service" for engine in ENGINE_NAMES):
             systemd.service(name=f"Stop retired {unit}", service=unit, running=False, enabled=False)
             unit_ops.append(files.file(name=f"Remove retired {UNIT_DIR}/{unit}", path=f"{UNIT_DIR}/{unit}", present=False))
         files.file(name=f"Remove retired {script}", path=script, present=False)
@@ -148,6 +179,7 @@ def deploy_sparkstack() -> None:
     live_gb = preflight(settings)
     plan = plan_for_host(loaded, settings, live_gb)
     check_api_key(settings)
+    check_engine_releases(plan.deployable, settings)
     try:
         rendering = render(host_group(), loaded, settings, plan)
     except RenderError as exc:

@@ -16,20 +16,12 @@ from typing import Annotated, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sparkstack.engines import SPARK_COMPUTE_CAPABILITY, adapter_for
+from sparkstack.engines.release import ReleaseError, parse_specifier, releases_for
 from sparkstack.paths import MODELS_DIR, display_path
 
 Engine = Literal["vllm", "sglang"]
 ENGINES = get_args(Engine)
-
-# Speculative-decoding methods each engine takes, in sparkstack's lower-case
-# spelling. vLLM: `--speculative-config {"method": ...}`; SGLang:
-# `--speculative-algorithm` (upper-cased when rendered).
-SPECULATIVE_METHODS = {
-    "vllm": ("ngram", "eagle", "eagle3", "mtp", "dflash", "medusa", "draft_model"),
-    "sglang": ("eagle", "eagle3", "nextn", "ngram"),
-}
-# Speculative knobs only SGLang has; vLLM takes only num_speculative_tokens.
-SGLANG_ONLY_SPECULATIVE_FIELDS = ("num_steps", "eagle_topk")
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 RESERVED_WORDS = ("none", "status", "all")
@@ -86,6 +78,10 @@ class Profile(StrictModel):
     description: str
     aliases: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = []
     engine: Engine
+    # The engine release the image carries: a version (0.33.0) or a PEP 440 range (>=0.33.0).
+    # `sparkstack validate` checks every variant against the committed snapshots of releases in
+    # it; the deploy asks the image itself and refuses one outside it.
+    engine_version: str
     image: str
     model: str
     served_model_name: str
@@ -97,6 +93,10 @@ class Profile(StrictModel):
     speculative: Speculative | None = None
     tools: Tools | None = None
     reasoning_parser: str | None = None
+    # Which MoE kernels the engine must use, in the engine's own backend names (vLLM
+    # --moe-backend, SGLang --moe-runner-backend); the adapter spells it for the declared release
+    # and refuses a backend the target GPU cannot run.
+    moe_backend: str | None = None
     env: dict[str, str] = {}
     extra_args: list[str] = []
     variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Variant] = {}
@@ -208,6 +208,8 @@ def load_profiles(paths: list[Path] | None = None) -> list[LoadedProfile]:
         if profile is not None:
             loaded.append(LoadedProfile(profile, path))
     errors.extend(_cross_profile_errors(loaded))
+    if not errors:
+        errors.extend(engine_release_errors(loaded))
     if errors:
         raise ProfileErrors(errors)
     return sorted(loaded, key=lambda lp: lp.profile.name)
@@ -307,6 +309,13 @@ def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str
     if profile.memory.resident_gb is not None and profile.memory.resident_gb < profile.memory.weights_gb:
         errors.append((("memory", "resident_gb"), "memory.resident_gb",
                        f"{profile.memory.resident_gb} GB is less than the weights ({profile.memory.weights_gb} GB)"))
+    try:
+        parse_specifier(profile.engine_version)
+    except ReleaseError as exc:
+        errors.append((("engine_version",), "engine_version", str(exc)))
+    else:
+        for field, message in adapter_for(profile.engine).setting_errors(profile, SPARK_COMPUTE_CAPABILITY):
+            errors.append(((field,), field, message))
     speculative_sites = [(("speculative",), profile.speculative)]
     speculative_sites += [(("variants", name, "speculative"), v.speculative) for name, v in profile.variants.items()]
     for loc, spec in speculative_sites:
@@ -318,14 +327,14 @@ def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str
 def _speculative_errors(engine: str, loc: tuple, spec: Speculative) -> list[tuple[tuple, str, str]]:
     errors = []
     where = ".".join(loc)
-    methods = SPECULATIVE_METHODS[engine]
+    adapter = adapter_for(engine)
+    methods = adapter.speculative_methods
     if spec.method not in methods:
         errors.append((loc + ("method",), f"{where}.method",
                        f"{engine} does not take speculative method {spec.method!r} (it takes: {', '.join(methods)})"))
-    if engine == "vllm":
-        for field in SGLANG_ONLY_SPECULATIVE_FIELDS:
-            if getattr(spec, field) is not None:
-                errors.append((loc + (field,), f"{where}.{field}", f"vllm does not take {field}; it is an sglang setting"))
+    for name in spec.model_fields_set - set(adapter.speculative_fields):
+        if getattr(spec, name) is not None:
+            errors.append((loc + (name,), f"{where}.{name}", f"{engine} does not take {name}; it is not one of its speculative settings"))
     if engine == "sglang" and spec.method in ("eagle", "eagle3") and not spec.draft_model:
         errors.append((loc + ("draft_model",), f"{where}.draft_model",
                        f"sglang needs --speculative-draft-model-path for {spec.method}"))
@@ -366,6 +375,37 @@ def _cross_profile_errors(loaded: list[LoadedProfile]) -> list[ProfileError]:
         else:
             ports[p.port] = lp
     return errors
+
+
+def engine_release_errors(loaded: list[LoadedProfile]) -> list[ProfileError]:
+    """Every variant of every profile, rendered and checked against each committed snapshot of an
+    engine release its engine_version admits (sparkstack/engines/releases/)."""
+    errors: list[ProfileError] = []
+    for lp in loaded:
+        p, shown = lp.profile, display_path(lp.source)
+        releases = releases_for(p.engine, p.engine_version)
+        if not releases:
+            errors.append(ProfileError(shown, "engine_version",
+                                       f"no committed snapshot of a {p.engine} release in {p.engine_version!r}, so nothing can "
+                                       f"check what we render; run `python tools/snapshot_engine.py {p.engine}==VERSION` "
+                                       "for a release in that range and commit its output"))
+            continue
+        for release in releases:
+            errors.extend(ProfileError(shown, subject, f"{finding.where}: {release.label} {finding.says}")
+                          for subject, finding in release_findings(p, release))
+    return errors
+
+
+def release_findings(profile: Profile, release) -> list[tuple[str, object]]:
+    """(PROFILE[/VARIANT], Finding) for everything one engine release refuses or ignores in a profile."""
+    adapter = adapter_for(profile.engine)
+    found = []
+    for variant in profile.variant_names:
+        resolved = profile.resolve(variant)
+        subject = profile.name if variant == "default" else f"{profile.name}/{variant}"
+        for finding in adapter.check(adapter.command(profile, resolved), adapter.environment(profile, resolved), release):
+            found.append((subject, finding))
+    return found
 
 
 def find_profile(loaded: list[LoadedProfile], word: str) -> Profile | None:

@@ -18,13 +18,15 @@ from sparkstack import testvm
 HERE = Path(__file__).resolve().parent
 IMAGE = "sparkstack-standin-engine:latest"
 HASH_LABEL = "io.sparkstack.standin.hash"
-SOURCES = ("server.py", "vllm", "sglang/__init__.py", "sglang/launch_server.py")
+SOURCES = ("server.py", "table.py", "engine_table.json", "vllm")
+PACKAGES = HERE / "packages"
 
 
 def sources_hash() -> str:
-    digest = hashlib.sha256(b"standin-image-v2")
-    for name in SOURCES:
-        digest.update(name.encode() + b"\0" + (HERE / name).read_bytes())
+    digest = hashlib.sha256(b"standin-image-v3")
+    files = [HERE / name for name in SOURCES] + sorted(p for p in PACKAGES.rglob("*.py"))
+    for path in files:
+        digest.update(str(path.relative_to(HERE)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -38,10 +40,13 @@ def tarball() -> Path:
     partial = target.with_name(f"partial-{target.name}")  # mmdebstrap picks the format from the suffix
     # tini as PID 1 forwards SIGTERM at once, even while python is still starting (docker stop stays quick).
     hooks = [
-        f'mkdir -p "$1/opt/standin" "$1/usr/lib/python3/dist-packages/sglang"',
-        f'cp {HERE}/server.py "$1/opt/standin/server.py"',
+        # The server and its declared table in /opt/standin (on sys.path through a .pth file); the
+        # `vllm` and `sglang` packages the sparkstack probes import; `vllm` on PATH.
+        f'mkdir -p "$1/opt/standin"',
+        f'cp {HERE}/server.py {HERE}/table.py {HERE}/engine_table.json "$1/opt/standin/"',
+        'echo /opt/standin > "$1/usr/lib/python3/dist-packages/standin.pth"',
+        f'cp -r {PACKAGES}/vllm {PACKAGES}/sglang "$1/usr/lib/python3/dist-packages/"',
         f'install -m 0755 {HERE}/vllm "$1/usr/local/bin/vllm"',
-        f'cp {HERE}/sglang/__init__.py {HERE}/sglang/launch_server.py "$1/usr/lib/python3/dist-packages/sglang/"',
         'rm -rf "$1"/usr/share/doc "$1"/usr/share/man "$1"/usr/share/locale "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
     ]
     command = ["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,tini",

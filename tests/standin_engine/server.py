@@ -28,44 +28,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+try:
+    import table  # in the image: /opt/standin is on sys.path
+except ImportError:  # imported as tests.standin_engine.server by the unit tests
+    from tests.standin_engine import table
+
 KNOBS_FILE = "/root/.cache/huggingface/standin-knobs.json"
 RECORD_DIR = "/root/.cache/huggingface/standin-records"
-
-
-def vllm_parser():
-    p = argparse.ArgumentParser(prog="vllm serve", allow_abbrev=False)
-    p.add_argument("model")
-    p.add_argument("--host", default="0.0.0.0")
-    p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--served-model-name", required=True)
-    p.add_argument("--gpu-memory-utilization", type=float, required=True)
-    p.add_argument("--max-model-len", type=int, required=True)
-    p.add_argument("--language-model-only", action="store_true")
-    p.add_argument("--speculative-config", type=json.loads)
-    p.add_argument("--enable-auto-tool-choice", action="store_true")
-    p.add_argument("--tool-call-parser")
-    p.add_argument("--reasoning-parser")
-    p.add_argument("--moe-backend")
-    return p
-
-
-def sglang_parser():
-    p = argparse.ArgumentParser(prog="sglang.launch_server", allow_abbrev=False)
-    p.add_argument("--model-path", required=True)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=30000)
-    p.add_argument("--served-model-name", required=True)
-    p.add_argument("--mem-fraction-static", type=float, required=True)
-    p.add_argument("--context-length", type=int, required=True)
-    p.add_argument("--speculative-algorithm", choices=["EAGLE", "EAGLE3", "NEXTN", "NGRAM"])
-    p.add_argument("--speculative-draft-model-path")
-    p.add_argument("--speculative-num-steps", type=int)
-    p.add_argument("--speculative-eagle-topk", type=int)
-    p.add_argument("--speculative-num-draft-tokens", type=int)
-    p.add_argument("--tool-call-parser")
-    p.add_argument("--reasoning-parser")
-    p.add_argument("--attention-backend")
-    return p
 
 
 def knobs(served):
@@ -83,8 +52,17 @@ def knobs(served):
 
 
 def parse(engine, argv):
-    args = (vllm_parser() if engine == "vllm" else sglang_parser()).parse_args(argv)
+    """The command line, parsed by the options the declared table gives this engine (engine_table.json)."""
+    args = table.parser(engine).parse_args(argv)
+    for name in ("port", "max_model_len", "context_length"):
+        if getattr(args, name, None) is not None:
+            setattr(args, name, int(getattr(args, name)))
+    if engine == "vllm" and args.speculative_config is not None:
+        args.speculative_config = json.loads(args.speculative_config)
     fraction = args.gpu_memory_utilization if engine == "vllm" else args.mem_fraction_static
+    if fraction is None:
+        sys.exit(f"{engine}: sparkstack always renders a memory fraction; none was given")
+    fraction = float(fraction)
     if not 0 < fraction <= 1:
         sys.exit(f"{engine}: memory fraction {fraction} out of (0, 1]")
     if engine == "vllm" and args.speculative_config is not None and "method" not in args.speculative_config:
@@ -210,7 +188,13 @@ def main(engine, argv):
     # As PID 1 in the container, SIGTERM is ignored unless handled; real engines shut down on it.
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     args = parse(engine, argv)
-    served = args.served_model_name
+    # Like vLLM, warn about variables with the engine's prefix that this release does not read.
+    known = set(table.table(engine)["env_vars"])
+    prefix = "VLLM_" if engine == "vllm" else "SGLANG_"
+    for name in sorted(os.environ):
+        if name.startswith(prefix) and name not in known:
+            print(f"standin: Unknown {engine} environment variable detected: {name}", flush=True)
+    served = args.served_model_name or (args.model if engine == "vllm" else args.model_path)
     settings = knobs(served)
     record = {"engine": engine, "argv": argv, "knobs": settings, "started": time.time()}
     print(f"standin: {json.dumps(record)}", flush=True)
@@ -232,7 +216,7 @@ def main(engine, argv):
     if not settings.get("never_ready"):
         ready.set()
     language_only = bool(getattr(args, "language_model_only", False))
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(served, language_only, settings, ready))
+    server = ThreadingHTTPServer((args.host or "0.0.0.0", args.port or 8000), make_handler(served, language_only, settings, ready))
     print(f"standin: serving {served} on {args.host}:{args.port}", flush=True)
     server.serve_forever()
 

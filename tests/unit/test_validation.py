@@ -29,7 +29,7 @@ def _set(path, value):
     def change(data):
         target = data
         for key in path[:-1]:
-            target = target[key]
+            target = target.setdefault(key, {})
         target[path[-1]] = value
     return change
 

@@ -1,0 +1,109 @@
+"""What every engine adapter provides, and the check of a rendered launch against one engine release."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparkstack.engines.release import EngineRelease
+
+PROBES_DIR = Path(__file__).resolve().parent / "probes"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing an engine release refuses or ignores in what we render."""
+
+    where: str   # a flag (`--moe-backend`) or `env NAME`
+    says: str    # what the engine release says about it
+
+    def line(self, subject: str, release: EngineRelease) -> str:
+        return f"{subject}: {self.where}: {release.label} {self.says}"
+
+
+class EngineAdapter:
+    """Everything engine-specific: the command line, the env, the release checks and the probe.
+
+    Subclasses set the class attributes and implement `command`.
+    """
+
+    name: str
+    # The words before the first option (e.g. `vllm serve MODEL`): positionals, not checked as flags.
+    # Env var prefixes this engine owns: a pinned variable with one of them must be read by the release.
+    env_prefixes: tuple[str, ...] = ()
+    # Env var the engine reads its API key from (None: only a command-line flag, which we refuse to render).
+    api_key_env: str | None = None
+    # Speculative methods in sparkstack's lower-case spelling, and the knobs this engine has.
+    speculative_methods: tuple[str, ...] = ()
+    speculative_fields: tuple[str, ...] = ("method", "num_speculative_tokens", "draft_model")
+    # Flags whose values must be among the release's choices when we render them.
+    memory_fraction_flag: str
+    context_length_flag: str
+
+    def command(self, profile, variant) -> list[str]:
+        raise NotImplementedError
+
+    def positional_count(self, argv: list[str]) -> int:
+        count = 0
+        while count < len(argv) and not argv[count].startswith("-"):
+            count += 1
+        return count
+
+    def environment(self, profile, variant) -> dict[str, str]:
+        """The env vars rendered into the container (the profile's own pins)."""
+        return dict(profile.env)
+
+    def probe_source(self) -> str:
+        """The probe script, standard library + engine only, as sent to `python3 -` in an image."""
+        common = (PROBES_DIR / "common.py").read_text(encoding="utf-8")
+        own = (PROBES_DIR / f"{self.name}.py").read_text(encoding="utf-8")
+        return common + "\n\n" + own
+
+    # --- checks against one release ------------------------------------------------
+    def check(self, argv: list[str], env: dict[str, str], release: EngineRelease) -> list[Finding]:
+        findings: list[Finding] = []
+        args = argv[self.positional_count(argv):]
+        parser = release.parser()
+        known = release.options()
+        for token in args:
+            if token.startswith("--"):
+                flag = token.split("=", 1)[0]
+                if flag not in known:
+                    findings.append(Finding(flag, "has no such option (not in its server parser)"))
+        try:
+            namespace, extra = parser.parse_known_args(args)
+        except argparse.ArgumentError as exc:
+            findings.append(Finding(_flag_of(exc) or "(arguments)", f"says: {exc.message if hasattr(exc, 'message') else exc}"))
+            namespace, extra = None, []
+        for token in extra:
+            if not token.startswith("--"):
+                findings.append(Finding(token, "takes no value here (stray argument)"))
+        if namespace is not None:
+            findings += self._value_findings(args, release)
+        for name in sorted(env):
+            if name.startswith(self.env_prefixes) and name not in release.env_vars:
+                findings.append(Finding(f"env {name}", "does not read it (not among the env vars it knows; it would be ignored)"))
+        return findings
+
+    def _value_findings(self, args: list[str], release: EngineRelease) -> list[Finding]:
+        findings = []
+        for i, token in enumerate(args):
+            if not token.startswith("--"):
+                continue
+            flag, _, inline = token.partition("=")
+            value = inline or (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else None)
+            allowed = release.value_choices.get(flag)
+            if value is not None and allowed is not None and value not in allowed:
+                findings.append(Finding(flag, f"does not know {value!r} (it knows: {', '.join(allowed)})"))
+        return findings
+
+
+def _flag_of(exc: argparse.ArgumentError) -> str | None:
+    name = getattr(exc, "argument_name", None)
+    return name.split("/")[0] if name else None
+
+
+def compact_json(value) -> str:
+    return json.dumps(value, separators=(",", ":"))

@@ -1,0 +1,54 @@
+# vLLM probe: ask the installed vLLM for its version, `vllm serve` options, parsers,
+# speculative config and env vars. Runs with the engine's python; needs no GPU and no model.
+import dataclasses
+import importlib
+import os
+import typing
+
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+
+def _first(*paths):
+    for module, name in paths:
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    raise SystemExit(f"probe: none of {paths} exists in this vLLM")
+
+
+def _literal_values(tp):
+    values = []
+    for arg in typing.get_args(tp):
+        if isinstance(arg, str):
+            values.append(arg)
+        else:
+            values.extend(_literal_values(arg))
+    return values
+
+
+def probe():
+    import vllm
+    import vllm.envs as envs
+
+    parser_class = _first(("vllm.utils.argparse_utils", "FlexibleArgumentParser"), ("vllm.utils", "FlexibleArgumentParser"))
+    make_arg_parser = _first(("vllm.entrypoints.common.cli_args", "make_arg_parser"),
+                             ("vllm.entrypoints.openai.cli_args", "make_arg_parser"))
+    parser = make_arg_parser(parser_class())
+    tool_parsers = _first(("vllm.tool_parsers", "ToolParserManager"),
+                          ("vllm.entrypoints.openai.tool_parsers", "ToolParserManager")).list_registered()
+    reasoning_parsers = _first(("vllm.reasoning", "ReasoningParserManager")).list_registered()
+    speculative_config = _first(("vllm.config", "SpeculativeConfig"))
+    speculative_method = _first(("vllm.config.speculative", "SpeculativeMethod"))
+    return {
+        "engine": "vllm",
+        "version": vllm.__version__,
+        "actions": describe_parser(parser),
+        "value_choices": {"--tool-call-parser": sorted(tool_parsers), "--reasoning-parser": sorted(reasoning_parsers)},
+        "env_vars": sorted(envs.environment_variables),
+        "speculative_config_keys": sorted(f.name for f in dataclasses.fields(speculative_config)),
+        "speculative_methods": sorted(set(_literal_values(speculative_method))),
+    }
+
+
+emit(probe())

@@ -1,0 +1,56 @@
+"""SGLang: `python3 -m sglang.launch_server` command lines and its speculative flags."""
+
+from __future__ import annotations
+
+from sparkstack.engines.base import EngineAdapter
+
+
+class SglangAdapter(EngineAdapter):
+    name = "sglang"
+    # Parts of SGLang read SGLANG_/SGL_ variables straight from os.environ; the probe collects
+    # every such name its source spells out as well as its `Envs` registry.
+    env_prefixes = ("SGLANG_", "SGL_")
+    # SGLang takes an API key only as --api-key (or a --config file): no env form.
+    api_key_env = None
+    # --speculative-algorithm choices in SGLang 0.5.x (upper-cased when rendered).
+    speculative_methods = ("eagle", "eagle3", "nextn", "ngram", "standalone")
+    speculative_fields = ("method", "num_speculative_tokens", "draft_model", "num_steps", "eagle_topk")
+    memory_fraction_flag = "--mem-fraction-static"
+    context_length_flag = "--context-length"
+
+    def positional_count(self, argv: list[str]) -> int:
+        return 3  # python3 -m sglang.launch_server
+
+    def command(self, p, v) -> list[str]:
+        args = [
+            "python3", "-m", "sglang.launch_server",
+            "--model-path", p.model,
+            "--host", "0.0.0.0",
+            "--port", str(p.port),
+            "--served-model-name", p.served_model_name,
+            "--mem-fraction-static", f"{v.memory_fraction:g}",
+            "--context-length", str(p.context_length),
+        ]
+        if p.moe_backend:
+            args += ["--moe-runner-backend", p.moe_backend]
+        spec = v.speculative
+        if spec is not None:
+            args += ["--speculative-algorithm", spec.method.upper()]
+            if spec.draft_model:
+                args += ["--speculative-draft-model-path", spec.draft_model]
+            if spec.num_steps:
+                args += ["--speculative-num-steps", str(spec.num_steps)]
+            if spec.eagle_topk:
+                args += ["--speculative-eagle-topk", str(spec.eagle_topk)]
+            if spec.num_speculative_tokens:
+                args += ["--speculative-num-draft-tokens", str(spec.num_speculative_tokens)]
+        if p.tools is not None:
+            args += ["--tool-call-parser", p.tools.parser]
+        if p.reasoning_parser:
+            args += ["--reasoning-parser", p.reasoning_parser]
+        return args + list(v.extra_args)
+
+    def setting_errors(self, profile, compute_capability: tuple[int, int]) -> list[tuple[str, str]]:
+        # SGLang's MoE runner backends are checked against the release's own choices; which GPUs
+        # each runs on is not recorded here yet, so a profile that sets one says so in its comment.
+        return []

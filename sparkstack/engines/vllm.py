@@ -1,0 +1,129 @@
+"""vLLM: `vllm serve` command lines, its env vars, its speculative config, its MoE backends."""
+
+from __future__ import annotations
+
+import json
+
+from packaging.version import Version
+
+from sparkstack.engines.base import EngineAdapter, Finding, compact_json
+from sparkstack.engines.release import EngineRelease, parse_specifier
+
+# Where each MoE backend runs, read from vLLM 0.33.0's kernels
+# (vllm/model_executor/layers/fused_moe/experts/*.py, `_supports_current_device`):
+#   marlin_moe.py            CUDA with compute capability >= 7.5
+#   triton_moe.py            any CUDA-alike device
+#   flashinfer_cutlass_moe.py SM 9.0, the SM 10.x family and the SM 12.x family
+#   trtllm_nvfp4_moe.py      the SM 10.x family only
+# An explicit --moe-backend the device cannot run is an error at load (oracle/nvfp4.py,
+# `_return_or_raise`), so sparkstack never renders one the target cannot run.
+MOE_BACKEND_DEVICES = {
+    "marlin": lambda cc: cc >= (7, 5),
+    "triton": lambda cc: True,
+    "flashinfer_cutlass": lambda cc: cc == (9, 0) or cc[0] in (10, 12),
+    "flashinfer_trtllm": lambda cc: cc[0] == 10,
+}
+# `--moe-backend` exists in vLLM 0.23.0 (vllm/engine/arg_utils.py, kernel group) and 0.33.0.
+# Before it, the only spelling was VLLM_FLASHINFER_MOE_BACKEND, which never kept an SM 12.1 GPU
+# off FlashInfer's CUTLASS MoE kernels (see `moe_backend` in sparkstack/profiles.py), so older
+# releases have no spelling for the setting and a profile that sets it must declare >= 0.23.0.
+MOE_BACKEND_FLAG_SINCE = Version("0.23.0")
+
+
+class VllmAdapter(EngineAdapter):
+    name = "vllm"
+    env_prefixes = ("VLLM_",)
+    api_key_env = "VLLM_API_KEY"  # vLLM documents it as the environment form of --api-key
+    # vLLM 0.33.0 vllm/config/speculative.py SpeculativeMethod (the ones sparkstack profiles use).
+    speculative_methods = ("ngram", "eagle", "eagle3", "mtp", "dflash", "medusa", "draft_model")
+    memory_fraction_flag = "--gpu-memory-utilization"
+    context_length_flag = "--max-model-len"
+
+    def command(self, p, v) -> list[str]:
+        args = [
+            "vllm", "serve", p.model,
+            "--host", "0.0.0.0",
+            "--port", str(p.port),
+            "--served-model-name", p.served_model_name,
+            "--gpu-memory-utilization", f"{v.memory_fraction:g}",
+            "--max-model-len", str(p.context_length),
+        ]
+        if p.language_model_only:
+            args.append("--language-model-only")
+        if p.moe_backend:
+            args += ["--moe-backend", p.moe_backend]
+        if v.speculative is not None:
+            args += ["--speculative-config", compact_json(self.speculative_config(v.speculative))]
+        if p.tools is not None:
+            args += ["--enable-auto-tool-choice", "--tool-call-parser", p.tools.parser]
+        if p.reasoning_parser:
+            args += ["--reasoning-parser", p.reasoning_parser]
+        return args + list(v.extra_args)
+
+    @staticmethod
+    def speculative_config(spec) -> dict:
+        config = {"method": spec.method}
+        if spec.draft_model:
+            config["model"] = spec.draft_model
+        if spec.num_speculative_tokens:
+            config["num_speculative_tokens"] = spec.num_speculative_tokens
+        return config
+
+    def check(self, argv: list[str], env: dict[str, str], release: EngineRelease) -> list[Finding]:
+        findings = super().check(argv, env, release)
+        for i, token in enumerate(argv[:-1]):
+            if token == "--speculative-config":
+                findings += self._speculative_findings(argv[i + 1], release)
+        return findings
+
+    @staticmethod
+    def _speculative_findings(raw: str, release: EngineRelease) -> list[Finding]:
+        try:
+            config = json.loads(raw)
+        except ValueError:
+            return [Finding("--speculative-config", "cannot read it: not JSON")]
+        findings = []
+        if release.speculative_config_keys:
+            for key in sorted(set(config) - release.speculative_config_keys):
+                findings.append(Finding(f"--speculative-config {key}", "has no such speculative config key"))
+        method = config.get("method")
+        if release.speculative_methods and method not in release.speculative_methods:
+            findings.append(Finding("--speculative-config method",
+                                    f"does not know method {method!r} (it knows: {', '.join(release.speculative_methods)})"))
+        return findings
+
+    # --- version-aware settings -------------------------------------------------------
+    def setting_errors(self, profile, compute_capability: tuple[int, int]) -> list[tuple[str, str]]:
+        """(field, message) for settings this engine cannot spell for the declared releases or run on the target."""
+        errors = []
+        backend = profile.moe_backend
+        if backend is None:
+            return errors
+        runs_on = MOE_BACKEND_DEVICES.get(backend)
+        cc = ".".join(map(str, compute_capability))
+        if runs_on is None:
+            errors.append(("moe_backend", f"sparkstack does not know which GPUs vLLM's {backend!r} MoE backend runs on "
+                           f"(known: {', '.join(sorted(MOE_BACKEND_DEVICES))}); read its `_supports_current_device` in "
+                           "vllm/model_executor/layers/fused_moe/experts/ and add it to MOE_BACKEND_DEVICES"))
+        elif not runs_on(compute_capability):
+            errors.append(("moe_backend", f"vLLM's {backend!r} MoE backend does not run on compute capability {cc} "
+                           f"(the target GPU); vLLM refuses it at load. Backends that do: "
+                           f"{', '.join(b for b, ok in sorted(MOE_BACKEND_DEVICES.items()) if ok(compute_capability))}"))
+        if parse_specifier(profile.engine_version).contains(Version("0.22.999"), prereleases=True) or \
+                _lowest_admitted(profile.engine_version) < MOE_BACKEND_FLAG_SINCE:
+            errors.append(("engine_version", f"{profile.engine_version!r} admits vLLM releases before "
+                           f"{MOE_BACKEND_FLAG_SINCE}, which have no --moe-backend to spell moe_backend with; "
+                           f"declare >={MOE_BACKEND_FLAG_SINCE}"))
+        return errors
+
+
+def _lowest_admitted(specifier: str) -> Version:
+    """The lower bound a specifier states (0 when it states none)."""
+    lowest = Version("0")
+    for clause in parse_specifier(specifier):
+        if clause.operator in (">=", ">", "==", "~=", "==="):
+            try:
+                lowest = max(lowest, Version(clause.version.rstrip(".*")))
+            except ValueError:
+                continue
+    return lowest

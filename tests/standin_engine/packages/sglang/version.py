@@ -1,0 +1,3 @@
+from table import table as _table
+
+__version__ = _table("sglang")["version"]
