@@ -169,6 +169,8 @@ def registry(profiles: list[Profile], settings: GroupSettings) -> str:
         models[p.name] = {
             "aliases": p.aliases,
             "engine": p.engine,
+            "engine_version": p.engine_version,
+            "moe_backend": p.moe_backend,
             "image": settings.image_for(p.engine, p.image),
             "api_key_env": API_KEY_ENV.get(p.engine),
             "unit": p.unit_name,

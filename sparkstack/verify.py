@@ -53,6 +53,10 @@ class Expectations:
     profile: str | None = None
     variant: str | None = None
     image: str | None = None
+    engine: str | None = None
+    engine_version: str | None = None      # the release range the profile declares
+    moe_backend: str | None = None         # the MoE backend the profile pins
+    command: list[str] | None = None       # the running container's command line, when the host was asked
 
 
 @dataclass
@@ -131,6 +135,46 @@ def message_text(payload: dict) -> str:
 
 
 # --- checks -------------------------------------------------------------
+
+def check_engine(client: Client, e: Expectations) -> Check:
+    """Which engine release answers, and whether the MoE guard is in force. INFO when it cannot be told."""
+    from sparkstack.engines import ADAPTERS
+    from sparkstack.engines.release import admits
+
+    adapter = ADAPTERS.get(e.engine or "")
+    if adapter is None:
+        return Check("engine", "INFO", "-", "engine unknown (no profile matched); not checked")
+    version = None
+    try:
+        response = client.request("GET", adapter.version_path)
+        if response.status_code == 200:
+            version = response.json().get("version")
+    except (Instrument, ValueError):
+        pass
+    notes, status = [], PASS
+    if version is None:
+        status = "INFO"
+        notes.append(f"{adapter.version_path} gave no version")
+    elif e.engine_version and not admits(e.engine_version, version):
+        status = FAIL
+        notes.append(f"the profile declares {e.engine_version!r}")
+    if e.moe_backend:
+        running = adapter.moe_backend_in(e.command) if e.command is not None else None
+        if e.command is None:
+            notes.append(f"MoE guard: expected {adapter.moe_backend_flag} {e.moe_backend}; "
+                         "not observable over HTTP (verify --host reads the container's command line)")
+        elif running == e.moe_backend:
+            notes.append(f"MoE guard in force: {adapter.moe_backend_flag} {running}")
+        else:
+            status = FAIL
+            notes.append(f"MoE guard NOT in force: the running command line has "
+                         f"{f'{adapter.moe_backend_flag} {running}' if running else f'no {adapter.moe_backend_flag}'}, "
+                         f"the profile pins {e.moe_backend}")
+    elif e.engine:
+        notes.append("no MoE backend pinned by the profile")
+    figure = f"{adapter.name} {version}" if version else adapter.name
+    return Check("engine", status, figure, "; ".join(notes))
+
 
 def check_readiness(client: Client, e: Expectations) -> Check:
     health = client.request("GET", "/health")
@@ -293,7 +337,8 @@ def run_checks(client: Client, e: Expectations, runs: int = 3, max_tokens: int =
         report.checks.append(Check("decode", INSTRUMENT, "-", str(exc)))
     except RuntimeError as exc:
         report.checks.append(Check("decode", FAIL, "-", str(exc)))
-    for name, step in (("vision", lambda: check_vision(client, e)), ("tools", lambda: check_tools(client, e))):
+    for name, step in (("vision", lambda: check_vision(client, e)), ("tools", lambda: check_tools(client, e)),
+                       ("engine", lambda: check_engine(client, e))):
         if name == "tools" and not e.tools:
             continue
         try:

@@ -29,7 +29,8 @@ def expectations_from_profiles(word: str | None, served: str | None) -> Expectat
         return None
     variant = profile.effective_default_variant
     return Expectations(profile.served_model_name, profile.vision, profile.tools is not None,
-                        profile.resolve(variant).expected_decode_tok_s, profile.name, variant, profile.image)
+                        profile.resolve(variant).expected_decode_tok_s, profile.name, variant, profile.image,
+                        profile.engine, profile.engine_version, profile.moe_backend)
 
 
 def served_names(client: Client) -> list[str]:
@@ -50,8 +51,10 @@ def expectations_from_host(host: str, ssh_config: Path | None, word: str | None)
     model = registry["models"][hot]
     variant = next(m["variant"] for m in status["models"] if m["name"] == hot) or model["default_variant"]
     expected = (model.get("expected_decode_tok_s") or {}).get(variant)
+    command = json.loads(ssh_output(host, ssh_config, f"docker inspect --format '{{{{json .Config.Cmd}}}}' {model['container']}"))
     return Expectations(model["served_model_name"], model["vision"], model["tools"], expected, hot, variant,
-                        model.get("image")), model["port"]
+                        model.get("image"), model["engine"], model.get("engine_version"), model.get("moe_backend"),
+                        command), model["port"]
 
 
 def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,

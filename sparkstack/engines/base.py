@@ -41,6 +41,18 @@ class EngineAdapter:
     # Flags whose values must be among the release's choices when we render them.
     memory_fraction_flag: str
     context_length_flag: str
+    # Where the running server tells its release: GET path answering JSON with a "version".
+    version_path: str
+    moe_backend_flag: str
+
+    def moe_backend_in(self, argv: list[str]) -> str | None:
+        """The MoE backend a command line pins, if any."""
+        for i, token in enumerate(argv):
+            if token == self.moe_backend_flag and i + 1 < len(argv):
+                return argv[i + 1]
+            if token.startswith(self.moe_backend_flag + "="):
+                return token.split("=", 1)[1]
+        return None
 
     def command(self, profile, variant) -> list[str]:
         raise NotImplementedError

@@ -17,6 +17,8 @@ class SglangAdapter(EngineAdapter):
     speculative_fields = ("method", "num_speculative_tokens", "draft_model", "num_steps", "eagle_topk")
     memory_fraction_flag = "--mem-fraction-static"
     context_length_flag = "--context-length"
+    version_path = "/server_info"  # sglang/srt/entrypoints/http_server.py: server info carries "version"
+    moe_backend_flag = "--moe-runner-backend"
 
     def positional_count(self, argv: list[str]) -> int:
         return 3  # python3 -m sglang.launch_server
@@ -32,7 +34,7 @@ class SglangAdapter(EngineAdapter):
             "--context-length", str(p.context_length),
         ]
         if p.moe_backend:
-            args += ["--moe-runner-backend", p.moe_backend]
+            args += [self.moe_backend_flag, p.moe_backend]
         spec = v.speculative
         if spec is not None:
             args += ["--speculative-algorithm", spec.method.upper()]

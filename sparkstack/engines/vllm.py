@@ -38,6 +38,8 @@ class VllmAdapter(EngineAdapter):
     speculative_methods = ("ngram", "eagle", "eagle3", "mtp", "dflash", "medusa", "draft_model")
     memory_fraction_flag = "--gpu-memory-utilization"
     context_length_flag = "--max-model-len"
+    version_path = "/version"  # vllm/entrypoints/serve/instrumentator/basic.py: {"version": ...}
+    moe_backend_flag = "--moe-backend"
 
     def command(self, p, v) -> list[str]:
         args = [
@@ -51,7 +53,7 @@ class VllmAdapter(EngineAdapter):
         if p.language_model_only:
             args.append("--language-model-only")
         if p.moe_backend:
-            args += ["--moe-backend", p.moe_backend]
+            args += [self.moe_backend_flag, p.moe_backend]
         if v.speculative is not None:
             args += ["--speculative-config", compact_json(self.speculative_config(v.speculative))]
         if p.tools is not None:

@@ -72,7 +72,7 @@ def parse(engine, argv):
     return args
 
 
-def make_handler(served, language_only, settings, ready):
+def make_handler(served, language_only, settings, ready, engine="vllm"):
     token_rate = float(settings.get("token_rate", 200))
     hang = bool(settings.get("hang"))
     zero_tokens = bool(settings.get("zero_tokens"))
@@ -111,6 +111,9 @@ def make_handler(served, language_only, settings, ready):
             elif self.path == "/v1/models":
                 if self.authorized():
                     self.send_json(200, {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "standin"}]})
+            elif self.path == ("/version" if engine == "vllm" else "/server_info"):
+                # vLLM: GET /version; SGLang: GET /server_info carries "version" (their http servers).
+                self.send_json(200, {"version": table.table(engine)["version"]})
             elif self.path == "/standin/cmdline":
                 self.send_json(200, {"argv": sys.argv})
             else:
@@ -216,7 +219,7 @@ def main(engine, argv):
     if not settings.get("never_ready"):
         ready.set()
     language_only = bool(getattr(args, "language_model_only", False))
-    server = ThreadingHTTPServer((args.host or "0.0.0.0", args.port or 8000), make_handler(served, language_only, settings, ready))
+    server = ThreadingHTTPServer((args.host or "0.0.0.0", args.port or 8000), make_handler(served, language_only, settings, ready, engine))
     print(f"standin: serving {served} on {args.host}:{args.port}", flush=True)
     server.serve_forever()
 

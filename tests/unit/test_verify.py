@@ -108,7 +108,24 @@ def test_vision_probe_compares_the_served_model_with_the_profile(engine, languag
 
 def test_deterministic_answer_and_tool_call(engine):
     report = run_checks(Client(engine(token_rate=100), read_timeout_s=5), qwen(), runs=1, max_tokens=20)
-    assert statuses(report) == {"readiness": PASS, "deterministic": PASS, "decode": PASS, "vision": PASS, "tools": PASS}
+    assert statuses(report) == {"readiness": PASS, "deterministic": PASS, "decode": PASS, "vision": PASS, "tools": PASS,
+                                "engine": "INFO"}  # no engine declared in these expectations: reported, not judged
+
+
+MARLIN_COMMAND = ["vllm", "serve", "m", "--moe-backend", "marlin"]
+
+
+@pytest.mark.parametrize("overrides,status,detail", [
+    ({"engine_version": ">=0.33.0", "moe_backend": "marlin", "command": MARLIN_COMMAND}, PASS, "MoE guard in force: --moe-backend marlin"),
+    ({"engine_version": ">=0.33.0", "moe_backend": "marlin", "command": ["vllm", "serve", "m"]}, FAIL, "MoE guard NOT in force"),
+    ({"engine_version": ">=0.33.0", "moe_backend": "marlin", "command": None}, PASS, "not observable over HTTP"),
+    ({"engine_version": "==0.24.0", "moe_backend": None, "command": None}, FAIL, "the profile declares '==0.24.0'"),
+], ids=["guard in force", "guard missing", "url only", "other release"])
+def test_verify_reports_the_engine_release_and_the_moe_guard(engine, overrides, status, detail):
+    report = run_checks(Client(engine(token_rate=200), read_timeout_s=5), qwen(engine="vllm", **overrides), runs=1, max_tokens=5)
+    check = next(c for c in report.checks if c.name == "engine")
+    assert (check.status, check.figure) == (status, "vllm 0.33.0"), check
+    assert detail in check.detail
 
 
 def test_a_decode_regression_is_flagged(engine):
@@ -133,7 +150,9 @@ def test_cli_json_exit_codes_and_history(engine, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["expectations"]["profile"] == "qwen36"
-    assert [c["status"] for c in report["checks"]] == [PASS] * 5
+    assert [c["status"] for c in report["checks"]] == [PASS] * 6
+    engine_check = report["checks"][-1]
+    assert engine_check["figure"] == "vllm 0.33.0" and "--moe-backend marlin" in engine_check["detail"]
     refused = CliRunner().invoke(main, ["verify", "--url", "http://127.0.0.1:9", "--model", "qwen",
                                         "--history-file", str(history)])
     assert refused.exit_code == 2 and "INSTRUMENT" in refused.output

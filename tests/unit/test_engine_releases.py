@@ -1,0 +1,153 @@
+"""Engine truth, offline: every rendered variant against the committed snapshots of the real releases.
+
+The snapshots (sparkstack/engines/releases/*.json) were written by tools/snapshot_engine.py from
+the PyPI releases' own parsers; the stand-in engine's table must be a subset of them, so the test
+double never accepts what the real release refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparkstack.cli import main
+from sparkstack.engines import ADAPTERS, adapter_for
+from sparkstack.engines.host import ABSENT, FAILED, read_answer
+from sparkstack.engines.release import EngineRelease, committed_releases, releases_for
+from sparkstack.engines.vllm import VllmAdapter
+from sparkstack.profiles import load_profiles, release_findings
+from tests.unit.conftest import edit_profile
+
+STANDIN = Path(__file__).resolve().parents[1] / "standin_engine"
+STANDIN_TABLE = json.loads((STANDIN / "engine_table.json").read_text())
+
+
+def validate(*paths) -> "click.testing.Result":
+    return CliRunner().invoke(main, ["validate", *map(str, paths)])
+
+
+def release(engine: str, version: str) -> EngineRelease:
+    return next(r for r in committed_releases(engine) if r.version == version)
+
+
+def test_every_shipped_profile_is_checked_against_at_least_one_real_release():
+    for lp in load_profiles():
+        p = lp.profile
+        found = releases_for(p.engine, p.engine_version)
+        assert found, f"{p.name}: no snapshot for {p.engine} {p.engine_version}"
+        for r in found:
+            assert r.source.startswith(f"{p.engine}-")  # a committed snapshot, not a table of ours
+            assert release_findings(p, r) == [], f"{p.name} vs {r.label}"
+
+
+@pytest.mark.parametrize("engine,version", [("vllm", "0.33.0"), ("sglang", "0.5.9"), ("sglang", "0.5.10rc0"), ("sglang", "0.5.23")])
+def test_snapshots_were_written_by_the_real_parsers(engine, version):
+    document = json.loads((Path("sparkstack/engines/releases") / f"{engine}-{version}.json").read_text())
+    assert document["source"] == f"PyPI {engine}=={version}, probed by tools/snapshot_engine.py"
+    assert len(document["actions"]) > 300  # the real parsers have hundreds of options; the stand-in has a dozen
+
+
+def test_the_seeds_moe_pin_is_refused_by_vllm_0_33(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", lambda d: (d.pop("moe_backend"), d.update(env={"VLLM_FLASHINFER_MOE_BACKEND": "latency"})))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2
+    assert ("qwen36.yaml: qwen36: env VLLM_FLASHINFER_MOE_BACKEND: vllm 0.33.0 does not read it" in result.output), result.output
+
+
+def test_a_flag_the_release_lacks_names_profile_variant_flag_and_release(profiles_dir):
+    edit_profile(profiles_dir, "mistral4", lambda d: d["variants"]["rollback"].update(extra_args=["--no-such-flag"]))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2
+    assert "mistral4/rollback: --no-such-flag: sglang 0.5.10rc0 has no such option" in result.output, result.output
+    assert "mistral4/safer-eagle" not in result.output
+
+
+def test_a_value_outside_the_release_choices_is_refused(profiles_dir):
+    edit_profile(profiles_dir, "mistral4", lambda d: d.update(extra_args=["--attention-backend", "warp-drive"]))
+    result = validate(profiles_dir)
+    assert "--attention-backend" in result.output and "invalid choice: 'warp-drive'" in result.output, result.output
+
+
+def test_a_parser_the_release_does_not_register_is_refused(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", lambda d: d["tools"].update(parser="qwen9_xml"))
+    result = validate(profiles_dir)
+    assert "qwen36: --tool-call-parser: vllm 0.33.0 does not know 'qwen9_xml'" in result.output, result.output
+
+
+def test_an_older_release_in_the_declared_range_is_checked_too(profiles_dir):
+    # sglang 0.5.9 has no `mistral` reasoning parser; declaring a range that admits it must say so.
+    edit_profile(profiles_dir, "mistral4", lambda d: d.update(engine_version=">=0.5.9,<=0.5.10rc0"))
+    result = validate(profiles_dir)
+    assert "mistral4/safer-eagle: --reasoning-parser: sglang 0.5.9 says: invalid choice: 'mistral'" in result.output, result.output
+
+
+def test_no_snapshot_in_the_declared_range_is_an_error(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", lambda d: d.update(engine_version="==0.31.0"))
+    result = validate(profiles_dir)
+    assert "engine_version: no committed snapshot of a vllm release in '==0.31.0'" in result.output, result.output
+    assert "tools/snapshot_engine.py vllm==VERSION" in result.output
+
+
+@pytest.mark.parametrize("backend,message", [
+    ("flashinfer_trtllm", "does not run on compute capability 12.1"),
+    ("warp_drive", "sparkstack does not know which GPUs"),
+])
+def test_a_moe_backend_the_spark_cannot_run_is_refused(profiles_dir, backend, message):
+    edit_profile(profiles_dir, "qwen36", lambda d: d.update(moe_backend=backend))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_moe_backend_needs_a_release_that_spells_it(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", lambda d: d.update(engine_version=">=0.20.0"))
+    result = validate(profiles_dir)
+    assert "admits vLLM releases before 0.23.0, which have no --moe-backend" in result.output, result.output
+
+
+def test_speculative_config_keys_and_methods_are_checked():
+    vllm_0_33 = release("vllm", "0.33.0")
+    findings = VllmAdapter._speculative_findings('{"method":"medusa2","model":"x","bogus_key":1}', vllm_0_33)
+    wheres = {f.where for f in findings}
+    assert wheres == {"--speculative-config bogus_key", "--speculative-config method"}
+
+
+def test_the_standin_table_is_a_subset_of_the_real_release_it_claims():
+    """The test double never accepts a flag, choice or env var the real release refuses."""
+    for engine, claimed in STANDIN_TABLE.items():
+        if engine.startswith("_"):
+            continue
+        real = release(engine, claimed["version"])
+        for flag, kind in claimed["options"].items():
+            assert flag in real.options(), f"stand-in {engine}: {flag} not in {real.label}"
+            if isinstance(kind, list):
+                real_choices = real.choices_of(flag)
+                assert real_choices and set(kind) <= set(real_choices), f"stand-in {engine} {flag}"
+        assert set(claimed["env_vars"]) <= real.env_vars
+        for key in ("tool_call_parsers", "reasoning_parsers"):
+            flag = "--" + key.replace("_parsers", "-parser").replace("_", "-")
+            assert set(claimed.get(key, [])) <= set(real.value_choices.get(flag, claimed.get(key, [])))
+
+
+@pytest.mark.parametrize("engine", sorted(ADAPTERS))
+def test_the_probe_reads_the_standin_packages_like_the_real_ones(engine):
+    """The same probe script the deploy sends to an image answers from the stand-in's packages."""
+    env = {"PYTHONPATH": f"{STANDIN / 'packages'}:{STANDIN}", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-"], input=adapter_for(engine).probe_source(), capture_output=True,
+                         text=True, env=env, check=True).stdout
+    answer = read_answer(engine, "standin", out)
+    assert answer.release is not None, answer.problem
+    assert answer.release.version == STANDIN_TABLE[engine]["version"]
+    assert answer.release.options() == set(STANDIN_TABLE[engine]["options"])
+    assert answer.release.env_vars == set(STANDIN_TABLE[engine]["env_vars"])
+
+
+def test_probe_answers_that_are_not_a_release_are_problems_not_passes():
+    assert "docker pull img" in read_answer("vllm", "img", ABSENT).problem
+    assert "did not answer" in read_answer("vllm", "img", FAILED + "\nTraceback: boom").problem
+    assert "unreadable" in read_answer("vllm", "img", "{not json").problem
+    assert read_answer("vllm", "img", "").release is None
