@@ -104,6 +104,7 @@ def drift(limit: str | None) -> None:
 @click.option("--host", help="Inventory host or ssh alias; verifies the hot model through an ssh tunnel.")
 @click.option("--url", help="Base URL of an OpenAI-compatible endpoint, e.g. http://127.0.0.1:30001.")
 @click.option("--model", help="Profile name or alias whose expectations apply (default: the hot or served model).")
+@click.option("--variant", help="With --url: the variant that runs, whose baseline applies (--host reads it from the host).")
 @click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False), help="ssh config file for --host.")
 @click.option("--runs", default=3, show_default=True, type=click.IntRange(min=1), help="Streaming runs for the decode figure (median).")
 @click.option("--max-tokens", default=128, show_default=True, type=click.IntRange(min=2), help="Tokens per streaming run.")
@@ -115,7 +116,7 @@ def drift(limit: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--history", "show_history", is_flag=True, help="Print earlier runs as a table and exit.")
 @click.option("--history-file", type=click.Path(path_type=Path, dir_okay=False), help="Where runs are appended (JSON lines).")
-def verify_command(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
+def verify_command(host, url, model, variant, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
                    as_json, show_history, history_file) -> None:
     """Measure the served model directly: readiness, a fixed answer, decode speed, vision, tools.
 
@@ -124,7 +125,7 @@ def verify_command(host, url, model, ssh_config, runs, max_tokens, read_timeout,
     from sparkstack.verify_cli import run_verify
 
     sys.exit(run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share,
-                        api_key_env, as_json, show_history, history_file))
+                        api_key_env, as_json, show_history, history_file, variant))
 
 
 @main.group()

@@ -156,6 +156,14 @@ class ResolvedVariant:
     extra_args: list[str]
     expected_decode_tok_s: float | None
 
+    @property
+    def max_tokens_per_step(self) -> int | None:
+        """Most tokens one decode step (one streamed chunk) can yield: 1, k+1 with k draft tokens, None if not declared."""
+        if self.speculative is None:
+            return 1
+        k = self.speculative.num_speculative_tokens
+        return k + 1 if k else None
+
 
 @dataclass(frozen=True)
 class ProfileError:

@@ -185,6 +185,7 @@ def registry(profiles: list[Profile], settings: GroupSettings) -> str:
             "language_model_only": p.language_model_only,
             "tools": p.tools is not None,
             "expected_decode_tok_s": {v: p.resolve(v).expected_decode_tok_s for v in p.variant_names},
+            "max_tokens_per_step": {v: p.resolve(v).max_tokens_per_step for v in p.variant_names},
         }
     document = {
         "os_reserve_gb": round(settings.os_reserve_gb * settings.switch_memory_scale, 3),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import statistics
 import struct
 import time
@@ -23,7 +24,16 @@ CONNECT_TIMEOUT_S = 3.05
 # No single Spark stream decodes anywhere near this; a higher figure means the clock or the count is wrong.
 MAX_PLAUSIBLE_TOK_S = 1000.0
 DETERMINISTIC_PROMPT = "What is 12*17? Answer with the number only."
-DETERMINISTIC_ANSWER = "204"
+DETERMINISTIC_ANSWER = 204
+# Thinking off for the fixed answer (Qwen3's template reads enable_thinking; others ignore it), and a
+# budget an answer of one number cannot exhaust; finish_reason "length" is still an instrument failure.
+DETERMINISTIC_MAX_TOKENS = 256
+NO_THINKING = {"chat_template_kwargs": {"enable_thinking": False}}
+# Fallback bound on tokens per chunk when speculative decoding is on but its draft length is not declared.
+SPECULATIVE_CEILING = 16
+# A stream must end with one of these; anything else (abort, error, none) means the run was cut short.
+COMPLETE_FINISH_REASONS = ("stop", "length")
+WHOLE_NUMBER = re.compile(r"(?<![\d.])-?\d+(?!\d|\.\d)")
 THROUGHPUT_PROMPT = "Count upwards from one, writing each number as an English word, separated by spaces."
 TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Current weather for a city",
@@ -57,6 +67,11 @@ class Expectations:
     engine_version: str | None = None      # the release range the profile declares
     moe_backend: str | None = None         # the MoE backend the profile pins
     command: list[str] | None = None       # the running container's command line, when the host was asked
+    # Most tokens one streamed chunk may carry: 1 without speculative decoding, k+1 with k draft tokens,
+    # None when the variant's speculative settings do not say (a count check then allows SPECULATIVE_CEILING).
+    tokens_per_chunk_max: int | None = 1
+    # Why no decode baseline applies (e.g. the running variant is not known), shown instead of a judgement.
+    baseline_note: str | None = None
 
 
 @dataclass
@@ -114,6 +129,8 @@ class Client:
             raise Instrument(f"{path}: could not connect ({_short(exc)})") from None
         except requests.Timeout:  # a ReadTimeout: connected, but not a byte came back
             raise Instrument(f"{path}: timed out after {self.timeout[1]:g} s before any byte") from None
+        except requests.RequestException as exc:  # anything else on the wire: not a reading
+            raise Instrument(f"{path}: transport error ({type(exc).__name__}: {_short(exc)})") from None
 
 
 def _short(exc: Exception) -> str:
@@ -129,9 +146,8 @@ def chat(client: Client, model: str, content, **extra) -> requests.Response:
     return client.request("POST", "/v1/chat/completions", json=body)
 
 
-def message_text(payload: dict) -> str:
-    message = (payload.get("choices") or [{}])[0].get("message") or {}
-    return (message.get("content") or "") + (message.get("reasoning_content") or "")
+def whole_numbers(text: str) -> list[int]:
+    return [int(n) for n in WHOLE_NUMBER.findall(text)]
 
 
 # --- checks -------------------------------------------------------------
@@ -190,42 +206,115 @@ def check_readiness(client: Client, e: Expectations) -> Check:
 
 
 def check_deterministic(client: Client, e: Expectations) -> Check:
-    response = chat(client, e.served_model_name, DETERMINISTIC_PROMPT, max_tokens=64)
+    """12*17 at temperature 0, thinking off; the answer alone is scored, as a whole number."""
+    response = chat(client, e.served_model_name, DETERMINISTIC_PROMPT, max_tokens=DETERMINISTIC_MAX_TOKENS, **NO_THINKING)
     if response.status_code != 200:
         return Check("deterministic", FAIL, f"HTTP {response.status_code}", response.text[:120])
-    text = message_text(response.json())
-    if not text.strip():
-        raise Instrument("deterministic: 200 OK with no tokens; nothing to score")
-    ok = DETERMINISTIC_ANSWER in text
-    return Check("deterministic", PASS if ok else FAIL, DETERMINISTIC_ANSWER if ok else repr(text[:20]),
-                 f"12*17 at temperature 0 {'answered 204' if ok else 'did not answer 204'}")
+    try:
+        choice = (response.json().get("choices") or [{}])[0]
+    except ValueError:
+        raise Instrument("deterministic: the answer is not JSON; nothing to score") from None
+    message = choice.get("message") or {}
+    answer = message.get("content") or ""
+    if choice.get("finish_reason") == "length":
+        raise Instrument(f"deterministic: the {DETERMINISTIC_MAX_TOKENS}-token budget ran out before the answer "
+                         "ended (finish_reason length); a cut-off answer is not a score")
+    if not answer.strip():
+        thought = message.get("reasoning") or message.get("reasoning_content")
+        raise Instrument("deterministic: no answer to score" + (" (only thinking came back)" if thought else
+                                                                 "; 200 OK with no tokens"))
+    numbers = whole_numbers(answer)
+    ok = bool(numbers) and numbers[-1] == DETERMINISTIC_ANSWER
+    figure = str(numbers[-1]) if numbers else repr(answer[:20])
+    said = "answered 204" if ok else f"answered {answer.strip()[:40]!r}, not 204"
+    return Check("deterministic", PASS if ok else FAIL, figure, f"12*17 at temperature 0, thinking off: {said}")
 
 
 @dataclass
 class StreamRun:
-    tokens: int
+    tokens: int                 # generated tokens, thinking included
+    thinking_tokens: int
+    chunks: int                 # chunks that carried generated text or tool calls
+    first_chunk_tokens: int     # tokens in the first timed chunk (before the decode interval starts)
     ttft_s: float
     decode_s: float
     reads: int
     method: str
+    finish_reason: str
+    max_chunk_tokens: int | None
 
     @property
     def tok_s(self) -> float | None:
-        if self.tokens < 2 or self.decode_s <= 0:
+        after_first = self.tokens - self.first_chunk_tokens
+        if after_first < 1 or self.decode_s <= 0:
             return None
-        return (self.tokens - 1) / self.decode_s
+        return after_first / self.decode_s
 
 
-def stream_once(client: Client, model: str, max_tokens: int) -> StreamRun:
-    body = {"model": model, "messages": [{"role": "user", "content": THROUGHPUT_PROMPT}], "temperature": 0,
-            "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
+# Delta fields that carry generated text: vLLM 0.33 streams thinking as `reasoning`, SGLang 0.5 as
+# `reasoning_content`; tool-call deltas count as generated too.
+GENERATED_FIELDS = ("content", "reasoning", "reasoning_content")
+THINKING_FIELDS = ("reasoning", "reasoning_content")
+
+
+class _Stream:
+    """What one SSE stream carried, read event by event."""
+
+    def __init__(self) -> None:
+        self.chunks = self.thinking_chunks = 0
+        self.first: float | None = None
+        self.last: float | None = None
+        self.usage_total: int | None = None
+        self.per_chunk: list[tuple[int, bool]] = []   # (tokens in the chunk, thinking), from per-chunk usage
+        self.finish: str | None = None
+        self.done = False
+
+    def read(self, payload: bytes) -> None:
+        if payload == b"[DONE]":
+            self.done = True
+            return
+        try:
+            event = json.loads(payload)
+        except ValueError:
+            raise Instrument(f"stream: unreadable event {payload[:60]!r}; the count cannot be trusted") from None
+        if "error" in event or event.get("object") == "error":
+            error = event["error"] if isinstance(event.get("error"), dict) else event
+            raise Instrument(f"stream: the engine sent an error event after {self.chunks} chunks "
+                             f"({str(error.get('message'))[:100]}); the run is not a measurement")
+        usage = (event.get("usage") or {}).get("completion_tokens")
+        generated = thinking = False
+        for choice in event.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if any(delta.get(f) for f in GENERATED_FIELDS) or delta.get("tool_calls"):
+                generated = True
+                thinking = thinking or any(delta.get(f) for f in THINKING_FIELDS)
+            self.finish = choice.get("finish_reason") or self.finish
+        if generated:
+            now = time.perf_counter()
+            self.first = self.first if self.first is not None else now
+            self.last = now
+            self.chunks += 1
+            self.thinking_chunks += thinking
+            if usage is not None:
+                self.per_chunk.append((usage - (self.usage_total or 0), thinking))
+        if usage is not None:
+            self.usage_total = usage
+
+
+def stream_once(client: Client, e: Expectations, max_tokens: int) -> StreamRun:
+    """One streamed completion, timed from the first generated chunk of any kind (thinking, answer or tool
+    call) to the last, counted by the engine's per-chunk usage when it gives it. Anything short of a
+    complete run (an error event, no finish_reason, no [DONE], a dropped connection) is Instrument."""
+    body = {"model": e.served_model_name, "messages": [{"role": "user", "content": THROUGHPUT_PROMPT}], "temperature": 0,
+            "max_tokens": max_tokens, "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
     started = time.perf_counter()
     response = client.request("POST", "/v1/chat/completions", json=body, stream=True)
     if response.status_code >= 500:
         raise Instrument(f"stream: HTTP {response.status_code}; no tokens to time")
     if response.status_code != 200:
         raise RuntimeError(f"HTTP {response.status_code}: {response.text[:120]}")
-    chunks, first, last, reads, usage, buffer = 0, None, None, 0, None, b""
+    stream, reads, buffer = _Stream(), 0, b""
     try:
         for data in response.iter_content(chunk_size=None):
             reads += 1
@@ -233,36 +322,57 @@ def stream_once(client: Client, model: str, max_tokens: int) -> StreamRun:
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 line = line.strip()
-                if not line.startswith(b"data:") or line == b"data: [DONE]":
-                    continue
-                try:
-                    event = json.loads(line[5:])
-                except ValueError:
-                    raise Instrument(f"stream: unreadable event {line[:60]!r}; the count cannot be trusted") from None
-                if event.get("usage"):
-                    usage = event["usage"].get("completion_tokens")
-                for choice in event.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    if delta.get("content") or delta.get("reasoning_content"):
-                        now = time.perf_counter()
-                        first = first if first is not None else now
-                        last = now
-                        chunks += 1
-    except requests.exceptions.ConnectionError as exc:
-        raise Instrument(f"stream: broke off after {chunks} chunks ({_short(exc)})") from None
-    if not chunks:
+                if line.startswith(b"data:"):
+                    stream.read(line[5:].strip())
+    except requests.RequestException as exc:  # ChunkedEncodingError, ConnectionError, ReadTimeout mid-stream
+        raise Instrument(f"stream: broke off after {stream.chunks} chunks ({type(exc).__name__}: {_short(exc)})") from None
+    if not stream.chunks:
         raise Instrument("stream: 200 OK with no tokens; the model produced nothing measurable")
-    tokens, method = (usage, "usage.completion_tokens") if usage else (chunks, "content chunks (1 chunk = 1 token)")
-    return StreamRun(tokens, first - started, last - first, reads, method)
+    if not stream.done:
+        raise Instrument(f"stream: ended after {stream.chunks} chunks without the [DONE] end marker; the run is incomplete")
+    if stream.finish not in COMPLETE_FINISH_REASONS:
+        raise Instrument(f"stream: finish_reason {stream.finish!r} after {stream.chunks} chunks; a complete run ends with "
+                         f"{' or '.join(COMPLETE_FINISH_REASONS)}")
+    ttft, decode = stream.first - started, stream.last - stream.first
+    if stream.usage_total is None:
+        return StreamRun(stream.chunks, stream.thinking_chunks, stream.chunks, 1, ttft, decode, reads,
+                         "chunks (the engine gave no usage; 1 chunk counted as 1 token)", stream.finish, None)
+    exact = len(stream.per_chunk) == stream.chunks
+    run = StreamRun(
+        tokens=stream.usage_total,
+        thinking_tokens=sum(n for n, t in stream.per_chunk if t) if exact else stream.thinking_chunks,
+        chunks=stream.chunks,
+        first_chunk_tokens=max(stream.per_chunk[0][0], 1) if exact else 1,
+        ttft_s=ttft, decode_s=decode, reads=reads,
+        method="usage per chunk" if exact else "usage.completion_tokens",
+        finish_reason=stream.finish,
+        max_chunk_tokens=max(n for n, _ in stream.per_chunk) if exact else None)
+    check_count(run, e)
+    return run
+
+
+def check_count(run: StreamRun, e: Expectations) -> None:
+    """The engine's token count must agree with what was streamed and timed, within what speculative
+    decoding explains (up to k+1 tokens a chunk); anything else is a broken instrument, never a rate."""
+    ceiling = e.tokens_per_chunk_max or SPECULATIVE_CEILING
+    if run.tokens < run.chunks:
+        raise Instrument(f"stream: usage counts {run.tokens} tokens but {run.chunks} chunks carried text; the count is wrong")
+    if run.max_chunk_tokens is not None and run.max_chunk_tokens > ceiling:
+        raise Instrument(f"stream: one chunk carried {run.max_chunk_tokens} tokens by the engine's count, more than the "
+                         f"{ceiling} that speculative decoding explains; tokens were counted that were not streamed")
+    if run.tokens > run.chunks * ceiling:
+        raise Instrument(f"stream: usage counts {run.tokens} tokens for {run.chunks} timed chunks, more than "
+                         f"{ceiling} a chunk, which speculative decoding cannot explain; tokens were counted that were not timed")
 
 
 def check_throughput(client: Client, e: Expectations, runs: int, max_tokens: int, regression_share: float) -> tuple[Check, dict]:
     valid, flagged, samples = [], [], []
     for _ in range(runs):
-        run = stream_once(client, e.served_model_name, max_tokens)
+        run = stream_once(client, e, max_tokens)
         rate = run.tok_s
-        sample = {"tokens": run.tokens, "ttft_s": round(run.ttft_s, 4), "decode_s": round(run.decode_s, 4),
-                  "reads": run.reads, "tok_s": round(rate, 2) if rate else None, "counted": run.method}
+        sample = {"tokens": run.tokens, "thinking_tokens": run.thinking_tokens, "chunks": run.chunks,
+                  "ttft_s": round(run.ttft_s, 4), "decode_s": round(run.decode_s, 4), "reads": run.reads,
+                  "tok_s": round(rate, 2) if rate else None, "counted": run.method, "finish_reason": run.finish_reason}
         samples.append(sample)
         # All tokens in one instant, or faster than any Spark decodes: the clock or the count is wrong.
         if rate is None or rate > MAX_PLAUSIBLE_TOK_S:
@@ -275,8 +385,12 @@ def check_throughput(client: Client, e: Expectations, runs: int, max_tokens: int
         raise Instrument(f"decode: all {runs} readings impossible (e.g. {flagged[0]}); nothing averaged")
     median = statistics.median(r.tok_s for r in valid)
     ttft = statistics.median(r.ttft_s for r in valid)
-    figures |= {"decode_tok_s_median": round(median, 2), "ttft_s_median": round(ttft, 4), "counted": valid[0].method}
-    detail = (f"median of {len(valid)} runs; ttft {ttft:.2f} s; max_tokens {max_tokens}; "
+    thinking = statistics.median(r.thinking_tokens for r in valid)
+    tokens = statistics.median(r.tokens for r in valid)
+    figures |= {"decode_tok_s_median": round(median, 2), "ttft_s_median": round(ttft, 4), "counted": valid[0].method,
+                "thinking": thinking > 0, "thinking_tokens_median": thinking, "tokens_median": tokens}
+    said = f"thinking on: {thinking:g} of {tokens:g} tokens were thinking" if thinking else "thinking off"
+    detail = (f"median of {len(valid)} runs; {said}; ttft {ttft:.2f} s; max_tokens {max_tokens}; "
               f"counted by {valid[0].method}" + (f"; {len(flagged)} impossible reading(s) left out" if flagged else ""))
     status = PASS
     if e.expected_decode_tok_s:
@@ -287,6 +401,8 @@ def check_throughput(client: Client, e: Expectations, runs: int, max_tokens: int
             detail = f"REGRESSION: below {regression_share:.0%} of the expected {e.expected_decode_tok_s:g} tok/s; " + detail
         else:
             detail += f"; expected {e.expected_decode_tok_s:g} tok/s"
+    elif e.baseline_note:
+        detail += f"; {e.baseline_note}"
     return Check("decode", status, f"{median:.1f} tok/s", detail), figures
 
 

@@ -18,7 +18,13 @@ from sparkstack.verify import (Client, Expectations, Instrument, append_history,
 EXIT_USAGE = 2
 
 
-def expectations_from_profiles(word: str | None, served: str | None) -> Expectations | None:
+class UsageError(Exception):
+    pass
+
+
+def expectations_from_profiles(word: str | None, served: str | None, variant: str | None = None) -> Expectations | None:
+    """What the profile says of the variant that runs. Without --variant, a profile with several variants
+    gets no decode baseline: judging the rollback against the default's figure would be wrong."""
     try:
         loaded = load_profiles()
     except ProfileErrors:
@@ -27,10 +33,16 @@ def expectations_from_profiles(word: str | None, served: str | None) -> Expectat
         (lp.profile for lp in loaded if lp.profile.served_model_name == served), None)
     if profile is None:
         return None
-    variant = profile.effective_default_variant
+    if variant is not None and variant not in profile.variant_names:
+        raise UsageError(f"{profile.name} has no variant {variant!r} (variants: {', '.join(profile.variant_names)})")
+    known = variant or (profile.variant_names[0] if len(profile.variant_names) == 1 else None)
+    resolved = profile.resolve(known or profile.effective_default_variant)
+    note = None if known else (f"variant unknown over --url, so no baseline applies; pass --variant "
+                               f"({', '.join(profile.variant_names)}) to judge it")
     return Expectations(profile.served_model_name, profile.vision, profile.tools is not None,
-                        profile.resolve(variant).expected_decode_tok_s, profile.name, variant, profile.image,
-                        profile.engine, profile.engine_version, profile.moe_backend)
+                        resolved.expected_decode_tok_s if known else None, profile.name, known, profile.image,
+                        profile.engine, profile.engine_version, profile.moe_backend,
+                        tokens_per_chunk_max=resolved.max_tokens_per_step if known else None, baseline_note=note)
 
 
 def served_names(client: Client) -> list[str]:
@@ -51,14 +63,15 @@ def expectations_from_host(host: str, ssh_config: Path | None, word: str | None)
     model = registry["models"][hot]
     variant = next(m["variant"] for m in status["models"] if m["name"] == hot) or model["default_variant"]
     expected = (model.get("expected_decode_tok_s") or {}).get(variant)
+    per_step = (model.get("max_tokens_per_step") or {}).get(variant)
     command = json.loads(ssh_output(host, ssh_config, f"docker inspect --format '{{{{json .Config.Cmd}}}}' {model['container']}"))
     return Expectations(model["served_model_name"], model["vision"], model["tools"], expected, hot, variant,
                         model.get("image"), model["engine"], model.get("engine_version"), model.get("moe_backend"),
-                        command), model["port"]
+                        command, tokens_per_chunk_max=per_step), model["port"]
 
 
 def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
-               as_json, show_history, history_file) -> int:
+               as_json, show_history, history_file, variant=None) -> int:
     history_file = history_file or default_history_file()
     if show_history:
         click.echo(history_table(history_file))
@@ -69,11 +82,16 @@ def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, reg
     api_key = os.environ.get(api_key_env) or None
     if url:
         client = Client(url, api_key, read_timeout)
-        e = expectations_from_profiles(model, None) if model else None
-        if e is None:
-            names = served_names(client)
-            e = expectations_from_profiles(None, names[0]) if names else None
-            e = e or Expectations(names[0] if names else (model or "unknown"))
+        names: list[str] = []
+        try:
+            e = expectations_from_profiles(model, None, variant) if model else None
+            if e is None:
+                names = served_names(client)
+                e = expectations_from_profiles(None, names[0], variant) if names else None
+        except UsageError as exc:
+            click.echo(f"verify: {exc}", err=True)
+            return EXIT_USAGE
+        e = e or Expectations(names[0] if names else (model or "unknown"), tokens_per_chunk_max=None)
         report = run_checks(client, e, runs, max_tokens, regression_share)
     else:
         if ssh_config is None and host == testvm.HOST_ALIAS and testvm.run_dir().ssh_config_file.is_file():

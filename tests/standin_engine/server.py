@@ -17,12 +17,20 @@ Knobs (environment, or a JSON file in the mounted model cache keyed by served na
   hang             accept requests and never answer                        STANDIN_HANG
   zero_tokens      answer 200 with no tokens at all                        STANDIN_ZERO_TOKENS
   burst            send a whole stream in one write (an impossible clock)  STANDIN_BURST
+  thinking_tokens  think this many tokens before answering (unless the request turns thinking off)
+  tokens_per_chunk tokens per streamed chunk (speculative decoding)
+  error_after      send an in-band error event after this many tokens
+  drop_after       drop the connection after this many tokens
+  hidden_tokens    usage counts this many tokens that were never streamed (a lying count)
+  answer           the answer to 12*17 (default 204)
+  thinking_always  think even when the request turns thinking off
 """
 
 import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,6 +41,15 @@ try:
 except ImportError:  # imported as tests.standin_engine.server by the unit tests
     from tests.standin_engine import table
 
+# The delta / message field each engine streams thinking in: vLLM 0.33 DeltaMessage.reasoning
+# (vllm/entrypoints/generate/base/protocol.py), SGLang 0.5 DeltaMessage.reasoning_content
+# (sglang/srt/entrypoints/openai/protocol.py).
+REASONING_FIELD = {"vllm": "reasoning", "sglang": "reasoning_content"}
+# In-band error events, then [DONE]: vLLM ErrorResponse {"error": ErrorInfo}; SGLang a flat ErrorResponse.
+ERROR_EVENT = {
+    "vllm": {"error": {"message": "stand-in: engine error mid-stream", "type": "InternalServerError", "param": None, "code": 500}},
+    "sglang": {"object": "error", "message": "stand-in: engine error mid-stream", "type": "InternalServerError", "param": None, "code": 500},
+}
 KNOBS_FILE = "/root/.cache/huggingface/standin-knobs.json"
 RECORD_DIR = "/root/.cache/huggingface/standin-records"
 
@@ -44,7 +61,8 @@ def knobs(served):
             values.update(json.load(handle).get(served, {}))
     except (OSError, ValueError):
         pass
-    for key in ("load_delay_s", "crash_after_s", "token_rate", "never_ready", "hang", "zero_tokens", "burst"):
+    for key in ("load_delay_s", "crash_after_s", "token_rate", "never_ready", "hang", "zero_tokens", "burst",
+                "thinking_tokens", "tokens_per_chunk", "error_after", "drop_after", "hidden_tokens", "thinking_always"):
         env = os.environ.get(f"STANDIN_{key.upper()}")
         if env is not None:
             values[key] = float(env)
@@ -77,6 +95,26 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
     hang = bool(settings.get("hang"))
     zero_tokens = bool(settings.get("zero_tokens"))
     burst = bool(settings.get("burst"))
+    thinking_tokens = int(settings.get("thinking_tokens", 0))
+    tokens_per_chunk = max(1, int(settings.get("tokens_per_chunk", 1)))
+    error_after = int(settings["error_after"]) if settings.get("error_after") is not None else None
+    drop_after = int(settings["drop_after"]) if settings.get("drop_after") is not None else None
+    hidden_tokens = int(settings.get("hidden_tokens", 0))
+    answer_text = str(settings.get("answer", "204"))
+    thinking_always = bool(settings.get("thinking_always"))
+
+    def thinking_on(body):
+        # Qwen3's template (and the engines) switch thinking off with chat_template_kwargs.enable_thinking=false.
+        if thinking_always:  # a template that ignores the switch
+            return thinking_tokens > 0
+        return thinking_tokens > 0 and (body.get("chat_template_kwargs") or {}).get("enable_thinking", True) is not False
+
+    def generate(text, max_tokens, thinking):
+        """(kind, text) pieces, one per token, and the finish reason: thinking first, then the answer, cut at max_tokens."""
+        answer = [("content", answer_text)] if "12*17" in text else [("content", f"tok{i} ") for i in range(max_tokens)]
+        thought = [("reasoning", "12*17=204 " if i == 0 else f"think{i} ") for i in range(thinking_tokens)]
+        pieces = (thought if thinking else []) + answer
+        return pieces[:max_tokens], ("length" if len(pieces) > max_tokens else "stop")
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -140,32 +178,45 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
                 return self.send_json(400, {"error": "image input is not supported: started with --language-model-only"})
             text = " ".join(str(m.get("content")) for m in messages)
             max_tokens = int(body.get("max_tokens") or 16)
-            tokens = ["204"] if "12*17" in text else [f"tok{i} " for i in range(max_tokens)]
             if zero_tokens:
-                tokens = []
+                pieces, finish = [], "stop"
+            else:
+                pieces, finish = generate(text, max_tokens, thinking_on(body))
             tool_calls = None
             if body.get("tools"):
                 fn = body["tools"][0]["function"]["name"]
                 tool_calls = [{"id": "call_0", "type": "function", "function": {"name": fn, "arguments": "{}"}}]
+            prompt_tokens = len(text.split())
             if body.get("stream"):
-                return self.stream(tokens)
-            message = {"role": "assistant", "content": "".join(tokens)}
+                return self.stream(pieces, finish, prompt_tokens, body.get("stream_options") or {})
+            message = {"role": "assistant", "content": "".join(t for kind, t in pieces if kind == "content") or None}
+            thought = "".join(t for kind, t in pieces if kind == "reasoning")
+            if thought:
+                message[REASONING_FIELD[engine]] = thought
             if tool_calls:
                 message["tool_calls"] = tool_calls
+            generated = len(pieces) + hidden_tokens
             return self.send_json(200, {
                 "id": "standin-0", "object": "chat.completion", "model": served,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": len(text.split()), "completion_tokens": len(tokens),
-                          "total_tokens": len(text.split()) + len(tokens)},
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                          "total_tokens": prompt_tokens + generated},
             })
 
-        def stream(self, tokens):
+        def stream(self, pieces, finish, prompt_tokens, options):
+            """An SSE stream shaped as the engine's own: vLLM 0.33 (`reasoning` deltas, finish_reason on the last
+            token's chunk) or SGLang 0.5 (`reasoning_content` deltas, a separate finish chunk); per-chunk usage
+            under stream_options.continuous_usage_stats, a usage chunk under include_usage, then [DONE]."""
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-
+            continuous = bool(options.get("continuous_usage_stats"))
             pending = []
+            generated = 0
+
+            def usage(count):
+                return {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}
 
             def chunk(payload):
                 data = f"data: {payload}\n\n".encode()
@@ -175,11 +226,42 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
                     self.wfile.flush()
                     pending.clear()
 
-            for token in tokens:
+            def event(delta, finish_reason=None, count=None):
+                body = {"id": "standin-0", "object": "chat.completion.chunk", "created": int(time.time()), "model": served,
+                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+                if continuous:
+                    body["usage"] = usage(count if count is not None else generated)
+                chunk(json.dumps(body))
+
+            event({"role": "assistant", "content": ""})
+            groups = [pieces[i:i + tokens_per_chunk] for i in range(0, len(pieces), tokens_per_chunk)]
+            for number, group in enumerate(groups):
+                if drop_after is not None and generated >= drop_after:
+                    self.wfile.write(b"".join(pending))
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)  # no terminating chunk: the connection just drops
+                    return
+                if error_after is not None and generated >= error_after:
+                    chunk(json.dumps(ERROR_EVENT[engine]))
+                    chunk("[DONE]")
+                    self.wfile.write(b"".join(pending) + b"0\r\n\r\n")
+                    self.wfile.flush()
+                    return
                 if not burst:
-                    time.sleep(1.0 / token_rate)
-                chunk(json.dumps({"object": "chat.completion.chunk", "model": served,
-                                  "choices": [{"index": 0, "delta": {"content": token}}]}))
+                    time.sleep(len(group) / token_rate)
+                generated += len(group)
+                delta = {}
+                for kind, text in group:
+                    field = REASONING_FIELD[engine] if kind == "reasoning" else "content"
+                    delta[field] = delta.get(field, "") + text
+                last = number == len(groups) - 1
+                event(delta, finish if (last and engine == "vllm") else None, generated + (hidden_tokens if last else 0))
+            if engine == "sglang" or not groups:
+                event({}, finish, generated + hidden_tokens)
+            if options.get("include_usage"):
+                chunk(json.dumps({"id": "standin-0", "object": "chat.completion.chunk", "model": served, "choices": [],
+                                  "usage": usage(generated + hidden_tokens)}))
             chunk("[DONE]")
             self.wfile.write(b"".join(pending) + b"0\r\n\r\n")
             self.wfile.flush()
