@@ -30,12 +30,14 @@ class DriftReport:
     diffs: list[str] = field(default_factory=list)
     problem: str | None = None
     operations: int = 0
+    hosts: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.exit_code == EXIT_UNKNOWN:
             return f"drift: cannot tell: {self.problem}"
         if self.exit_code == EXIT_CLEAN:
-            return f"drift: none ({self.operations} operations checked, nothing would change)"
+            return (f"drift: none ({self.operations} operations checked on {len(self.hosts)} host(s): "
+                    f"{', '.join(self.hosts)}; nothing would change)")
         lines = [f"drift: {len(self.changes)} operation(s) would change:"]
         lines += [f"  {host}: {name}" for host, name in self.changes]
         if self.diffs:
@@ -60,10 +62,10 @@ def _diffs(stderr: str) -> list[str]:
     attribute: tuple[str, str] | None = None
     for raw in stderr.splitlines():
         line = ANSI.sub("", raw).rstrip()
-        modify = re.search(r"\] Will modify (\S+)", line)
-        pair = re.match(r"^    (mode|user|group) (\S+)$", line)
+        modify = re.search(r"\] Will (modify|create) (\S+)", line)
+        pair = re.match(r"^    (mode|user|group|chown) (\S+)$", line)
         if modify:
-            current = [f"{modify.group(1)}:"]
+            current = [f"{modify.group(2)}:" if modify.group(1) == "modify" else f"{modify.group(2)}: missing on the host; would be created"]
             blocks.append("")
         elif current is not None and line.startswith("      "):
             current.append("  " + line[6:])
@@ -73,7 +75,8 @@ def _diffs(stderr: str) -> list[str]:
             current = None
         if pair:
             if attribute and attribute[0] == pair.group(1):
-                blocks.append(f"{pair.group(1)}: {attribute[1]} on the host, {pair.group(2)} wanted")
+                label = "owner" if pair.group(1) == "chown" else pair.group(1)
+                blocks.append(f"{label}: {attribute[1]} on the host, {pair.group(2)} wanted")
                 attribute = None
             else:
                 attribute = (pair.group(1), pair.group(2))
@@ -82,7 +85,47 @@ def _diffs(stderr: str) -> list[str]:
     return [b for b in blocks if b]
 
 
+def named_hosts(limit: str | None, cwd: Path, env: dict | None = None) -> list[str]:
+    """The inventory hosts a --limit selects, read with pyinfra's own inventory-file reader and matched as
+    pyinfra's --limit matches them (a group name, else a host-name glob)."""
+    code = (
+        "import fnmatch, json, sys\n"
+        "from pyinfra.api import State\n"
+        "from pyinfra.context import ctx_state\n"
+        "from pyinfra_cli.inventory import _get_groups_from_filename\n"
+        "ctx_state.set(State())\n"
+        "groups = {}\n"
+        "for name, value in _get_groups_from_filename('inventory.py').items():\n"
+        "    hosts = value[0] if isinstance(value, tuple) else value\n"
+        "    groups[name] = [h[0] if isinstance(h, tuple) else h for h in hosts]\n"
+        "everyone = {h for hosts in groups.values() for h in hosts}\n"
+        "patterns = [p for p in sys.argv[1].split(',') if p] or ['*']\n"
+        "names = set()\n"
+        "for pattern in patterns:\n"
+        "    names.update(groups[pattern] if pattern in groups else [h for h in everyone if fnmatch.fnmatch(h, pattern)])\n"
+        "print(json.dumps(sorted(names)))\n"
+    )
+    # A separate interpreter: inventory.py may exit (no hosts configured) and pyinfra keeps global state.
+    result = subprocess.run([sys.executable, "-c", code, limit or ""], capture_output=True, text=True, cwd=cwd, env=env)
+    if result.returncode != 0:
+        raise InventoryProblem(ANSI.sub("", result.stderr).strip().splitlines()[-1] if result.stderr.strip()
+                               else f"inventory.py exited {result.returncode}")
+    return json.loads(result.stdout)
+
+
+class InventoryProblem(Exception):
+    pass
+
+
 def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path = REPO_ROOT) -> DriftReport:
+    """Exit 0 only when every host the limit names answered and a non-empty plan had no change."""
+    try:
+        named = named_hosts(limit, cwd, env)
+    except InventoryProblem as exc:
+        return DriftReport(EXIT_UNKNOWN, problem=f"the inventory could not be read: {exc}")
+    if not named:
+        return DriftReport(EXIT_UNKNOWN, problem=f"no inventory host matches --limit {limit!r}, so nothing was checked "
+                                                 "(a typo, or the group's hosts are not configured: see inventory.py)")
     result = subprocess.run(pyinfra_command(limit), capture_output=True, text=True, cwd=cwd, env=env)
     stderr = ANSI.sub("", result.stderr)
     try:
@@ -94,8 +137,14 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path = R
         tail = "\n".join(stderr.strip().splitlines()[-15:])
         return DriftReport(EXIT_UNKNOWN, problem=f"pyinfra exited {result.returncode}:\n{tail}")
     plan = payload.get("plan") or []
+    if not plan:
+        return DriftReport(EXIT_UNKNOWN, problem=f"pyinfra planned no operation for {', '.join(named)}; an empty plan checks nothing")
+    answered = set(re.findall(r"\[([^\]]+)\] Ready: deploy\.py", stderr))
+    missing = [h for h in named if h not in answered]
+    if missing:
+        return DriftReport(EXIT_UNKNOWN, problem=f"{len(answered)} of {len(named)} hosts answered; not checked: {', '.join(missing)}")
     changes = [(host, op["name"]) for op in plan for host in op["hosts_with_change"]]
-    report = DriftReport(EXIT_DRIFT if changes else EXIT_CLEAN, changes=changes, operations=len(plan))
+    report = DriftReport(EXIT_DRIFT if changes else EXIT_CLEAN, changes=changes, operations=len(plan), hosts=sorted(answered))
     if changes:
         report.diffs = _diffs(stderr)
     return report

@@ -58,6 +58,11 @@ PLANTED = {
                     ["Unit /etc/systemd/system/vllm-qwen36.service", "- RestartSec=11", "+ RestartSec=10"]),
     "switch mode changed": ("chmod 0700 /usr/local/bin/llm-switch",
                             ["Switch /usr/local/bin/llm-switch", "mode: 700 on the host, 755 wanted"]),
+    "owner changed": ("chown nobody:nogroup /usr/local/bin/llm-switch",
+                      ["Switch /usr/local/bin/llm-switch", "owner: nobody:nogroup on the host, root:root wanted"]),
+    "unit deleted": ("rm /etc/systemd/system/sglang-mistral4.service",
+                     ["Unit /etc/systemd/system/sglang-mistral4.service",
+                      "/etc/systemd/system/sglang-mistral4.service: missing on the host; would be created"]),
     "model unit enabled by hand": ("systemctl enable sglang-mistral4.service",
                                    ["Keep sglang-mistral4.service disabled at boot"]),
     "profile flag changed in the repo": (None, ["Launch-script /usr/local/libexec/sparkstack/launch-qwen36",
@@ -120,3 +125,19 @@ def test_drift_cannot_tell_when_profiles_are_invalid(deployed, tmp_path):
     result = run([str(BIN / "sparkstack"), "drift", "--limit", "testvm"], env={"SPARKSTACK_MODELS_DIR": str(models)})
     assert result.returncode == 2
     assert re.search(r"qwen36\.yaml:\d+: engine: engine 'tgi' is not supported", result.stderr), result.stderr
+
+
+@pytest.mark.parametrize("limit,env", [
+    ("testvn", {}),                                  # a typo
+    ("spark", {"SPARKSTACK_SPARK_HOSTS": ""}),       # the group's hosts are not configured
+], ids=["typo", "unconfigured group"])
+def test_drift_never_passes_when_no_host_matched(deployed, limit, env):
+    result = drift(env, limit=limit)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no inventory host matches --limit '{limit}', so nothing was checked" in result.stderr
+
+
+def test_clean_drift_names_the_hosts_it_checked(deployed):
+    result = drift()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "on 1 host(s): sparkstack-testvm" in result.stdout

@@ -1,0 +1,36 @@
+"""A failing host check never prints a secret: the container's env holds the secrets file."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from sparkstack.paths import MODELS_DIR
+from sparkstack.render import SECRETS_PATH
+from tests.vm.conftest import run, vm_ssh
+
+PLANTED = "hf_sparkstackPlantedSecret0123456789abcdef"
+
+
+def test_a_failing_env_check_does_not_print_the_secrets_file(deployed, ssh_config, tmp_path):
+    assert vm_ssh(f"echo 'HF_TOKEN={PLANTED}' >> {SECRETS_PATH}").returncode == 0
+    models = tmp_path / "models"
+    models.mkdir()
+    for source in MODELS_DIR.glob("*.yaml"):
+        text = source.read_text()
+        if source.name == "qwen36.yaml":
+            text += "env: {VLLM_HOST_IP: 10.9.9.9}\n"  # the host's launch script does not set it: the check fails
+        (models / source.name).write_text(text)
+    try:
+        result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host",
+                      "--hosts=paramiko://sparkstack-testvm", f"--ssh-config={ssh_config}",
+                      "-k", "switching_to_a_model and qwen36", "-vv"],
+                     env={"SPARKSTACK_MODELS_DIR": str(models)})
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output[-3000:]
+        assert "VLLM_HOST_IP" in output and "10.9.9.9" in output  # the failure is shown...
+        assert PLANTED not in output                              # ...and the secret is not
+        assert vm_ssh("docker inspect sparkstack-qwen36 --format '{{json .Config.Env}}'").stdout.count(PLANTED) == 1
+    finally:
+        vm_ssh(f"sed -i '/^HF_TOKEN={PLANTED}$/d' {SECRETS_PATH}; llm-switch none")
+    assert PLANTED not in vm_ssh(f"cat {SECRETS_PATH}").stdout
