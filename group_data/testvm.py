@@ -14,8 +14,11 @@ sparkstack_gpus = False
 # Plan as the Spark this VM stands in for: the stand-in engine allocates no model memory.
 sparkstack_unified_memory_gb = 128.0
 
-# llm-switch still gates each start on MemAvailable, scaled to the 2 GB VM: 1/100 of the
-# profile's figures (qwen36: 0.67 GB + 0.08 GB reserve).
+# The memory gate, the memory guard and earlyoom still run, scaled to the 2 GB VM: 1/100 of the
+# figures (qwen36: 0.67 GB + 0.08 GB reserve; earlyoom 5 MiB / 1 MiB, so it never fires here).
 sparkstack_switch_memory_scale = 0.01
-sparkstack_memory_settle_timeout_s = 20
+sparkstack_memory_wait_s = 30
+# The guard's floor, scaled like the rest: 30 GB x 0.01 = 0.3 GB. The Spark default (10 GB) would scale
+# to 0.1 GB, too close to the VM's own needs to drive it there safely in a test.
+sparkstack_memory_guard_floor_gb = 30.0
 sparkstack_switch_lock_wait_s = 300

@@ -16,16 +16,17 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import FindFiles
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
-from pyinfra.operations import files, systemd
+from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
-from sparkstack.engines import API_KEY_ENV, ENGINE_NAMES
+from sparkstack.engines import API_KEY_ENV
 from sparkstack.engines.host import EngineProbe, read_answer
 from sparkstack.engines.release import admits
 from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.profiles import LoadedProfile, Profile, ProfileErrors, load_profiles, release_findings
-from sparkstack.render import GPU_FLAGS, LAUNCH_DIR, SECRETS_PATH, UNIT_DIR, RenderError, Rendering, render
+from sparkstack.memory_guards import memory_guards
+from sparkstack.render import GPU_FLAGS, LAUNCH_DIR, SECRETS_PATH, UNIT_DIR, RenderError, Rendering, config_hash, render
 
 SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
 # A Spark's GB10 is an ARM64 system and the pinned engine images are arm64 builds.
@@ -139,7 +140,7 @@ def install_files(rendering: Rendering) -> list:
     files.file(name=f"Secrets file {secrets.path}", path=secrets.path,
                user=secrets.user, group=secrets.group, mode=secrets.mode, touch=False)
     unit_ops = []
-    for rendered in rendering.files:
+    for rendered in rendering.of("models"):
         op = files.put(name=f"{rendered.kind.capitalize()} {rendered.path}", src=StringIO(rendered.content),
                        dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
         if rendered.kind == "unit":
@@ -147,21 +148,46 @@ def install_files(rendering: Rendering) -> list:
     return unit_ops
 
 
+# Every model unit sparkstack renders starts with this comment (templates/model.service.j2).
+MODEL_UNIT_MARK = "^# Rendered by sparkstack from .*[.]ya\\?ml"
+
+
 @deploy("sparkstack retired models")
 def remove_retired_models(rendering: Rendering) -> list:
-    """Stop and delete the units and launch scripts of models no longer rendered for this host
-    (profile deleted, unpinned or refused by the plan); returns the unit-removal operations."""
+    """Stop and delete the model units and launch scripts installed on the host but no longer rendered for
+    it (profile deleted, unpinned, refused by the plan, or moved to another engine); returns the unit ops."""
     rendered = {f.path for f in rendering.files}
     unit_ops = []
-    for script in sorted(host.get_fact(FindFiles, path=LAUNCH_DIR, fname="launch-*", maxdepth=1) or []):
-        if script in rendered:
+    found = host.get_fact(Command, command=f"grep -l '{MODEL_UNIT_MARK}' {UNIT_DIR}/*.service 2>/dev/null || true")
+    for unit_path in sorted(filter(None, (found or "").splitlines())):
+        if unit_path in rendered:
             continue
-        name = script.rsplit("/", 1)[1].removeprefix("launch-")
-        for unit in (f"{engine}-{name}.service" for engine in ENGINE_NAMES):
-            systemd.service(name=f"Stop retired {unit}", service=unit, running=False, enabled=False)
-            unit_ops.append(files.file(name=f"Remove retired {UNIT_DIR}/{unit}", path=f"{UNIT_DIR}/{unit}", present=False))
-        files.file(name=f"Remove retired {script}", path=script, present=False)
+        unit = PurePosixPath(unit_path).name
+        systemd.service(name=f"Stop retired {unit}", service=unit, running=False, enabled=False)
+        unit_ops.append(files.file(name=f"Remove retired {unit_path}", path=unit_path, present=False))
+    for script in sorted(host.get_fact(FindFiles, path=LAUNCH_DIR, fname="launch-*", maxdepth=1) or []):
+        if script not in rendered:
+            files.file(name=f"Remove retired {script}", path=script, present=False)
     return unit_ops
+
+
+@deploy("sparkstack running models")
+def report_stale_models(rendering: Rendering) -> None:
+    """A running model started from an older launch script or unit is drift: the deploy never restarts a
+    model, so it shows up as an operation (drift reports it) until `llm-switch NAME` restarts it."""
+    expected = {}
+    for unit in rendering.units:
+        name = PurePosixPath(unit.path).name.split("-", 1)[1].removesuffix(".service")
+        script = next(f for f in rendering.files if f.kind == "launch-script" and f.path.endswith(f"/launch-{name}"))
+        expected[name] = config_hash(script.content, unit.content)
+    running = host.get_fact(Command, command=(
+        "docker ps --filter label=io.sparkstack.managed=true --format "
+        "'{{.Label \"io.sparkstack.model\"}} {{.Label \"io.sparkstack.config\"}}' 2>/dev/null || true"))
+    for line in filter(None, (running or "").splitlines()):
+        name, _, stamped = line.partition(" ")
+        if name in expected and stamped.strip() != expected[name]:
+            server.shell(name=f"Stale: {name} runs an older rendering of its launch script or unit; "
+                              f"`llm-switch {name}` restarts it with the deployed one", commands=["true"])
 
 
 @deploy("sparkstack model units")
@@ -187,3 +213,5 @@ def deploy_sparkstack() -> None:
     retired_ops = remove_retired_models(rendering)
     unit_ops = install_files(rendering)
     register_units(rendering, retired_ops + unit_ops)
+    memory_guards(rendering)
+    report_stale_models(rendering)

@@ -47,10 +47,19 @@ class GroupSettings(StrictModel):
     model_cache_dir: str = "/var/lib/sparkstack/huggingface"
     # How long a switch waits for another switch's lock.
     switch_lock_wait_s: int = Field(default=600, gt=0)
-    # How long a switch waits for MemAvailable to settle after a stop (engines release unified
-    # memory 30-120 s after `docker stop`, BRIEF "community Spark stacks").
-    memory_settle_timeout_s: int = Field(default=180, ge=0)
-    # What llm-switch's memory gate scales the profiles' figures by; 1.0 on a Spark.
+    # How long every model start (llm-switch, a hand start, systemd's restarts) waits for MemAvailable to
+    # cover the model and the reserve before it is refused: engines release unified memory 30-120 s after
+    # `docker stop` (community Spark stacks, ../shared/BRIEF.md), so 180 s covers the slowest report.
+    memory_wait_s: int = Field(default=180, ge=0)
+    # The memory guard stops the hot model when MemAvailable stays below this (absolute GB). Community Spark
+    # stacks stop the model below ~10 GiB available (../shared/BRIEF.md, "freeze guards on GB10").
+    memory_guard_floor_gb: float = Field(default=10.0, gt=0)
+    # earlyoom, the kernel-level backstop, with absolute thresholds in KiB (SIGTERM, SIGKILL): eugr's
+    # spark-vllm-docker launcher runs `earlyoom -M 524288,102400 -s 100`. A percentage (-m 6) was reported
+    # to kill vLLM while it loaded its weights on a Spark.
+    earlyoom_term_kib: int = Field(default=524288, gt=0)
+    earlyoom_kill_kib: int = Field(default=102400, gt=0)
+    # What the memory gate, the memory guard and earlyoom scale their figures by; 1.0 on a Spark.
     switch_memory_scale: float = Field(default=1.0, gt=0, le=1)
 
     def planning_memory_gb(self, live_gb: float | None = None) -> float:

@@ -7,6 +7,7 @@ disagree.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ SECRETS_PATH = f"{CONFIG_DIR}/secrets.env"
 LAUNCH_DIR = "/usr/local/libexec/sparkstack"
 UNIT_DIR = "/etc/systemd/system"
 SWITCH_PATH = "/usr/local/bin/llm-switch"
+MEMGUARD_PATH = f"{LAUNCH_DIR}/sparkstack-memguard"
+MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
+EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
+# earlyoom picks these first (engine processes, by their 15-character process names; vLLM's workers call
+# themselves VLLM::...) and spares these (remote access, the container runtime, init, the desktop).
+EARLYOOM_PREFER = r"^(python3?|vllm|VLLM::.*|sglang.*)$"
+EARLYOOM_AVOID = r"^(sshd|dockerd|containerd.*|systemd.*|earlyoom|Xorg|Xwayland|gnome-shell|gdm.*|sddm.*|plasmashell)$"
 REGISTRY_PATH = f"{CONFIG_DIR}/models.json"
 WATCHTOWER_DISABLE_LABEL = "com.centurylinklabs.watchtower.enable=false"
 # The docker runtime flags a GPU model container needs on a Spark: all GPUs
@@ -35,6 +43,8 @@ COMMON_RUNTIME_FLAGS = ("--ipc=host",)
 # Restart bounds: a crash loop stops after this many starts in the interval.
 START_LIMIT_BURST = 3
 RESTART_SEC = 10
+# TimeoutStartSec beyond the wait for room: `docker rm` of a stray container and the exec of the script.
+START_SLACK_S = 120
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class RenderedFile:
     user: str = "root"
     group: str = "root"
     kind: str = "file"
+    component: str = "models"   # the deployer that installs it: models, memory-guards
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,9 @@ class Rendering:
     @property
     def units(self) -> list[RenderedFile]:
         return [f for f in self.files if f.kind == "unit"]
+
+    def of(self, component: str) -> list[RenderedFile]:
+        return [f for f in self.files if f.component == component]
 
     def write_tree(self, out: Path) -> list[Path]:
         """Write the files under `out` as they would sit on the host, plus a manifest."""
@@ -114,6 +128,11 @@ def _arg_lines(args: list[str]) -> list[str]:
     return lines
 
 
+def config_hash(launch_script: str, unit: str) -> str:
+    """What a launch script stamps on its container (`cat SCRIPT UNIT | sha256sum`, first 16 hex)."""
+    return hashlib.sha256(launch_script.encode() + unit.encode()).hexdigest()[:16]
+
+
 def launch_path(profile: Profile) -> str:
     return f"{LAUNCH_DIR}/launch-{profile.name}"
 
@@ -138,20 +157,26 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
         publish=f"{bind}:{p.port}:{p.port}",
         cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
         image=shlex.quote(settings.image_for(p.engine, p.image)),
+        unit_path=f"{UNIT_DIR}/{p.unit_name}",
     )
 
 
-def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str]) -> str:
+def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str], settings: GroupSettings) -> str:
     p = lp.profile
     return env.get_template("model.service.j2").render(
         profile=p,
         source=_source(lp),
         launch_path=launch_path(p),
+        memguard_path=MEMGUARD_PATH,
         start_limit_burst=START_LIMIT_BURST,
         # Long enough to hold the bursts of a model that crashes while loading.
-        start_limit_interval_s=START_LIMIT_BURST * (RESTART_SEC + p.readiness_timeout_s),
+        start_limit_interval_s=START_LIMIT_BURST * (RESTART_SEC + settings.memory_wait_s + p.readiness_timeout_s),
         restart_sec=RESTART_SEC,
         conflicts=[u for u in all_units if u != p.unit_name],
+        # One total order over the model units (any order will do: systemd runs the stop of a unit it
+        # is ordered against before the start, whichever way the ordering points) and no cycles.
+        ordered_after=[u for u in sorted(all_units) if u < p.unit_name],
+        start_timeout_s=settings.memory_wait_s + START_SLACK_S,
     )
 
 
@@ -186,16 +211,39 @@ def registry(profiles: list[Profile], settings: GroupSettings) -> str:
             "tools": p.tools is not None,
             "expected_decode_tok_s": {v: p.resolve(v).expected_decode_tok_s for v in p.variant_names},
             "max_tokens_per_step": {v: p.resolve(v).max_tokens_per_step for v in p.variant_names},
+            "launch_script": launch_path(p),
+            "unit_path": f"{UNIT_DIR}/{p.unit_name}",
+            "stop_timeout_s": p.stop_timeout_s,
         }
     document = {
         "os_reserve_gb": round(settings.os_reserve_gb * settings.switch_memory_scale, 3),
         "drop_caches": settings.drop_caches,
         "lock_wait_s": settings.switch_lock_wait_s,
-        "memory_settle_timeout_s": settings.memory_settle_timeout_s,
+        "memory_wait_s": settings.memory_wait_s,
+        "memory_guard_floor_gb": round(settings.memory_guard_floor_gb * settings.switch_memory_scale, 3),
+        "memguard": MEMGUARD_PATH,
         "secrets_file": SECRETS_PATH,
         "models": models,
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def memory_guard_files(env: jinja2.Environment, settings: GroupSettings) -> list[RenderedFile]:
+    """The memory gate and guard (one program), the guard's service, and earlyoom's configuration."""
+    scale = settings.switch_memory_scale
+    earlyoom = env.get_template("earlyoom.conf.j2").render(
+        term_kib=max(1, round(settings.earlyoom_term_kib * scale)),
+        kill_kib=max(1, round(settings.earlyoom_kill_kib * scale)),
+        prefer=EARLYOOM_PREFER.replace("$", "$$"),
+        avoid=EARLYOOM_AVOID.replace("$", "$$"),
+    )
+    guard_unit = env.get_template("memory-guard.service.j2").render(memguard_path=MEMGUARD_PATH)
+    return [
+        RenderedFile(MEMGUARD_PATH, (FILES_DIR / "sparkstack-memguard").read_text(encoding="utf-8"), "0755",
+                     kind="memguard", component="memory-guards"),
+        RenderedFile(f"{UNIT_DIR}/{MEMORY_GUARD_UNIT}", guard_unit, "0644", kind="guard-unit", component="memory-guards"),
+        RenderedFile(EARLYOOM_DROPIN, earlyoom, "0644", kind="earlyoom-config", component="memory-guards"),
+    ]
 
 
 def check_exposure(profiles: list[Profile], settings: GroupSettings, group: str) -> None:
@@ -222,12 +270,14 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
     for lp in chosen:
         p = lp.profile
         files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings), "0755", kind="launch-script"))
-        files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, all_units), "0644", kind="unit"))
+        files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, all_units, settings), "0644", kind="unit"))
     files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings), "0644", kind="registry"))
     files.append(RenderedFile(SWITCH_PATH, (FILES_DIR / "llm-switch").read_text(encoding="utf-8"), "0755", kind="switch"))
+    files += memory_guard_files(env, settings)
     directories = [
         RenderedFile(CONFIG_DIR, "", "0755", kind="directory"),
         RenderedFile(LAUNCH_DIR, "", "0755", kind="directory"),
+        RenderedFile(f"{UNIT_DIR}/earlyoom.service.d", "", "0755", kind="directory"),
         RenderedFile(settings.model_cache_dir, "", "0755", kind="directory"),
     ]
     secrets = RenderedFile(SECRETS_PATH, "", "0600", kind="secrets")

@@ -25,8 +25,8 @@ from tests.unit.conftest import edit_profile
 OFF_TARGET_MESSAGES = (
     re.compile(r"^[\w-]+\.service: Failed to create [\w-]+\.service/start: Unit docker\.service not found\.$"),
     re.compile(r"^[\w-]+\.service: Command /usr/bin/docker is not executable: No such file or directory$"),
-    re.compile(r"^[\w-]+\.service: Command /usr/local/libexec/sparkstack/launch-[\w-]+ is not executable: "
-               r"No such file or directory$"),
+    re.compile(r"^[\w-]+\.service: Command /usr/local/libexec/sparkstack/(launch-[\w-]+|sparkstack-memguard) is not "
+               r"executable: No such file or directory$"),
 )
 
 
@@ -66,9 +66,10 @@ def test_render_writes_byte_for_byte_what_the_deploy_puts(tree):
 
 def test_one_unit_and_one_launch_script_per_deployable_profile(tree):
     units = sorted(p.name for p in (tree / "etc/systemd/system").iterdir())
-    assert units == ["sglang-mistral4.service", "vllm-qwen36.service"]
+    # the model units, the memory guard, earlyoom's drop-in directory
+    assert units == ["earlyoom.service.d", "sglang-mistral4.service", "sparkstack-memory-guard.service", "vllm-qwen36.service"]
     scripts = sorted(p.name for p in (tree / "usr/local/libexec/sparkstack").iterdir())
-    assert scripts == ["launch-mistral4", "launch-qwen36"]  # glm51 is refused by the plan, not rendered
+    assert scripts == ["launch-mistral4", "launch-qwen36", "sparkstack-memguard"]  # glm51 is refused by the plan
 
 
 @pytest.mark.parametrize("name", ["qwen36", "mistral4"])
@@ -135,7 +136,13 @@ def test_units_are_docker_wrapped_and_not_started_at_boot_by_default(tree):
     for line in ("Requires=docker.service", "ExecStartPre=-/usr/bin/docker rm -f sparkstack-qwen36",
                  "ExecStop=/usr/bin/docker stop -t 60 sparkstack-qwen36",
                  "ExecStopPost=-/usr/bin/docker rm -f sparkstack-qwen36", "Restart=on-failure",
-                 "StartLimitBurst=3", "Conflicts=sglang-mistral4.service", "TimeoutStartSec=900"):
+                 "StartLimitBurst=3", "Conflicts=sglang-mistral4.service",
+                 # a missing launch script fails the start; every start waits for room first
+                 "Type=exec", "ExecStartPre=/usr/local/libexec/sparkstack/sparkstack-memguard wait-for-room qwen36",
+                 # the stop of a conflicting model finishes before this start: one total order over model units
+                 "After=sglang-mistral4.service",
+                 # the wait for room (180 s on a Spark) plus slack for docker rm and the exec
+                 f"TimeoutStartSec={load_group_settings(tree.name.split('-')[1].rstrip('0123456789')).memory_wait_s + 120}"):
         assert line in unit.splitlines(), line
     unit_section = unit.split("[Service]")[0]
     assert "StartLimitIntervalSec=" in unit_section  # start limits belong in [Unit]
@@ -193,7 +200,7 @@ def test_launch_script_argument_arrays_parse_back_to_the_engine_command(tree):
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (make test installs it)")
 def test_shellcheck_passes_on_every_rendered_script(tree):
-    scripts = sorted((tree / "usr/local/libexec/sparkstack").iterdir())
+    scripts = sorted((tree / "usr/local/libexec/sparkstack").glob("launch-*"))
     assert scripts
     result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
@@ -228,7 +235,20 @@ def test_systemd_analyze_verify_would_catch_a_broken_unit(tree, tmp_path):
     assert any("restart specifier" in m for m in _verify(broken_tree, [unit]))
 
 
+def test_the_memory_guard_orders_and_earlyoom_thresholds_are_absolute(tree):
+    guard = (tree / "etc/systemd/system/sparkstack-memory-guard.service").read_text()
+    assert "ExecStart=/usr/local/libexec/sparkstack/sparkstack-memguard watch" in guard
+    mistral = (tree / "etc/systemd/system/sglang-mistral4.service").read_text()
+    assert not any(line.startswith("After=") and "qwen36" in line for line in mistral.splitlines())  # no ordering cycle
+    earlyoom = (tree / "etc/systemd/system/earlyoom.service.d/sparkstack.conf").read_text()
+    exec_line = next(line for line in earlyoom.splitlines() if line.startswith("ExecStart=/"))
+    scale = 1 if "spark" in tree.name else 0.01
+    assert f"-M {round(524288 * scale)},{round(102400 * scale)} -s 100,100" in exec_line
+    assert " -m " not in exec_line and "--prefer" in exec_line and "--avoid" in exec_line
+    assert "$$" in exec_line  # regex anchors escaped from systemd's variable expansion
+
+
 def test_llm_switch_is_shipped_and_compiles(tree):
-    switch = tree / "usr/local/bin/llm-switch"
-    assert switch.read_text().startswith("#!/usr/bin/python3")
-    subprocess.run(["python3", "-m", "py_compile", str(switch)], check=True)
+    for program in (tree / "usr/local/bin/llm-switch", tree / "usr/local/libexec/sparkstack/sparkstack-memguard"):
+        assert program.read_text().startswith("#!/usr/bin/python3")
+        subprocess.run(["python3", "-m", "py_compile", str(program)], check=True)

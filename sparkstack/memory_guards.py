@@ -1,0 +1,45 @@
+"""The memory guards deployer: the gate every model start passes, the watchdog, and earlyoom.
+
+On a Spark the kernel's own limits do not see CUDA allocations and the host wedges instead of
+OOM-killing. Three layers, each installed here:
+  * sparkstack-memguard wait-for-room: every model unit's ExecStartPre (and llm-switch) waits,
+    bounded, until MemAvailable covers the model and the reserve;
+  * sparkstack-memory-guard.service: stops the hot model below an absolute floor;
+  * earlyoom (Debian/Ubuntu package) with absolute KiB thresholds, engines first.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.server import Which
+from pyinfra.operations import apt, files, systemd
+from pyinfra.operations.util import any_changed
+
+from sparkstack.render import MEMORY_GUARD_UNIT, Rendering
+
+COMPONENT = "memory-guards"
+
+
+@deploy("sparkstack memory guards")
+def memory_guards(rendering: Rendering) -> None:
+    if not host.get_fact(Which, command="apt-get"):
+        raise DeployError(f"{host.name}: sparkstack installs earlyoom with apt; this host has no apt-get")
+    if not host.get_fact(Which, command="earlyoom"):
+        # Only a host without the package pays for an index update; a converged host changes nothing.
+        apt.update(name="Update the package index (earlyoom is missing)")
+    apt.packages(name="earlyoom, the kernel-level backstop", packages=["earlyoom"])
+    ops = {}
+    for rendered in rendering.of(COMPONENT):
+        ops[rendered.kind] = files.put(name=f"{rendered.kind.capitalize()} {rendered.path}", src=StringIO(rendered.content),
+                                       dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
+    systemd.daemon_reload(name="Reload systemd (a memory-guard unit changed)",
+                          _if=any_changed(ops["guard-unit"], ops["earlyoom-config"]))
+    systemd.service(name=f"Run {MEMORY_GUARD_UNIT}, enabled at boot", service=MEMORY_GUARD_UNIT, running=True, enabled=True)
+    systemd.service(name=f"Restart {MEMORY_GUARD_UNIT} (its program or unit changed)", service=MEMORY_GUARD_UNIT,
+                    restarted=True, _if=any_changed(ops["memguard"], ops["guard-unit"]))
+    systemd.service(name="Run earlyoom.service, enabled at boot", service="earlyoom.service", running=True, enabled=True)
+    systemd.service(name="Restart earlyoom.service (its thresholds changed)", service="earlyoom.service",
+                    restarted=True, _if=any_changed(ops["earlyoom-config"]))
