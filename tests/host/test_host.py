@@ -69,7 +69,7 @@ def test_switching_to_a_model_leaves_exactly_it_running(host, profile):
     assert labels["io.sparkstack.variant"] == profile.effective_default_variant
     # Only the profile's own keys are compared (and so shown on failure): the container's
     # environment also holds the secrets file.
-    pinned = dict(item.split("=", 1) for item in inspect["Config"]["Env"] if item.split("=", 1)[0] in profile.env)
+    pinned = dict(item.split("=", 1) for item in inspect["Config"]["Env"] or [] if item.split("=", 1)[0] in profile.env)
     assert pinned == profile.env
     expected = engine_args(profile, profile.resolve(profile.effective_default_variant))
     assert inspect["Config"]["Cmd"] == expected
