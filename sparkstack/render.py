@@ -30,9 +30,11 @@ MEMGUARD_PATH = f"{LAUNCH_DIR}/sparkstack-memguard"
 MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
 EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
 # earlyoom picks these first (engine processes, by their 15-character process names; vLLM's workers call
-# themselves VLLM::...) and spares these (remote access, the container runtime, init, the desktop).
+# themselves VLLM::...) and spares these (remote access, the container runtime, init, sparkstack's own
+# guard and switch, the desktop).
 EARLYOOM_PREFER = r"^(python3?|vllm|VLLM::.*|sglang.*)$"
-EARLYOOM_AVOID = r"^(sshd|dockerd|containerd.*|systemd.*|earlyoom|Xorg|Xwayland|gnome-shell|gdm.*|sddm.*|plasmashell)$"
+EARLYOOM_AVOID = (r"^(sshd|dockerd|containerd.*|systemd.*|earlyoom|sparkstack-memg.*|llm-switch"
+                  r"|Xorg|Xwayland|gnome-shell|gdm.*|sddm.*|plasmashell)$")
 REGISTRY_PATH = f"{CONFIG_DIR}/models.json"
 WATCHTOWER_DISABLE_LABEL = "com.centurylinklabs.watchtower.enable=false"
 # The docker runtime flags a GPU model container needs on a Spark: all GPUs

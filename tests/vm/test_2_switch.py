@@ -143,7 +143,7 @@ def test_memory_gate_refuses_with_the_numbers(deployed):
     env = registry_copy({"qwen36": {"required_memory_gb": 500}})
     code, out = switch("qwen", env)
     assert code == 1
-    assert "refusing to start qwen36: MemAvailable" in out and "500 GB for the model" in out
+    assert "refusing to start qwen36: the host has" in out and "less than 500 GB for qwen36 + 0.08 GB reserve" in out
     assert running() == []
 
 
@@ -219,11 +219,11 @@ def test_a_switch_waits_a_bounded_time_for_the_lock_then_fails_clearly(deployed)
     registry = json.loads(vm_ssh("cat /root/registry-test.json").stdout)
     registry["lock_wait_s"] = 3
     vm_ssh(f"echo '{json.dumps(registry)}' > /root/registry-test.json")
-    vm_ssh("nohup flock /run/lock/llm-switch.lock sleep 20 > /dev/null 2>&1 &")
+    vm_ssh("mkdir -p -m 0700 /run/sparkstack/lock; nohup flock /run/sparkstack/lock/llm-switch.lock sleep 20 > /dev/null 2>&1 &")
     time.sleep(1)
     started = time.monotonic()
     code, out = switch("qwen", env)
     assert code == 1
-    assert "still holds /run/lock/llm-switch.lock after 3 s" in out
+    assert "still holds /run/sparkstack/lock/llm-switch.lock after 3 s" in out
     assert time.monotonic() - started < 15
     assert running() == []
