@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
 from sparkstack import testvm  # noqa: E402
-from sparkstack.paths import REPO_ROOT  # noqa: E402
+from sparkstack.paths import repo_root  # noqa: E402
 from tests.standin_engine.image import load_into_vm  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 
 def timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess]:
     started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=repo_root())
     return time.monotonic() - started, result
 
 

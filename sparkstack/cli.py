@@ -10,7 +10,7 @@ import click
 
 from sparkstack.groups import GroupSettingsError, known_groups, load_group_settings
 from sparkstack.memory import PlanError, make_plan
-from sparkstack.paths import display_path
+from sparkstack.paths import NotARepo, display_path
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
 from sparkstack.render import RenderError, render
 
@@ -39,7 +39,17 @@ def group_plan(group: str, loaded: list[LoadedProfile]):
         fail(str(exc))
 
 
-@click.group()
+class KitGroup(click.Group):
+    """Commands read the checkout you stand in; outside one they say so and exit 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except NotARepo as exc:
+            fail(f"sparkstack: {exc}")
+
+
+@click.group(cls=KitGroup)
 @click.version_option(package_name="sparkstack")
 def main() -> None:
     """Provision an NVIDIA DGX Spark as a local LLM serving box from YAML model profiles."""

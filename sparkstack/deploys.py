@@ -26,6 +26,7 @@ from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_d
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.profiles import LoadedProfile, Profile, ProfileErrors, load_profiles, release_findings
 from sparkstack.memory_guards import memory_guards
+from sparkstack.paths import NotARepo
 from sparkstack.render import GPU_FLAGS, LAUNCH_DIR, SECRETS_PATH, UNIT_DIR, RenderError, Rendering, config_hash, render
 
 SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
@@ -49,6 +50,8 @@ def load_inputs() -> tuple[list[LoadedProfile], GroupSettings]:
         raise DeployError(f"invalid model profiles, nothing was changed:\n{exc}") from None
     except GroupSettingsError as exc:
         raise DeployError(f"invalid group settings, nothing was changed:\n{exc}") from None
+    except NotARepo as exc:
+        raise DeployError(f"{exc}; nothing was changed") from None
     return loaded, settings
 
 

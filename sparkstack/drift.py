@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparkstack.paths import REPO_ROOT
+from sparkstack.paths import repo_root
 
 EXIT_CLEAN = 0
 EXIT_DRIFT = 1
@@ -117,7 +117,8 @@ class InventoryProblem(Exception):
     pass
 
 
-def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path = REPO_ROOT) -> DriftReport:
+def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | None = None) -> DriftReport:
+    cwd = cwd or repo_root()
     """Exit 0 only when every host the limit names answered and a non-empty plan had no change."""
     try:
         named = named_hosts(limit, cwd, env)

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from pydantic import Field, ValidationError
 
-from sparkstack.paths import GROUP_DATA_DIR, display_path
+from sparkstack.paths import display_path, group_data_dir
 from sparkstack.profiles import StrictModel
 
 PREFIX = "sparkstack_"
@@ -84,11 +84,13 @@ def settings_from_data(data: Mapping[str, Any], source: str) -> GroupSettings:
         raise GroupSettingsError("\n".join(lines)) from None
 
 
-def known_groups(root: Path = GROUP_DATA_DIR) -> list[str]:
+def known_groups(root: Path | None = None) -> list[str]:
+    root = root or group_data_dir()
     return sorted(p.stem for p in root.glob("*.py") if p.stem != "all")
 
 
-def load_group_settings(group: str, root: Path = GROUP_DATA_DIR) -> GroupSettings:
+def load_group_settings(group: str, root: Path | None = None) -> GroupSettings:
+    root = root or group_data_dir()
     if not (root / f"{group}.py").is_file():
         raise GroupSettingsError(f"unknown group {group!r}: no {display_path(root / (group + '.py'))} "
                                  f"(known: {', '.join(known_groups(root))})")

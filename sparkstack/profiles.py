@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sparkstack.engines import SPARK_COMPUTE_CAPABILITY, adapter_for
 from sparkstack.engines.release import ReleaseError, parse_specifier, releases_for
-from sparkstack.paths import MODELS_DIR, display_path
+from sparkstack.paths import display_path, models_dir
 
 Engine = Literal["vllm", "sglang"]
 ENGINES = get_args(Engine)
@@ -192,7 +192,7 @@ class LoadedProfile:
 # --- loading -------------------------------------------------------------
 
 def collect_profile_files(paths: list[Path] | None = None) -> list[Path]:
-    paths = paths or [MODELS_DIR]
+    paths = paths or [models_dir()]
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
@@ -208,7 +208,7 @@ def load_profiles(paths: list[Path] | None = None) -> list[LoadedProfile]:
     loaded: list[LoadedProfile] = []
     files = collect_profile_files(paths)
     if not files:
-        where = ", ".join(display_path(p) for p in (paths or [MODELS_DIR]))
+        where = ", ".join(display_path(p) for p in (paths or [models_dir()]))
         raise ProfileErrors([ProfileError(where, "(files)", "no *.yaml model profiles found")])
     for path in files:
         profile, file_errors = _load_one(path)

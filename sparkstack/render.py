@@ -18,7 +18,7 @@ import jinja2
 from sparkstack.engines import API_KEY_ENV, engine_args
 from sparkstack.groups import GroupSettings
 from sparkstack.memory import Plan
-from sparkstack.paths import FILES_DIR, REPO_ROOT, TEMPLATES_DIR
+from sparkstack.paths import files_dir, repo_root, templates_dir
 from sparkstack.profiles import LoadedProfile, Profile
 
 CONFIG_DIR = "/etc/sparkstack"
@@ -104,7 +104,7 @@ class RenderError(Exception):
 
 def _jinja() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -184,7 +184,7 @@ def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str], sett
 
 def _source(lp: LoadedProfile) -> str:
     try:
-        return str(lp.source.resolve().relative_to(REPO_ROOT.resolve()))
+        return str(lp.source.resolve().relative_to(repo_root()))
     except ValueError:
         return lp.source.name
 
@@ -241,7 +241,7 @@ def memory_guard_files(env: jinja2.Environment, settings: GroupSettings) -> list
     )
     guard_unit = env.get_template("memory-guard.service.j2").render(memguard_path=MEMGUARD_PATH)
     return [
-        RenderedFile(MEMGUARD_PATH, (FILES_DIR / "sparkstack-memguard").read_text(encoding="utf-8"), "0755",
+        RenderedFile(MEMGUARD_PATH, (files_dir() / "sparkstack-memguard").read_text(encoding="utf-8"), "0755",
                      kind="memguard", component="memory-guards"),
         RenderedFile(f"{UNIT_DIR}/{MEMORY_GUARD_UNIT}", guard_unit, "0644", kind="guard-unit", component="memory-guards"),
         RenderedFile(EARLYOOM_DROPIN, earlyoom, "0644", kind="earlyoom-config", component="memory-guards"),
@@ -274,7 +274,7 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
         files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings), "0755", kind="launch-script"))
         files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, all_units, settings), "0644", kind="unit"))
     files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings), "0644", kind="registry"))
-    files.append(RenderedFile(SWITCH_PATH, (FILES_DIR / "llm-switch").read_text(encoding="utf-8"), "0755", kind="switch"))
+    files.append(RenderedFile(SWITCH_PATH, (files_dir() / "llm-switch").read_text(encoding="utf-8"), "0755", kind="switch"))
     files += memory_guard_files(env, settings)
     directories = [
         RenderedFile(CONFIG_DIR, "", "0755", kind="directory"),

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparkstack.paths import MODELS_DIR
+from sparkstack.paths import models_dir
 
 
 @pytest.fixture
 def profiles_dir(tmp_path: Path) -> Path:
     """A private copy of the shipped profiles."""
     target = tmp_path / "models"
-    shutil.copytree(MODELS_DIR, target)
+    shutil.copytree(models_dir(), target)
     return target
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -132,12 +134,34 @@ def test_every_error_is_reported_not_just_the_first(profiles_dir):
 
 @pytest.mark.parametrize("command", [["plan"], ["render", "--group", "spark", "--out", "OUT"]])
 def test_commands_that_read_profiles_refuse_invalid_ones(profiles_dir, tmp_path, monkeypatch, command):
-    import sparkstack.profiles as profiles
-
     edit_profile(profiles_dir, "qwen36", _set(["memory", "fraction"], 2))
-    monkeypatch.setattr(profiles, "MODELS_DIR", profiles_dir)
+    monkeypatch.setenv("SPARKSTACK_MODELS_DIR", str(profiles_dir))
     out = tmp_path / "tree"
     result = CliRunner().invoke(main, [str(out) if c == "OUT" else c for c in command])
     assert result.exit_code == 2
     assert "memory.fraction" in result.output
     assert not out.exists()
+
+
+def test_commands_read_the_checkout_they_run_in_not_the_installed_one(tmp_path):
+    """A second clone used with the first clone's venv reads its own profiles."""
+    import subprocess
+    import sys
+
+    from sparkstack.paths import repo_root
+
+    other = tmp_path / "second-clone"
+    other.mkdir()
+    for part in ("deploy.py", "inventory.py", "group_data", "templates", "files"):
+        source = repo_root() / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, other / part)
+    edit_profile(other / "group_data" / "models", "qwen36", _set(["port"], 30007))
+    sparkstack = [sys.executable, "-m", "sparkstack.cli"]
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARKSTACK_ROOT", "SPARKSTACK_MODELS_DIR")}
+    here = subprocess.run(sparkstack + ["render", "--group", "spark", "--out", str(tmp_path / "out")],
+                          cwd=other / "group_data", capture_output=True, text=True, env=env)
+    assert here.returncode == 0, here.stderr
+    assert "--port 30007" in (tmp_path / "out/usr/local/libexec/sparkstack/launch-qwen36").read_text()
+    nowhere = subprocess.run(sparkstack + ["validate"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert nowhere.returncode == 2
+    assert "is not inside a sparkstack checkout" in nowhere.stderr and "deploy.py" in nowhere.stderr

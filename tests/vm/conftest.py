@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sparkstack import testvm
-from sparkstack.paths import REPO_ROOT
+from sparkstack.paths import repo_root
 from tests.standin_engine.image import load_into_vm
 
 BIN = Path(sys.executable).parent
@@ -31,7 +31,7 @@ class DeployResult:
 
 def run(command: list[str], env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
     full_env = os.environ | (env or {})
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=full_env, timeout=timeout)
+    return subprocess.run(command, capture_output=True, text=True, cwd=repo_root(), env=full_env, timeout=timeout)
 
 
 def deploy(env: dict | None = None) -> DeployResult:

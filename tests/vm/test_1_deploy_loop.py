@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkstack.paths import MODELS_DIR
+from sparkstack.paths import models_dir
 from tests.vm.conftest import BIN, deploy, drift, run, vm_ssh
 
 
@@ -44,7 +44,7 @@ def test_drift_is_clean_after_a_deploy(deployed):
 def _changed_profiles(tmp_path: Path) -> dict:
     models = tmp_path / "models"
     models.mkdir(exist_ok=True)
-    for source in MODELS_DIR.glob("*.yaml"):
+    for source in models_dir().glob("*.yaml"):
         text = source.read_text()
         if source.name == "qwen36.yaml":
             text = text.replace("  fraction: 0.5 ", "  fraction: 0.6 ")
@@ -95,9 +95,9 @@ def test_planted_drift_is_reported_and_healed(deployed, kind, tmp_path):
 def test_a_removed_profile_is_retired_from_the_host(deployed, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    for source in MODELS_DIR.glob("*.yaml"):
+    for source in models_dir().glob("*.yaml"):
         (models / source.name).write_text(source.read_text())
-    extra = (MODELS_DIR / "qwen36.yaml").read_text().replace("name: qwen36", "name: tiny")
+    extra = (models_dir() / "qwen36.yaml").read_text().replace("name: qwen36", "name: tiny")
     extra = extra.replace("aliases: [qwen]", "aliases: [tee]").replace("port: 30001", "port: 30005")
     (models / "tiny.yaml").write_text(extra.replace("served_model_name: qwen36", "served_model_name: tiny"))
     added = deploy({"SPARKSTACK_MODELS_DIR": str(models)})
@@ -121,7 +121,7 @@ def test_drift_cannot_tell_when_a_host_is_unreachable(deployed, limit):
 def test_drift_cannot_tell_when_profiles_are_invalid(deployed, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
-    (models / "qwen36.yaml").write_text((MODELS_DIR / "qwen36.yaml").read_text().replace("engine: vllm", "engine: tgi"))
+    (models / "qwen36.yaml").write_text((models_dir() / "qwen36.yaml").read_text().replace("engine: vllm", "engine: tgi"))
     result = run([str(BIN / "sparkstack"), "drift", "--limit", "testvm"], env={"SPARKSTACK_MODELS_DIR": str(models)})
     assert result.returncode == 2
     assert re.search(r"qwen36\.yaml:\d+: engine: engine 'tgi' is not supported", result.stderr), result.stderr

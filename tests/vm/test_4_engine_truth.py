@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkstack.paths import MODELS_DIR
+from sparkstack.paths import models_dir
 from tests.vm.conftest import BIN, deploy, run, vm_ssh
 
 IMAGE = "sparkstack-standin-engine:latest"
@@ -23,7 +23,7 @@ WATCHED = "/usr/local/libexec/sparkstack/launch-qwen36 /etc/systemd/system/vllm-
 def profiles_with(tmp_path: Path, qwen36_extra: str) -> dict:
     models = tmp_path / "models"
     models.mkdir()
-    for source in MODELS_DIR.glob("*.yaml"):
+    for source in models_dir().glob("*.yaml"):
         text = source.read_text()
         if source.name == "qwen36.yaml":
             text += qwen36_extra

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from sparkstack.paths import MODELS_DIR
+from sparkstack.paths import models_dir
 from sparkstack.render import SECRETS_PATH
 from tests.vm.conftest import run, vm_ssh
 
@@ -16,7 +16,7 @@ def test_a_failing_env_check_does_not_print_the_secrets_file(deployed, ssh_confi
     assert vm_ssh(f"echo 'HF_TOKEN={PLANTED}' >> {SECRETS_PATH}").returncode == 0
     models = tmp_path / "models"
     models.mkdir()
-    for source in MODELS_DIR.glob("*.yaml"):
+    for source in models_dir().glob("*.yaml"):
         text = source.read_text()
         if source.name == "qwen36.yaml":
             text += "env: {VLLM_HOST_IP: 10.9.9.9}\n"  # the host's launch script does not set it: the check fails

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkstack.paths import MODELS_DIR
+from sparkstack.paths import models_dir
 from tests.vm.conftest import deploy, drift, vm_ssh
 from tests.vm.test_2_switch import KNOBS, running, set_knobs, status, switch
 
@@ -149,7 +149,7 @@ def test_the_guard_stops_a_model_below_the_floor_and_it_stays_stopped(deployed):
 def _profiles(tmp_path: Path, change) -> dict:
     models = tmp_path / "models"
     models.mkdir()
-    for source in MODELS_DIR.glob("*.yaml"):
+    for source in models_dir().glob("*.yaml"):
         (models / source.name).write_text(change(source.name, source.read_text()))
     return {"SPARKSTACK_MODELS_DIR": str(models)}
 
