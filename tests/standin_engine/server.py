@@ -234,6 +234,7 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
                 chunk(json.dumps(body))
 
             event({"role": "assistant", "content": ""})
+            paced_from = time.monotonic()
             groups = [pieces[i:i + tokens_per_chunk] for i in range(0, len(pieces), tokens_per_chunk)]
             for number, group in enumerate(groups):
                 if drop_after is not None and generated >= drop_after:
@@ -249,7 +250,8 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
                     self.wfile.flush()
                     return
                 if not burst:
-                    time.sleep(len(group) / token_rate)
+                    # Paced against a fixed schedule, so sleep overshoot does not add up: the true rate is token_rate.
+                    time.sleep(max(0.0, paced_from + (generated + len(group)) / token_rate - time.monotonic()))
                 generated += len(group)
                 delta = {}
                 for kind, text in group:
