@@ -42,7 +42,7 @@ def tarball() -> Path:
     hooks = [
         # The server and its declared table in /opt/standin (on sys.path through a .pth file); the
         # `vllm` and `sglang` packages the sparkstack probes import; `vllm` on PATH.
-        f'mkdir -p "$1/opt/standin"',
+        'mkdir -p "$1/opt/standin"',
         f'cp {HERE}/server.py {HERE}/table.py {HERE}/engine_table.json "$1/opt/standin/"',
         'echo /opt/standin > "$1/usr/lib/python3/dist-packages/standin.pth"',
         f'cp -r {PACKAGES}/vllm {PACKAGES}/sglang "$1/usr/lib/python3/dist-packages/"',

@@ -26,7 +26,6 @@ Knobs (environment, or a JSON file in the mounted model cache keyed by served na
   thinking_always  think even when the request turns thinking off
 """
 
-import argparse
 import json
 import os
 import signal

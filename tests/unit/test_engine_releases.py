@@ -27,7 +27,7 @@ STANDIN = Path(__file__).resolve().parents[1] / "standin_engine"
 STANDIN_TABLE = json.loads((STANDIN / "engine_table.json").read_text())
 
 
-def validate(*paths) -> "click.testing.Result":
+def validate(*paths):
     return CliRunner().invoke(main, ["validate", *map(str, paths)])
 
 

@@ -17,7 +17,6 @@ from sparkstack.groups import GroupSettings, load_group_settings
 from sparkstack.memory import make_plan
 from sparkstack.profiles import load_profiles
 from sparkstack.render import WATCHTOWER_DISABLE_LABEL, RenderError, render
-from tests.unit.conftest import edit_profile
 
 # What systemd-analyze may say off-target, and only that: docker and the launch scripts exist
 # on the host, not on this machine (the launch scripts are linted by shellcheck below, and the

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from sparkstack.cli import main
 from sparkstack.verify import FAIL, INSTRUMENT, PASS, Client, run_checks
-from tests.unit.test_verify import engine, qwen, statuses  # noqa: F401  (the fixture)
+from tests.unit.test_verify import qwen, statuses
 
 ENGINES = ["vllm", "sglang"]
 

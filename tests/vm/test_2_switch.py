@@ -176,7 +176,7 @@ def test_storm_of_concurrent_switches_never_runs_two_models(deployed):
         "systemctl show -p ActiveState --value vllm-qwen36.service sglang-mistral4.service | grep -cx active >> /root/units; "
         "done ) & sampler=$!; rm -f /root/storm-done /root/units; "
         + " ".join(f"( llm-switch {t} > /root/storm-{i}.log 2>&1; echo $? > /root/storm-{i}.rc ) &" for i, t in enumerate(targets))
-        + f" wait $(jobs -p | grep -v $sampler); touch /root/storm-done; wait $sampler; "
+        + " wait $(jobs -p | grep -v $sampler); touch /root/storm-done; wait $sampler; "
         "echo samples $(wc -l < /root/samples) max $(sort -n /root/samples | tail -1) "
         "units_max $(sort -n /root/units | tail -1)"
     )

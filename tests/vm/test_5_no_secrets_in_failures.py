@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from sparkstack.paths import models_dir
 from sparkstack.render import SECRETS_PATH

@@ -36,7 +36,7 @@ def probe():
     return {
         "engine": "sglang",
         "version": version,
-        "actions": describe_parser(parser),
+        "actions": describe_parser(parser),  # noqa: F821 (probes/common.py is sent ahead of this file)
         "value_choices": {},
         "env_vars": _env_vars(os.path.dirname(sglang.__file__)),
         "speculative_config_keys": [],
@@ -44,4 +44,4 @@ def probe():
     }
 
 
-emit(probe())
+emit(probe())  # noqa: F821

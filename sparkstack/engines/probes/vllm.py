@@ -43,7 +43,7 @@ def probe():
     return {
         "engine": "vllm",
         "version": vllm.__version__,
-        "actions": describe_parser(parser),
+        "actions": describe_parser(parser),  # noqa: F821 (probes/common.py is sent ahead of this file)
         "value_choices": {"--tool-call-parser": sorted(tool_parsers), "--reasoning-parser": sorted(reasoning_parsers)},
         "env_vars": sorted(envs.environment_variables),
         "speculative_config_keys": sorted(f.name for f in dataclasses.fields(speculative_config)),
@@ -51,4 +51,4 @@ def probe():
     }
 
 
-emit(probe())
+emit(probe())  # noqa: F821

@@ -1,0 +1,37 @@
+"""pyinfra deployers, one per host component, called in order by `deploy_sparkstack` (deploy.py).
+
+  preflight        facts and refusals; nothing changes        sparkstack/deployers/preflight.py
+  engine releases  the pinned images asked what they accept   sparkstack/deployers/engine_releases.py
+  models           scripts, units, registry, switch           sparkstack/deployers/models.py
+  memory guards    the gate, the watchdog, earlyoom            sparkstack/deployers/memory_guards.py
+
+Each is a small `@deploy` in the pyinfra-docker style. The files come from `sparkstack.render`,
+the same objects `sparkstack render` writes for review.
+"""
+
+from __future__ import annotations
+
+from pyinfra.api import DeployError
+
+from sparkstack.deployers.engine_releases import check_engine_releases
+from sparkstack.deployers.memory_guards import memory_guards
+from sparkstack.deployers.models import install_files, register_units, remove_retired_models, report_stale_models
+from sparkstack.deployers.preflight import check_api_key, host_group, load_inputs, plan_for_host, preflight
+from sparkstack.render import RenderError, render
+
+
+def deploy_sparkstack() -> None:
+    loaded, settings = load_inputs()
+    live_gb = preflight(settings)
+    plan = plan_for_host(loaded, settings, live_gb)
+    check_api_key(settings)
+    check_engine_releases(plan.deployable, settings)
+    try:
+        rendering = render(host_group(), loaded, settings, plan)
+    except RenderError as exc:
+        raise DeployError(str(exc)) from None
+    retired_ops = remove_retired_models(rendering)
+    unit_ops = install_files(rendering)
+    register_units(rendering, retired_ops + unit_ops)
+    memory_guards(rendering)
+    report_stale_models(rendering)

@@ -1,0 +1,45 @@
+"""Engine releases: ask each pinned image which engine release it carries and what it accepts.
+
+The probe (sparkstack/engines/probes/) runs inside the image once per image id and is cached on
+the host (sparkstack/engines/host.py); the same check as `sparkstack validate` then runs against
+its answer. Refusals come before any file changes.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import DeployError, deploy
+
+from sparkstack.engines.host import EngineProbe, read_answer
+from sparkstack.engines.release import admits
+from sparkstack.groups import GroupSettings
+from sparkstack.profiles import Profile, release_findings
+from sparkstack.render import GPU_FLAGS
+
+@deploy("sparkstack engine releases")
+def check_engine_releases(profiles: list[Profile], settings: GroupSettings) -> None:
+    """Ask each pinned image which engine release it carries and what it accepts; refuse, before any
+    file changes, a release outside the profile's engine_version or anything it would refuse or ignore."""
+    problems: list[str] = []
+    gpu_flags = tuple(GPU_FLAGS) if settings.gpus else ()
+    for profile in profiles:
+        image = settings.image_for(profile.engine, profile.image)
+        output = host.get_fact(EngineProbe, engine=profile.engine, image=image, gpu_flags=gpu_flags)
+        answer = read_answer(profile.engine, image, output)
+        if answer.release is None:
+            problems.append(f"{profile.name}: {answer.problem}")
+            continue
+        release = answer.release
+        if not admits(profile.engine_version, release.version):
+            problems.append(f"{profile.name}: engine_version: image {image} carries {release.label}, but the profile "
+                            f"declares {profile.engine_version!r}; declare the release the image carries (and snapshot "
+                            "it with tools/snapshot_engine.py) or pin the image that carries the declared one")
+            continue
+        found = release_findings(profile, release)
+        problems += [f"{subject}: {f.where}: {release.label} in image {image} {f.says}" for subject, f in found]
+        if not found:
+            logger.info(f"{host.name}: {profile.name}: image {image} carries {release.label}; "
+                        "it accepts every flag and env var sparkstack renders")
+    if problems:
+        raise DeployError(f"{host.name}: the engine in the pinned image refuses or ignores what sparkstack would "
+                          "render; nothing was changed:\n" + "\n".join(f"  {line}" for line in problems))

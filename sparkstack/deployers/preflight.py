@@ -1,0 +1,94 @@
+"""Preflight: is this a host sparkstack can run on, and what may it get? Nothing here changes the host.
+
+Facts only (distribution, architecture, systemd, docker and its nvidia runtime, memory, the
+API key's presence); every refusal is a `DeployError` that tells the user what to do.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, logger
+from pyinfra.api import DeployError, deploy
+from pyinfra.facts.hardware import Memory
+from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
+
+from sparkstack.engines import API_KEY_ENV
+from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
+from sparkstack.memory import Plan, PlanError, make_plan
+from sparkstack.paths import NotARepo
+from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
+from sparkstack.render import SECRETS_PATH
+
+SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
+# A Spark's GB10 is an ARM64 system and the pinned engine images are arm64 builds.
+GPU_ARCHITECTURES = ("aarch64",)
+CPU_ONLY_ARCHITECTURES = ("aarch64", "x86_64")
+
+
+def host_group() -> str:
+    """The host's sparkstack group, for messages and the plan heading."""
+    groups = [g for g in host.groups if g in ("spark", "testvm")]
+    return groups[0] if groups else (host.groups[0] if host.groups else "all")
+
+
+def load_inputs() -> tuple[list[LoadedProfile], GroupSettings]:
+    """Validate profiles and group settings before anything touches the host."""
+    try:
+        loaded = load_profiles()
+        settings = settings_from_data(host.data.dict(), f"group data of {host.name}")
+    except ProfileErrors as exc:
+        raise DeployError(f"invalid model profiles, nothing was changed:\n{exc}") from None
+    except GroupSettingsError as exc:
+        raise DeployError(f"invalid group settings, nothing was changed:\n{exc}") from None
+    except NotARepo as exc:
+        raise DeployError(f"{exc}; nothing was changed") from None
+    return loaded, settings
+
+
+@deploy("sparkstack preflight")
+def preflight(settings: GroupSettings) -> float:
+    """Check the host can run the stack; return its unified memory in GB."""
+    distro = host.get_fact(LinuxDistribution)
+    if distro.get("name") not in SUPPORTED_DISTRIBUTIONS:
+        raise DeployError(f"{host.name}: {distro.get('name')} is not supported; sparkstack targets DGX OS (Ubuntu) "
+                          f"and Debian ({', '.join(SUPPORTED_DISTRIBUTIONS)})")
+    arch = host.get_fact(Arch)
+    allowed = GPU_ARCHITECTURES if settings.gpus else CPU_ONLY_ARCHITECTURES
+    if arch not in allowed:
+        raise DeployError(f"{host.name}: architecture {arch} is not supported for this group "
+                          f"(expected {', '.join(allowed)}; a DGX Spark is aarch64)")
+    for command, advice in (("systemctl", "sparkstack needs systemd"),
+                            ("docker", "install Docker (DGX OS ships it; on Debian: apt install docker.io)")):
+        if not host.get_fact(Which, command=command):
+            raise DeployError(f"{host.name}: `{command}` not found: {advice}")
+    if settings.gpus:
+        runtimes = host.get_fact(Command, command="docker info --format '{{json .Runtimes}}' 2>/dev/null || true")
+        if "nvidia" not in (runtimes or ""):
+            raise DeployError(f"{host.name}: docker has no `nvidia` runtime; install and configure the NVIDIA "
+                              "Container Toolkit (`nvidia-ctk runtime configure --runtime=docker`), then restart docker")
+    memory_mb = host.get_fact(Memory)
+    if not memory_mb:
+        raise DeployError(f"{host.name}: could not read the host's memory (vmstat -s)")
+    return memory_mb / 1024
+
+
+def plan_for_host(loaded: list[LoadedProfile], settings: GroupSettings, live_gb: float) -> Plan:
+    try:
+        plan = make_plan(host_group(), [lp.profile for lp in loaded], settings, live_gb=live_gb)
+    except PlanError as exc:
+        raise DeployError(str(exc)) from None
+    for fit in plan.refused:
+        logger.warning(f"{host.name}: not deploying {fit.profile.name}:\n{fit.describe()}")
+    return plan
+
+
+def check_api_key(settings: GroupSettings) -> None:
+    """An exposed endpoint needs its API key in the secrets file; count the line, never read it out."""
+    if not settings.expose:
+        return
+    for env_name in sorted(set(API_KEY_ENV.values())):
+        count = host.get_fact(Command, command=f"grep -c '^{env_name}=..*' {SECRETS_PATH} 2>/dev/null || true")
+        if str(count).strip() in ("", "0"):
+            raise DeployError(f"{host.name}: this group exposes its endpoints, so {SECRETS_PATH} must set "
+                              f"{env_name}=<key> (root-only file); add it on the host and deploy again")
+
+
