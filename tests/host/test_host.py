@@ -84,3 +84,23 @@ def test_switching_to_none_leaves_nothing_running(host):
     assert result.rc == 0, result.stderr
     assert managed_containers(host) == []
     assert json.loads(host.check_output("llm-switch status --json"))["hot"] is None
+
+
+@pytest.mark.parametrize("service", ["sparkstack-memory-guard.service", "earlyoom.service"])
+def test_memory_guards_run_and_start_at_boot(host, service):
+    unit = host.service(service)
+    assert unit.is_running and unit.is_enabled, service
+
+
+def test_earlyoom_runs_with_the_rendered_absolute_thresholds(host, rendering):
+    dropin = next(f for f in rendering.files if f.kind == "earlyoom-config")
+    wanted = next(line for line in dropin.content.splitlines() if line.startswith("ExecStart=/"))
+    running = host.check_output("ps -o args= -C earlyoom")
+    # systemd unescapes $$ and drops the quotes the drop-in needs; compare what earlyoom was given.
+    assert running == wanted.removeprefix("ExecStart=").replace("$$", "$").replace('"', ""), running
+    assert " -m " not in running and " -M " in running
+
+
+def test_memory_guard_unit_verifies_on_the_host(host):
+    result = host.run("systemd-analyze verify /etc/systemd/system/sparkstack-memory-guard.service")
+    assert result.rc == 0 and not result.stderr.strip(), result.stderr

@@ -246,3 +246,15 @@ def test_earlyoom_runs_as_the_group_says_and_picks_the_engine_first(deployed):
     dry = vm_ssh(f"timeout 5 earlyoom --dryrun -m 99,99 -s 100,100 -r 0 --prefer '{prefer}' --avoid '{avoid}' 2>&1")
     victim = re.search(r'sending SIG\w+ to process (\d+) uid \d+ "([^"]+)"', dry.stdout)
     assert victim and victim.group(1) == engine_pid, dry.stdout
+
+
+def test_a_missing_launch_script_fails_the_start(deployed):
+    script = "/usr/local/libexec/sparkstack/launch-qwen36"
+    vm_ssh(f"mv {script} /root/launch-qwen36.away")
+    try:
+        started = vm_ssh("systemctl start vllm-qwen36.service")
+        assert started.returncode != 0, started.stdout  # Type=exec: the start itself fails, not a later crash
+        assert "failed" in started.stderr.lower() or "exit" in started.stderr.lower(), started.stderr
+    finally:
+        vm_ssh(f"systemctl stop vllm-qwen36.service; mv /root/launch-qwen36.away {script}; "
+               "systemctl reset-failed vllm-qwen36.service")
