@@ -118,8 +118,8 @@ class InventoryProblem(Exception):
 
 
 def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | None = None) -> DriftReport:
-    cwd = cwd or repo_root()
     """Exit 0 only when every host the limit names answered and a non-empty plan had no change."""
+    cwd = cwd or repo_root()
     try:
         named = named_hosts(limit, cwd, env)
     except InventoryProblem as exc:

@@ -29,10 +29,12 @@ SWITCH_PATH = "/usr/local/bin/llm-switch"
 MEMGUARD_PATH = f"{LAUNCH_DIR}/sparkstack-memguard"
 MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
 EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
-# earlyoom picks these first (engine processes, by their 15-character process names; vLLM's workers call
-# themselves VLLM::...) and spares these (remote access, the container runtime, init, sparkstack's own
+# earlyoom picks these first: the engine processes that hold the model, by their 15-character process
+# names. vLLM names them VLLM::<role> (vllm/utils/system_utils.py set_process_title) and its CLI is
+# `vllm`; SGLang names them sglang::<role> (srt/managers/scheduler.py). A bare `python3` is not
+# preferred: a user's script must not go before the engine. It spares these (remote access, the container runtime, init, sparkstack's own
 # guard and switch, the desktop).
-EARLYOOM_PREFER = r"^(python3?|vllm|VLLM::.*|sglang.*)$"
+EARLYOOM_PREFER = r"^(vllm|VLLM::.*|sglang::.*)$"
 EARLYOOM_AVOID = (r"^(sshd|dockerd|containerd.*|systemd.*|earlyoom|sparkstack-memg.*|llm-switch"
                   r"|Xorg|Xwayland|gnome-shell|gdm.*|sddm.*|plasmashell)$")
 REGISTRY_PATH = f"{CONFIG_DIR}/models.json"

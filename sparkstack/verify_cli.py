@@ -12,8 +12,8 @@ from sparkstack import testvm
 from sparkstack.profiles import ProfileErrors, find_profile, load_profiles
 from sparkstack.remote import RemoteError, Tunnel, ssh_output
 from sparkstack.render import REGISTRY_PATH
-from sparkstack.verify import (Client, Expectations, Instrument, append_history, default_history_file, history_table,
-                               run_checks)
+from sparkstack.verify import (INSTRUMENT, Check, Client, Expectations, Instrument, Report, append_history,
+                               default_history_file, history_table, run_checks)
 
 EXIT_USAGE = 2
 
@@ -103,6 +103,9 @@ def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, reg
                 report.url = f"{host}:127.0.0.1:{port} (via ssh tunnel)"
         except RemoteError as exc:
             click.echo(f"verify: INSTRUMENT: {exc}", err=True)
+            # Recorded like every other run that measured nothing.
+            failed = Report(f"{host} (via ssh)", Expectations(model or "unknown"), [Check("readiness", INSTRUMENT, "-", str(exc))])
+            append_history(failed, history_file)
             return EXIT_USAGE
     append_history(report, history_file)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.table())

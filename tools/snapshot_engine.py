@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sparkstack.engines import ADAPTERS  # noqa: E402
-from sparkstack.engines.release import RELEASES_DIR, EngineRelease  # noqa: E402
+from sparkstack.engines.release import RELEASES_DIR, EngineRelease, probe_answer  # noqa: E402
 
 
 def snapshot(requirement: str, work: Path, keep: bool) -> Path:
@@ -48,7 +48,7 @@ def snapshot(requirement: str, work: Path, keep: bool) -> Path:
                            capture_output=True, text=True, env=env, check=False)
     if probe.returncode != 0:
         sys.exit(f"{requirement}: the probe failed:\n{probe.stderr[-3000:]}")
-    document = json.loads(probe.stdout)
+    document = probe_answer(probe.stdout)
     if document["version"] != version:
         sys.exit(f"{requirement}: the installed engine reports {document['version']}")
     document["source"] = f"PyPI {requirement}, probed by tools/snapshot_engine.py"

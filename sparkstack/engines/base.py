@@ -41,6 +41,8 @@ class EngineAdapter:
     # Flags whose values must be among the release's choices when we render them.
     memory_fraction_flag: str
     context_length_flag: str
+    # Flags whose value the engine reads case-insensitively (their recorded choices are lower-case).
+    case_insensitive_values: tuple[str, ...] = ()
     # Where the running server tells its release: GET path answering JSON with a "version".
     version_path: str
     moe_backend_flag: str
@@ -89,9 +91,12 @@ class EngineAdapter:
         except argparse.ArgumentError as exc:
             findings.append(Finding(_flag_of(exc) or "(arguments)", f"says: {exc.message if hasattr(exc, 'message') else exc}"))
             namespace, extra = None, []
+        previous = None
         for token in extra:
-            if not token.startswith("--"):
+            # A value that follows an unknown flag was reported with the flag already.
+            if not token.startswith("--") and not (previous or "").startswith("--"):
                 findings.append(Finding(token, "takes no value here (stray argument)"))
+            previous = token
         if namespace is not None:
             findings += self._value_findings(args, release)
         for name in sorted(env):
@@ -107,6 +112,8 @@ class EngineAdapter:
             flag, _, inline = token.partition("=")
             value = inline or (args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else None)
             allowed = release.value_choices.get(flag)
+            if value is not None and flag in self.case_insensitive_values:
+                value = value.lower()
             if value is not None and allowed is not None and value not in allowed:
                 findings.append(Finding(flag, f"does not know {value!r} (it knows: {', '.join(allowed)})"))
         return findings

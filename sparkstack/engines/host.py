@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import shlex
 from dataclasses import dataclass
 
 from pyinfra.api import FactBase
 
 from sparkstack.engines import adapter_for
-from sparkstack.engines.release import EngineRelease, ReleaseError
+from sparkstack.engines.release import PROBE_MARKER, EngineRelease, ReleaseError, probe_answer
 
 ENGINE_PROBE_CACHE = "/var/lib/sparkstack/engine-probes"
 ABSENT = "SPARKSTACK-PROBE: image absent"
@@ -36,9 +35,11 @@ def probe_script(engine: str, image: str, gpu_flags: tuple[str, ...] = ()) -> st
         f"if [ ! -s \"$cache\" ]; then "
         f"mkdir -p {ENGINE_PROBE_CACHE} && "
         f"if echo {encoded} | base64 -d | docker run --rm -i --pull=never --network none {flags} "
-        f"--entrypoint python3 {image_q} - > \"$cache.tmp\" 2> \"$cache.err\"; "
-        f"then mv \"$cache.tmp\" \"$cache\"; "
-        f"else echo '{FAILED}'; tail -n 15 \"$cache.err\"; rm -f \"$cache.tmp\"; exit 0; fi; "
+        f"--entrypoint python3 {image_q} - > \"$cache.$$\" 2> \"$cache.err\" "
+        # Only an answer carrying the probe's marker is cached; anything else is shown, never kept.
+        f"&& grep -q '^{PROBE_MARKER}' \"$cache.$$\"; "
+        f"then mv \"$cache.$$\" \"$cache\"; "
+        f"else echo '{FAILED}'; tail -n 15 \"$cache.$$\" \"$cache.err\" 2>/dev/null; rm -f \"$cache.$$\"; exit 0; fi; "
         f"fi; cat \"$cache\""
     )
 
@@ -70,7 +71,7 @@ def read_answer(engine: str, image: str, output: str | None) -> ProbeAnswer:
         detail = text[len(FAILED):].strip()
         return ProbeAnswer(None, f"image {image} did not answer the {engine} probe:\n{detail}")
     try:
-        release = EngineRelease.from_document(json.loads(text), f"image {image}")
+        release = EngineRelease.from_document(probe_answer(text), f"image {image}")
     except (ValueError, ReleaseError) as exc:
         return ProbeAnswer(None, f"image {image}: the {engine} probe's answer is unreadable ({exc})")
     if release.engine != engine:

@@ -93,13 +93,27 @@ class EngineRelease:
                 speculative_config_keys=frozenset(document.get("speculative_config_keys") or ()),
                 speculative_methods=tuple(document.get("speculative_methods") or ()),
             )
-        except (KeyError, TypeError, InvalidVersion) as exc:
+        except InvalidVersion:
+            raise ReleaseError(f"{source}: reports version {document.get('version')!r}, which is not a PEP 440 "
+                               "version; sparkstack cannot place it in a declared range") from None
+        except (KeyError, TypeError) as exc:
             raise ReleaseError(f"{source}: not an engine release description ({exc})") from None
 
 
 class _StrictParser(argparse.ArgumentParser):
     def error(self, message: str):  # argparse would print usage and exit
         raise argparse.ArgumentError(None, message)
+
+
+PROBE_MARKER = "SPARKSTACK-PROBE-ANSWER "
+
+
+def probe_answer(output: str) -> dict:
+    """The JSON document a probe printed after its marker (anything else on stdout is ignored)."""
+    for line in output.splitlines():
+        if line.startswith(PROBE_MARKER):
+            return json.loads(line[len(PROBE_MARKER):])
+    raise ValueError("no probe answer in the output")
 
 
 def parse_specifier(text: str) -> SpecifierSet:

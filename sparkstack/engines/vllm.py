@@ -40,6 +40,7 @@ class VllmAdapter(EngineAdapter):
     context_length_flag = "--max-model-len"
     version_path = "/version"  # vllm/entrypoints/serve/instrumentator/basic.py: {"version": ...}
     moe_backend_flag = "--moe-backend"
+    case_insensitive_values = ("--attention-backend",)
 
     def command(self, p, v) -> list[str]:
         args = [

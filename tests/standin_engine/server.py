@@ -24,6 +24,9 @@ Knobs (environment, or a JSON file in the mounted model cache keyed by served na
   hidden_tokens    usage counts this many tokens that were never streamed (a lying count)
   answer           the answer to 12*17 (default 204)
   thinking_always  think even when the request turns thinking off
+  finish_reason    end streams with this finish_reason instead (e.g. abort)
+  no_done          end streams without the [DONE] marker
+  stop_delay_s     take this long to shut down on SIGTERM                  STANDIN_STOP_DELAY_S
 """
 
 import json
@@ -61,7 +64,8 @@ def knobs(served):
     except (OSError, ValueError):
         pass
     for key in ("load_delay_s", "crash_after_s", "token_rate", "never_ready", "hang", "zero_tokens", "burst",
-                "thinking_tokens", "tokens_per_chunk", "error_after", "drop_after", "hidden_tokens", "thinking_always"):
+                "thinking_tokens", "tokens_per_chunk", "error_after", "drop_after", "hidden_tokens", "thinking_always",
+                "stop_delay_s", "no_done"):
         env = os.environ.get(f"STANDIN_{key.upper()}")
         if env is not None:
             values[key] = float(env)
@@ -101,6 +105,8 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
     hidden_tokens = int(settings.get("hidden_tokens", 0))
     answer_text = str(settings.get("answer", "204"))
     thinking_always = bool(settings.get("thinking_always"))
+    finish_override = settings.get("finish_reason")
+    no_done = bool(settings.get("no_done"))
 
     def thinking_on(body):
         # Qwen3's template (and the engines) switch thinking off with chat_template_kwargs.enable_thinking=false.
@@ -187,7 +193,7 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
                 tool_calls = [{"id": "call_0", "type": "function", "function": {"name": fn, "arguments": "{}"}}]
             prompt_tokens = len(text.split())
             if body.get("stream"):
-                return self.stream(pieces, finish, prompt_tokens, body.get("stream_options") or {})
+                return self.stream(pieces, finish_override or finish, prompt_tokens, body.get("stream_options") or {})
             message = {"role": "assistant", "content": "".join(t for kind, t in pieces if kind == "content") or None}
             thought = "".join(t for kind, t in pieces if kind == "reasoning")
             if thought:
@@ -263,25 +269,42 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
             if options.get("include_usage"):
                 chunk(json.dumps({"id": "standin-0", "object": "chat.completion.chunk", "model": served, "choices": [],
                                   "usage": usage(generated + hidden_tokens)}))
-            chunk("[DONE]")
+            if not no_done:
+                chunk("[DONE]")
             self.wfile.write(b"".join(pending) + b"0\r\n\r\n")
             self.wfile.flush()
 
     return Handler
 
 
+# The process names the real engines give the processes that hold the model (setproctitle; the kernel
+# keeps 15 characters): vLLM VLLM::EngineCore, SGLang sglang::scheduler.
+PROCESS_NAME = {"vllm": "VLLM::EngineCore", "sglang": "sglang::scheduler"}
+
+
 def main(engine, argv):
-    # As PID 1 in the container, SIGTERM is ignored unless handled; real engines shut down on it.
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     args = parse(engine, argv)
+    served = args.served_model_name or (args.model if engine == "vllm" else args.model_path)
+    settings = knobs(served)
+    stop_delay = float(settings.get("stop_delay_s", 0))
+
+    def shut_down(*_):
+        # Real engines shut down on SIGTERM (as PID 1 it is ignored unless handled), some of them slowly.
+        time.sleep(stop_delay)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, shut_down)
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as handle:
+            handle.write(PROCESS_NAME[engine][:15])
+    except OSError:
+        pass
     # Like vLLM, warn about variables with the engine's prefix that this release does not read.
     known = set(table.table(engine)["env_vars"])
     prefix = "VLLM_" if engine == "vllm" else "SGLANG_"
     for name in sorted(os.environ):
         if name.startswith(prefix) and name not in known:
             print(f"standin: Unknown {engine} environment variable detected: {name}", flush=True)
-    served = args.served_model_name or (args.model if engine == "vllm" else args.model_path)
-    settings = knobs(served)
     record = {"engine": engine, "argv": argv, "knobs": settings, "started": time.time()}
     print(f"standin: {json.dumps(record)}", flush=True)
     try:

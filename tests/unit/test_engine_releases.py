@@ -41,7 +41,7 @@ def test_every_shipped_profile_is_checked_against_at_least_one_real_release():
         found = releases_for(p.engine, p.engine_version)
         assert found, f"{p.name}: no snapshot for {p.engine} {p.engine_version}"
         for r in found:
-            assert r.source.startswith(f"{p.engine}-")  # a committed snapshot, not a table of ours
+            assert len(r.actions) > 300, r.label  # a real release's parser, not the stand-in's dozen options
             assert release_findings(p, r) == [], f"{p.name} vs {r.label}"
 
 
@@ -109,6 +109,31 @@ def test_moe_backend_needs_a_release_that_spells_it(profiles_dir):
     assert "admits vLLM releases before 0.23.0, which have no --moe-backend" in result.output, result.output
 
 
+def test_vllm_attention_backends_are_checked_case_insensitively(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", lambda d: d.update(extra_args=["--attention-backend", "FLASHINFER"]))
+    assert validate(profiles_dir).exit_code == 0  # vLLM upper-cases the value itself
+    edit_profile(profiles_dir, "qwen36", lambda d: d.update(extra_args=["--attention-backend", "warp"]))
+    result = validate(profiles_dir)
+    assert "qwen36: --attention-backend: vllm 0.33.0 does not know 'warp'" in result.output, result.output
+
+
+def test_an_unknown_flag_is_reported_once_with_its_value(profiles_dir):
+    edit_profile(profiles_dir, "qwen36", lambda d: d.update(extra_args=["--no-such-flag", "value"]))
+    result = validate(profiles_dir)
+    assert result.output.count("qwen36: ") == 1 and "--no-such-flag" in result.output, result.output
+
+
+def test_a_probe_answer_is_only_the_marked_line():
+    from sparkstack.engines.release import PROBE_MARKER
+
+    noisy = "INFO some log line on stdout\n" + PROBE_MARKER + json.dumps(STANDIN_TABLE["vllm"] | {
+        "engine": "vllm", "actions": [], "env_vars": []}) + "\n"
+    assert read_answer("vllm", "img", noisy).release.version == "0.33.0"
+    assert "unreadable" in read_answer("vllm", "img", "INFO only logs\n").problem
+    assert "not a PEP 440 version" in read_answer("vllm", "img", PROBE_MARKER + json.dumps(
+        {"engine": "vllm", "version": "dev", "actions": []})).problem
+
+
 def test_speculative_config_keys_and_methods_are_checked():
     vllm_0_33 = release("vllm", "0.33.0")
     findings = VllmAdapter._speculative_findings('{"method":"medusa2","model":"x","bogus_key":1}', vllm_0_33)
@@ -128,9 +153,10 @@ def test_the_standin_table_is_a_subset_of_the_real_release_it_claims():
                 real_choices = real.choices_of(flag)
                 assert real_choices and set(kind) <= set(real_choices), f"stand-in {engine} {flag}"
         assert set(claimed["env_vars"]) <= real.env_vars
-        for key in ("tool_call_parsers", "reasoning_parsers"):
-            flag = "--" + key.replace("_parsers", "-parser").replace("_", "-")
-            assert set(claimed.get(key, [])) <= set(real.value_choices.get(flag, claimed.get(key, [])))
+        for key, flag in (("tool_call_parsers", "--tool-call-parser"), ("reasoning_parsers", "--reasoning-parser")):
+            if key in claimed:
+                assert flag in real.value_choices, f"{real.label} records no {flag} registry"
+                assert set(claimed[key]) <= set(real.value_choices[flag]), f"stand-in {engine} {key}"
 
 
 @pytest.mark.parametrize("engine", sorted(ADAPTERS))

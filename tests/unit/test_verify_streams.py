@@ -58,6 +58,8 @@ BROKEN = {
     "error event mid-stream": ({"error_after": 10}, "sent an error event after"),
     "dropped connection": ({"drop_after": 10}, "broke off after"),
     "count beyond what was streamed": ({"hidden_tokens": 400}, "tokens were counted that were not"),
+    "no end marker": ({"no_done": 1}, "without the [DONE] end marker"),
+    "aborted run": ({"finish_reason": "abort"}, "finish_reason 'abort'"),
 }
 
 
@@ -86,6 +88,8 @@ def test_a_speculative_chunk_without_speculative_decoding_is_an_instrument_failu
     ({"answer": "204"}, PASS, "answered 204"),
     ({"answer": "12*17 = 204."}, PASS, "answered 204"),
     ({"answer": "1204"}, FAIL, "not 204"),
+    ({"answer": "1,204"}, FAIL, "not 204"),
+    ({"answer": "204.5"}, FAIL, "not 204"),
     ({"answer": "205", "thinking_tokens": 5, "thinking_always": 1}, FAIL, "not 204"),  # thinking says 204
     ({"thinking_tokens": 300, "thinking_always": 1}, INSTRUMENT, "budget ran out"),
 ])

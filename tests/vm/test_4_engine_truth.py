@@ -90,7 +90,7 @@ def test_an_image_carrying_another_release_is_refused(image_claiming_another_rel
     result = attempt_deploy({})
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert (f"qwen36: engine_version: image {IMAGE} carries vllm 0.24.0, but the profile declares '>=0.33.0'"
+    assert (f"qwen36: engine_version: image {IMAGE} carries vllm 0.24.0, but the profile declares '>=0.33.0.dev0'"
             in output), output[-3000:]
     assert host_files_digest() == before
 

@@ -104,6 +104,23 @@ def test_a_hand_start_waits_for_room_and_never_runs_beside_another_model(deploye
     assert running() == ["sparkstack-mistral4"]
 
 
+def test_a_hand_start_waits_for_a_slow_stop_of_the_model_it_conflicts_with(deployed):
+    """Conflicts= alone would run the stop of qwen36 and the start of mistral4 side by side."""
+    set_knobs({"qwen36": {"stop_delay_s": 8}})
+    assert switch("qwen")[0] == 0
+    script = ("rm -f /root/order-samples; ( while [ ! -e /root/order-done ]; do "
+              "docker ps -q --filter label=io.sparkstack.managed=true | wc -l >> /root/order-samples; sleep 0.2; done ) & "
+              "rm -f /root/order-done; started=$(date +%s); systemctl start sglang-mistral4.service; echo rc=$?; "
+              "echo took=$(( $(date +%s) - started )); sleep 3; touch /root/order-done; wait; "
+              "echo max=$(sort -n /root/order-samples | tail -1) samples=$(wc -l < /root/order-samples)")
+    result = vm_ssh(f"bash -c '{script}'", timeout=300)
+    print(result.stdout)
+    fields = dict(item.split("=") for item in result.stdout.split())
+    assert fields["rc"] == "0" and fields["max"] == "1", result.stdout
+    assert int(fields["took"]) >= 7  # the start waited for the 8 s stop
+    assert running() == ["sparkstack-mistral4"]
+
+
 def _restarted_through_the_gate(trigger: str) -> str:
     since = vm_ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     assert switch("qwen")[0] == 0
@@ -120,7 +137,8 @@ def _restarted_through_the_gate(trigger: str) -> str:
 
 def test_a_crash_restart_waits_for_room(deployed):
     journal = _restarted_through_the_gate("docker kill --signal=KILL sparkstack-qwen36")
-    assert journal.count("room for qwen36:") >= 2  # the first start and the restart both passed the gate
+    passed = [line for line in journal.splitlines() if line.startswith("sparkstack-memguard: room for qwen36:")]
+    assert len(passed) >= 2, journal  # the first start and the restart both passed the gate
 
 
 def test_a_docker_restart_restarts_the_model_through_the_gate(deployed):
@@ -237,15 +255,18 @@ def test_status_says_ready_for_an_exposed_model_to_a_user_without_the_key(deploy
 def test_earlyoom_runs_as_the_group_says_and_picks_the_engine_first(deployed):
     args = vm_ssh("ps -o args= -C earlyoom").stdout.strip()
     assert args.startswith("/usr/bin/earlyoom -M 5243,1024 -s 100,100"), args  # 524288 and 102400 KiB x 0.01
-    assert "--prefer ^(python3?|vllm|VLLM::.*|sglang.*)$" in args and "sshd|dockerd" in args
+    assert "--prefer ^(vllm|VLLM::.*|sglang::.*)$" in args and "sshd|dockerd" in args
     assert switch("qwen")[0] == 0
     prefer = re.search(r"--prefer (\S+)", args).group(1)
     avoid = re.search(r"--avoid (\S+)", args).group(1)
     engine_pid = vm_ssh("pgrep -f /opt/standin/server.py").stdout.split()[0]
+    assert vm_ssh(f"cat /proc/{engine_pid}/comm").stdout.strip() == "VLLM::EngineCor"  # named as vLLM names it
+    vm_ssh("systemd-run --unit=sparkstack-test-user-python --collect --quiet python3 -c 'import time; time.sleep(60)'")
     # The same regexes, thresholds raised so that it would act now; --dryrun names its first victim.
     dry = vm_ssh(f"timeout 5 earlyoom --dryrun -m 99,99 -s 100,100 -r 0 --prefer '{prefer}' --avoid '{avoid}' 2>&1")
+    vm_ssh("systemctl stop sparkstack-test-user-python")
     victim = re.search(r'sending SIG\w+ to process (\d+) uid \d+ "([^"]+)"', dry.stdout)
-    assert victim and victim.group(1) == engine_pid, dry.stdout
+    assert victim and victim.group(1) == engine_pid, dry.stdout  # the engine, not a user's python3
 
 
 def test_a_missing_launch_script_fails_the_start(deployed):

@@ -20,6 +20,9 @@ def describe_parser(parser):
     return sorted(actions, key=lambda a: a["options"][0])
 
 
+# The answer is one line behind this marker, so whatever else an image prints on stdout cannot pass for it.
+MARKER = "SPARKSTACK-PROBE-ANSWER "
+
+
 def emit(document):
-    json.dump(document, sys.stdout, indent=1, sort_keys=True)
-    sys.stdout.write("\n")
+    sys.stdout.write(MARKER + json.dumps(document, sort_keys=True) + "\n")

@@ -40,11 +40,19 @@ def probe():
     reasoning_parsers = _first(("vllm.reasoning", "ReasoningParserManager")).list_registered()
     speculative_config = _first(("vllm.config", "SpeculativeConfig"))
     speculative_method = _first(("vllm.config.speculative", "SpeculativeMethod"))
+    value_choices = {"--tool-call-parser": sorted(tool_parsers), "--reasoning-parser": sorted(reasoning_parsers)}
+    try:  # --attention-backend is checked against this enum after parsing, not by argparse
+        backends = _first(("vllm.v1.attention.backends.registry", "AttentionBackendEnum"),
+                          ("vllm.attention.backends.registry", "AttentionBackendEnum"))
+        # vLLM upper-cases the value and takes "auto" (vllm/config/attention.py); kept lower-case here.
+        value_choices["--attention-backend"] = sorted([b.name.lower() for b in backends] + ["auto"])
+    except SystemExit:
+        pass
     return {
         "engine": "vllm",
         "version": vllm.__version__,
         "actions": describe_parser(parser),  # noqa: F821 (probes/common.py is sent ahead of this file)
-        "value_choices": {"--tool-call-parser": sorted(tool_parsers), "--reasoning-parser": sorted(reasoning_parsers)},
+        "value_choices": value_choices,
         "env_vars": sorted(envs.environment_variables),
         "speculative_config_keys": sorted(f.name for f in dataclasses.fields(speculative_config)),
         "speculative_methods": sorted(set(_literal_values(speculative_method))),
