@@ -170,11 +170,11 @@ def test_storm_of_concurrent_switches_never_runs_two_models(deployed):
     targets = ["qwen", "mistral", "none", "mistral --variant rollback", "qwen", "none", "mistral", "qwen",
                "mistral --variant rollback", "qwen", "mistral", "qwen"]
     script = (
-        "rm -f /root/samples; "
+        "rm -f /root/samples /root/storm-done /root/units; "
         "( while [ ! -e /root/storm-done ]; do "
         "docker ps -q --filter label=io.sparkstack.managed=true | wc -l >> /root/samples; "
         "systemctl show -p ActiveState --value vllm-qwen36.service sglang-mistral4.service | grep -cx active >> /root/units; "
-        "done ) & sampler=$!; rm -f /root/storm-done /root/units; "
+        "done ) & sampler=$!; "
         + " ".join(f"( llm-switch {t} > /root/storm-{i}.log 2>&1; echo $? > /root/storm-{i}.rc ) &" for i, t in enumerate(targets))
         + " wait $(jobs -p | grep -v $sampler); touch /root/storm-done; wait $sampler; "
         "echo samples $(wc -l < /root/samples) max $(sort -n /root/samples | tail -1) "

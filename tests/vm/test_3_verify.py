@@ -29,8 +29,11 @@ def test_verify_the_hot_model_through_the_host(deployed, history, alias, name, v
     code, report = verify("--json", history=history)
     assert code == 0, report
     checks = {c["name"]: c for c in report["checks"]}
-    assert set(checks) == {"readiness", "deterministic", "decode", "vision", "tools"}
+    assert set(checks) == {"readiness", "deterministic", "decode", "vision", "tools", "engine"}
     assert all(c["status"] == "PASS" for c in checks.values()), checks
+    # the release the server answers with, and the MoE guard read from the container's command line
+    assert checks["engine"]["figure"] == {"qwen36": "vllm 0.33.0", "mistral4": "sglang 0.5.10rc0"}[name]
+    assert ("MoE guard in force: --moe-backend marlin" if name == "qwen36" else "no MoE backend pinned") in checks["engine"]["detail"]
     assert checks["vision"]["figure"] == vision_code
     assert report["expectations"]["profile"] == name
     assert report["expectations"]["image"] == "sparkstack-standin-engine:latest"

@@ -89,9 +89,9 @@ def test_memory_that_never_comes_back_is_refused_with_the_numbers_and_the_larges
 def test_a_hand_start_waits_for_room_and_never_runs_beside_another_model(deployed):
     assert switch("qwen")[0] == 0
     hog(leave_gb=need_gb("mistral4") - 0.3, hold_s=15, extra_gb=0.0)
-    script = ("rm -f /root/hand-samples; ( while [ ! -e /root/hand-done ]; do "
+    script = ("rm -f /root/hand-samples /root/hand-done; ( while [ ! -e /root/hand-done ]; do "
               "docker ps -q --filter label=io.sparkstack.managed=true | wc -l >> /root/hand-samples; sleep 0.3; done ) & "
-              "rm -f /root/hand-done; systemctl start sglang-mistral4.service; echo rc=$?; touch /root/hand-done; wait; "
+              "systemctl start sglang-mistral4.service; echo rc=$?; touch /root/hand-done; wait; "
               "echo max=$(sort -n /root/hand-samples | tail -1) samples=$(wc -l < /root/hand-samples)")
     result = vm_ssh(f"bash -c '{script}'", timeout=300)
     print(result.stdout)
@@ -108,10 +108,13 @@ def test_a_hand_start_waits_for_a_slow_stop_of_the_model_it_conflicts_with(deplo
     """Conflicts= alone would run the stop of qwen36 and the start of mistral4 side by side."""
     set_knobs({"qwen36": {"stop_delay_s": 8}})
     assert switch("qwen")[0] == 0
-    script = ("rm -f /root/order-samples; ( while [ ! -e /root/order-done ]; do "
+    script = ("rm -f /root/order-samples /root/order-done; ( while [ ! -e /root/order-done ]; do "
               "docker ps -q --filter label=io.sparkstack.managed=true | wc -l >> /root/order-samples; sleep 0.2; done ) & "
-              "rm -f /root/order-done; started=$(date +%s); systemctl start sglang-mistral4.service; echo rc=$?; "
-              "echo took=$(( $(date +%s) - started )); sleep 3; touch /root/order-done; wait; "
+              "started=$(date +%s); systemctl start sglang-mistral4.service; echo rc=$?; "
+              "echo took=$(( $(date +%s) - started )); "
+              # docker run under TCG takes seconds to create the container: sample until it is there
+              "for i in $(seq 120); do docker ps -q --filter name=sparkstack-mistral4 | grep -q . && break; sleep 0.5; done; "
+              "sleep 1; touch /root/order-done; wait; "
               "echo max=$(sort -n /root/order-samples | tail -1) samples=$(wc -l < /root/order-samples)")
     result = vm_ssh(f"bash -c '{script}'", timeout=300)
     print(result.stdout)
