@@ -28,7 +28,7 @@ unit-test: deps venv
 	$(BIN)/pytest tests/unit
 
 vm-test: deps venv
-	$(BIN)/pytest tests/vm
+	$(BIN)/pytest tests/vm --durations=25
 
 test: unit-test vm-test
 
