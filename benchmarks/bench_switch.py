@@ -51,8 +51,8 @@ def main() -> None:
 | qwen -> mistral | {statistics.median(swap):.1f} s | {', '.join(f'{v:.1f}' for v in swap)} |
 
 The overhead includes starting the container with docker under TCG emulation, readiness
-polling at 1 s and, when a model was stopped first, the memory-settle wait (at least
-3 MemAvailable samples 2 s apart)."""
+polling at 1 s, and the memory gate, which runs twice (llm-switch, then the unit's
+ExecStartPre) and passes at once when MemAvailable already covers the model."""
     print(body)
     write_section("llm-switch overhead (test VM)", "make bench (benchmarks/bench_switch.py)", body)
 
