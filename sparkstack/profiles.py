@@ -300,9 +300,6 @@ def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str
     if profile.vision and profile.language_model_only:
         errors.append((("language_model_only",), "language_model_only",
                        "cannot be true on a profile that declares vision: true (it would turn the vision encoder off)"))
-    if profile.language_model_only and profile.engine != "vllm":
-        errors.append((("language_model_only",), "language_model_only",
-                       f"{profile.engine} has no language-model-only switch; only vllm takes --language-model-only"))
     for alias in profile.aliases:
         if alias in RESERVED_WORDS:
             errors.append((("aliases",), "aliases", f"{alias!r} is reserved by llm-switch"))
@@ -343,9 +340,8 @@ def _speculative_errors(engine: str, loc: tuple, spec: Speculative) -> list[tupl
     for name in spec.model_fields_set - set(adapter.speculative_fields):
         if getattr(spec, name) is not None:
             errors.append((loc + (name,), f"{where}.{name}", f"{engine} does not take {name}; it is not one of its speculative settings"))
-    if engine == "sglang" and spec.method in ("eagle", "eagle3") and not spec.draft_model:
-        errors.append((loc + ("draft_model",), f"{where}.draft_model",
-                       f"sglang needs --speculative-draft-model-path for {spec.method}"))
+    for field, message in adapter.speculative_requirements(spec):
+        errors.append((loc + (field,), f"{where}.{field}", message))
     return errors
 
 

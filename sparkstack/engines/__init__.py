@@ -18,7 +18,6 @@ from sparkstack.engines.vllm import VllmAdapter
 SPARK_COMPUTE_CAPABILITY = (12, 1)
 
 ADAPTERS: dict[str, EngineAdapter] = {a.name: a for a in (VllmAdapter(), SglangAdapter())}
-ENGINE_NAMES = tuple(ADAPTERS)
 
 
 def adapter_for(engine: str) -> EngineAdapter:
@@ -29,12 +28,8 @@ def engine_args(profile, variant) -> list[str]:
     return adapter_for(profile.engine).command(profile, variant)
 
 
-def engine_env(profile, variant) -> dict[str, str]:
-    return adapter_for(profile.engine).environment(profile, variant)
-
-
 # Engine -> the env var it reads its API key from (set in the secrets file, passed with
 # --env-file, never on a command line); engines without one cannot be exposed.
 API_KEY_ENV = {name: a.api_key_env for name, a in ADAPTERS.items() if a.api_key_env}
 
-__all__ = ["ADAPTERS", "API_KEY_ENV", "ENGINE_NAMES", "SPARK_COMPUTE_CAPABILITY", "EngineAdapter", "Finding", "adapter_for", "engine_args", "engine_env"]
+__all__ = ["ADAPTERS", "API_KEY_ENV", "SPARK_COMPUTE_CAPABILITY", "EngineAdapter", "Finding", "adapter_for", "engine_args"]

@@ -19,9 +19,6 @@ class Finding:
     where: str   # a flag (`--moe-backend`) or `env NAME`
     says: str    # what the engine release says about it
 
-    def line(self, subject: str, release: EngineRelease) -> str:
-        return f"{subject}: {self.where}: {release.label} {self.says}"
-
 
 class EngineAdapter:
     """Everything engine-specific: the command line, the env, the release checks and the probe.
@@ -58,6 +55,10 @@ class EngineAdapter:
 
     def command(self, profile, variant) -> list[str]:
         raise NotImplementedError
+
+    def speculative_requirements(self, spec) -> list[tuple[str, str]]:
+        """(field, message) for speculative settings this engine cannot run as given."""
+        return []
 
     def positional_count(self, argv: list[str]) -> int:
         count = 0

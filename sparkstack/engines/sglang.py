@@ -15,8 +15,6 @@ class SglangAdapter(EngineAdapter):
     # --speculative-algorithm choices in SGLang 0.5.x (upper-cased when rendered).
     speculative_methods = ("eagle", "eagle3", "nextn", "ngram", "standalone")
     speculative_fields = ("method", "num_speculative_tokens", "draft_model", "num_steps", "eagle_topk")
-    memory_fraction_flag = "--mem-fraction-static"
-    context_length_flag = "--context-length"
     version_path = "/server_info"  # sglang/srt/entrypoints/http_server.py: server info carries "version"
     moe_backend_flag = "--moe-runner-backend"
 
@@ -33,6 +31,9 @@ class SglangAdapter(EngineAdapter):
             "--mem-fraction-static", f"{v.memory_fraction:g}",
             "--context-length", str(p.context_length),
         ]
+        if p.language_model_only:
+            # SGLang 0.5.23 has it, 0.5.10rc0 does not: the release check judges the declared range.
+            args.append("--language-model-only")
         if p.moe_backend:
             args += [self.moe_backend_flag, p.moe_backend]
         spec = v.speculative
@@ -51,6 +52,11 @@ class SglangAdapter(EngineAdapter):
         if p.reasoning_parser:
             args += ["--reasoning-parser", p.reasoning_parser]
         return args + list(v.extra_args)
+
+    def speculative_requirements(self, spec) -> list[tuple[str, str]]:
+        if spec.method in ("eagle", "eagle3") and not spec.draft_model:
+            return [("draft_model", f"sglang needs --speculative-draft-model-path for {spec.method}")]
+        return []
 
     def setting_errors(self, profile, compute_capability: tuple[int, int]) -> list[tuple[str, str]]:
         # SGLang's MoE runner backends are checked against the release's own choices; which GPUs

@@ -36,8 +36,6 @@ class VllmAdapter(EngineAdapter):
     api_key_env = "VLLM_API_KEY"  # vLLM documents it as the environment form of --api-key
     # vLLM 0.33.0 vllm/config/speculative.py SpeculativeMethod (the ones sparkstack profiles use).
     speculative_methods = ("ngram", "eagle", "eagle3", "mtp", "dflash", "medusa", "draft_model")
-    memory_fraction_flag = "--gpu-memory-utilization"
-    context_length_flag = "--max-model-len"
     version_path = "/version"  # vllm/entrypoints/serve/instrumentator/basic.py: {"version": ...}
     moe_backend_flag = "--moe-backend"
     case_insensitive_values = ("--attention-backend",)
@@ -112,8 +110,7 @@ class VllmAdapter(EngineAdapter):
             errors.append(("moe_backend", f"vLLM's {backend!r} MoE backend does not run on compute capability {cc} "
                            f"(the target GPU); vLLM refuses it at load. Backends that do: "
                            f"{', '.join(b for b, ok in sorted(MOE_BACKEND_DEVICES.items()) if ok(compute_capability))}"))
-        if parse_specifier(profile.engine_version).contains(Version("0.22.999"), prereleases=True) or \
-                _lowest_admitted(profile.engine_version) < MOE_BACKEND_FLAG_SINCE:
+        if _lowest_admitted(profile.engine_version) < MOE_BACKEND_FLAG_SINCE:
             errors.append(("engine_version", f"{profile.engine_version!r} admits vLLM releases before "
                            f"{MOE_BACKEND_FLAG_SINCE}, which have no --moe-backend to spell moe_backend with; "
                            f"declare >={MOE_BACKEND_FLAG_SINCE}"))

@@ -177,3 +177,11 @@ def test_probe_answers_that_are_not_a_release_are_problems_not_passes():
     assert "did not answer" in read_answer("vllm", "img", FAILED + "\nTraceback: boom").problem
     assert "unreadable" in read_answer("vllm", "img", "{not json").problem
     assert read_answer("vllm", "img", "").release is None
+
+
+def test_language_model_only_on_sglang_is_judged_by_the_declared_release(profiles_dir):
+    edit_profile(profiles_dir, "mistral4", lambda d: d.update(vision=False, language_model_only=True))
+    result = validate(profiles_dir)
+    assert "--language-model-only: sglang 0.5.10rc0 has no such option" in result.output, result.output
+    edit_profile(profiles_dir, "mistral4", lambda d: d.update(engine_version=">=0.5.23"))
+    assert validate(profiles_dir).exit_code == 0  # SGLang 0.5.23 has the switch
