@@ -1,12 +1,19 @@
 """The test VM that `sparkstack testvm up` boots: a GPU-less stand-in for a Spark.
 
 Only what a GPU-less host cannot take is changed here: the model images become the
-stand-in engine (tests/standin_engine/, a local image built without a registry, which
-accepts the same command lines), and `--gpus all` is dropped. Every other flag, env var
-and label is rendered exactly as for a Spark.
+stand-in engine (tests/standin_engine/, which accepts the same command lines), served by
+the VM's own registry, the model repos come from the VM's own Hugging Face-compatible
+hub, and `--gpus all` is dropped. Every other flag, env var and label is rendered exactly
+as for a Spark. The registry (Debian's docker-registry) and the hub (olah) run on the
+test machine's loopback and reach the VM's loopback through ssh (tests/artifact_servers.py).
+The group's lock, group_data/testvm.lock.json, is written by the tests (`sparkstack lock
+--host testvm`) and never committed: its pins exist only on the test machine.
 """
 
-_STANDIN_ENGINE_IMAGE = "sparkstack-standin-engine:latest"
+_STANDIN_ENGINE_IMAGE = "127.0.0.1:5000/sparkstack/standin-engine:latest"
+sparkstack_hf_endpoint = "http://127.0.0.1:5080"
+# The test repos are megabytes; the VM's disk is a few GB.
+sparkstack_disk_margin_gb = 0.05
 
 sparkstack_image_overrides = {"vllm": _STANDIN_ENGINE_IMAGE, "sglang": _STANDIN_ENGINE_IMAGE}
 sparkstack_gpus = False

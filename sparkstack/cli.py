@@ -8,7 +8,9 @@ from typing import NoReturn
 
 import click
 
+from sparkstack.artifacts import UNLOCKED
 from sparkstack.groups import GroupSettingsError, known_groups, load_group_settings
+from sparkstack.lockfile import LockError, group_pins, lock_path
 from sparkstack.memory import PlanError, make_plan
 from sparkstack.paths import NotARepo, display_path
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
@@ -27,6 +29,14 @@ def valid_profiles(paths: tuple[Path, ...] = ()) -> list[LoadedProfile]:
     try:
         return load_profiles(list(paths) or None)
     except ProfileErrors as exc:
+        fail(str(exc))
+
+
+def group_pins_or_exit(group: str, plan_result, settings):
+    """The lock's pins for what the plan admits (values without a current entry render as UNLOCKED)."""
+    try:
+        return group_pins(group, plan_result.deployable, settings)
+    except LockError as exc:
         fail(str(exc))
 
 
@@ -84,15 +94,51 @@ def render_command(group: str, out: Path) -> None:
     loaded = valid_profiles()
     settings, plan_result = group_plan(group, loaded)
     click.echo(plan_result.describe())
+    pinned = group_pins_or_exit(group, plan_result, settings)
     try:
-        rendering = render(group, loaded, settings, plan_result)
+        rendering = render(group, loaded, settings, plan_result, pinned)
     except RenderError as exc:
         fail(str(exc))
+    if not pinned.complete:
+        click.echo(f"note: {display_path(lock_path(group))} does not pin every image and model; the files mark each "
+                   f"such value {UNLOCKED}:<intent>. A deploy refuses them until `sparkstack lock --host HOST` has run.")
     written = rendering.write_tree(out)
     click.echo(f"rendered {len(written)} files for group {group!r} under {display_path(out)}:")
     for path in written:
         click.echo(f"  {display_path(path)}")
     click.echo(f"  {display_path(out / 'MANIFEST')} (modes and owners as deployed)")
+
+
+@main.command("lock")
+@click.option("--host", required=True, help="A host of the group, as ssh reaches it (alias or user@address; `testvm`).")
+@click.option("--group", help="The group to lock (default: testvm for the test VM, else spark).")
+@click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False), help="ssh config file for --host.")
+@click.option("--upgrade", is_flag=False, flag_value="*", default=None, metavar="[NAME]",
+              help="Re-resolve every entry, or only those of profile NAME (default: only unlocked and stale ones).")
+def lock_command(host: str, group: str | None, ssh_config: Path | None, upgrade: str | None) -> None:
+    """Resolve the group's images to digests and model repos to commits on HOST; write group_data/GROUP.lock.json."""
+    from sparkstack import testvm as vm
+    from sparkstack.lock_cli import run_lock
+    from sparkstack.profiles import find_profile
+    from sparkstack.remote import RemoteError
+
+    group = group or ("testvm" if host == vm.HOST_ALIAS else "spark")
+    if ssh_config is None and host == vm.HOST_ALIAS and vm.run_dir().ssh_config_file.is_file():
+        ssh_config = vm.run_dir().ssh_config_file
+    loaded = valid_profiles()
+    settings, plan_result = group_plan(group, loaded)
+    deployable = list(plan_result.deployable)
+
+    def profile_of(word: str) -> str:
+        found = find_profile([lp for lp in loaded if lp.profile in deployable], word)
+        if found is None:
+            fail(f"lock: --upgrade {word}: no profile or alias of that name is deployed to group {group!r}")
+        return found.name
+
+    try:
+        sys.exit(run_lock(host, group, ssh_config, upgrade, deployable, settings, profile_of))
+    except (RemoteError, LockError) as exc:
+        fail(f"lock: {exc}; the lock file was not changed")
 
 
 @main.command()

@@ -45,6 +45,12 @@ class GroupSettings(StrictModel):
     image_overrides: dict[str, str] = {}
     # Host directory mounted as the containers' Hugging Face cache.
     model_cache_dir: str = "/var/lib/sparkstack/huggingface"
+    # The Hugging Face endpoint lock and deploy resolve and fetch from, as seen on the host. None: the
+    # client's default (huggingface.co); a mirror or the test VM's own hub otherwise.
+    hf_endpoint: str | None = None
+    # Free space the artifact preflight keeps on the docker root and the model cache filesystems, beyond
+    # what the fetch needs (pulls unpack layers next to the downloads; logs and the OS keep growing).
+    disk_margin_gb: float = Field(default=10.0, ge=0)
     # How long a switch waits for another switch's lock.
     switch_lock_wait_s: int = Field(default=600, gt=0)
     # How long every model start (llm-switch, a hand start, systemd's restarts) waits for MemAvailable to

@@ -84,6 +84,8 @@ class Profile(StrictModel):
     engine_version: str
     image: str
     model: str
+    # The branch, tag or commit of `model` to lock (`sparkstack lock` resolves it to a commit on a host).
+    revision: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")] = "main"
     served_model_name: str
     port: int = Field(ge=1024, le=65535)
     context_length: int = Field(gt=0)
@@ -407,9 +409,20 @@ def release_findings(profile: Profile, release) -> list[tuple[str, object]]:
     for variant in profile.variant_names:
         resolved = profile.resolve(variant)
         subject = profile.name if variant == "default" else f"{profile.name}/{variant}"
-        for finding in adapter.check(adapter.command(profile, resolved), adapter.environment(profile, resolved), release):
+        argv = adapter.command(profile, resolved, _IntentRevisions(profile))
+        for finding in adapter.check(argv, adapter.environment(profile, resolved), release):
             found.append((subject, finding))
     return found
+
+
+class _IntentRevisions:
+    """Revisions as written in the profile, for checks that run before any lock is read."""
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+
+    def of(self, repo: str) -> str:
+        return self.profile.revision if repo == self.profile.model else "main"
 
 
 def find_profile(loaded: list[LoadedProfile], word: str) -> Profile | None:

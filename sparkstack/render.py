@@ -15,6 +15,7 @@ from pathlib import Path
 
 import jinja2
 
+from sparkstack.artifacts import UNLOCKED, Pins, unpinned
 from sparkstack.engines import API_KEY_ENV, engine_args
 from sparkstack.groups import GroupSettings
 from sparkstack.memory import Plan
@@ -28,6 +29,10 @@ UNIT_DIR = "/etc/systemd/system"
 SWITCH_PATH = "/usr/local/bin/llm-switch"
 MEMGUARD_PATH = f"{LAUNCH_DIR}/sparkstack-memguard"
 MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
+# The artifact fetchers: the host side (image pulls, runs the hub side in an engine image) and the
+# hub side (huggingface_hub, which every engine image ships).
+FETCH_PATH = f"{LAUNCH_DIR}/sparkstack-fetch"
+HUB_PATH = f"{LAUNCH_DIR}/sparkstack-hub"
 EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
 # earlyoom picks these first: the engine processes that hold the model, by their 15-character process
 # names. vLLM names them VLLM::<role> (vllm/utils/system_utils.py set_process_title) and its CLI is
@@ -59,7 +64,7 @@ class RenderedFile:
     user: str = "root"
     group: str = "root"
     kind: str = "file"
-    component: str = "models"   # the deployer that installs it: models, memory-guards
+    component: str = "models"   # the deployer that installs it: models, memory-guards, artifacts
 
 
 @dataclass(frozen=True)
@@ -141,13 +146,16 @@ def launch_path(profile: Profile) -> str:
     return f"{LAUNCH_DIR}/launch-{profile.name}"
 
 
-def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSettings) -> str:
+def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSettings, pins: Pins) -> str:
     p = lp.profile
     variants = []
     for name in p.variant_names:
         resolved = p.resolve(name)
         variants.append({"name": name, "description": resolved.description,
-                         "arg_lines": _arg_lines(engine_args(p, resolved))})
+                         "arg_lines": _arg_lines(engine_args(p, resolved, pins))})
+    image_refs, repos = pins.intents.of_profile(p.name)
+    unlocked_values = [f"image {ref}" for ref in image_refs if ref not in pins.images]
+    unlocked_values += [f"revision of {repo}" for repo in repos if repo not in pins.revisions]
     runtime_flags = (list(GPU_FLAGS) if settings.gpus else []) + list(COMMON_RUNTIME_FLAGS)
     bind = "0.0.0.0" if settings.expose else "127.0.0.1"
     return env.get_template("launch.sh.j2").render(
@@ -160,8 +168,10 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
         env=[shlex.quote(f"{k}={v}") for k, v in sorted(p.env.items())],
         publish=f"{bind}:{p.port}:{p.port}",
         cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
-        image=shlex.quote(settings.image_for(p.engine, p.image)),
+        image=shlex.quote(pins.image(settings.image_for(p.engine, p.image))),
         unit_path=f"{UNIT_DIR}/{p.unit_name}",
+        unlocked_marker=UNLOCKED,
+        unlocked_values=unlocked_values,
     )
 
 
@@ -191,7 +201,7 @@ def _source(lp: LoadedProfile) -> str:
         return lp.source.name
 
 
-def registry(profiles: list[Profile], settings: GroupSettings) -> str:
+def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins) -> str:
     """What llm-switch knows about the models on this host; JSON so the switch needs no YAML parser."""
     models = {}
     for p in profiles:
@@ -200,7 +210,9 @@ def registry(profiles: list[Profile], settings: GroupSettings) -> str:
             "engine": p.engine,
             "engine_version": p.engine_version,
             "moe_backend": p.moe_backend,
-            "image": settings.image_for(p.engine, p.image),
+            "image": pins.image(settings.image_for(p.engine, p.image)),
+            # What must be on the host before the model may start (llm-switch checks; the deploy fetches).
+            "snapshots": pins.snapshots(p.name),
             "api_key_env": API_KEY_ENV.get(p.engine),
             "unit": p.unit_name,
             "container": p.container_name,
@@ -226,6 +238,7 @@ def registry(profiles: list[Profile], settings: GroupSettings) -> str:
         "memory_wait_s": settings.memory_wait_s,
         "memory_guard_floor_gb": round(settings.memory_guard_floor_gb * settings.switch_memory_scale, 3),
         "memguard": MEMGUARD_PATH,
+        "model_cache_dir": settings.model_cache_dir,
         "secrets_file": SECRETS_PATH,
         "models": models,
     }
@@ -263,21 +276,34 @@ def check_exposure(profiles: list[Profile], settings: GroupSettings, group: str)
             f"({', '.join(f'{e}: {v}' for e, v in API_KEY_ENV.items())})")
 
 
-def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, plan: Plan) -> Rendering:
-    """Render every file for the profiles the plan admits on this group."""
+def artifact_files() -> list[RenderedFile]:
+    return [
+        RenderedFile(FETCH_PATH, (files_dir() / "sparkstack-fetch").read_text(encoding="utf-8"), "0755",
+                     kind="fetch", component="artifacts"),
+        RenderedFile(HUB_PATH, (files_dir() / "sparkstack-hub").read_text(encoding="utf-8"), "0644",
+                     kind="hub", component="artifacts"),
+    ]
+
+
+def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, plan: Plan,
+           pins: Pins | None = None) -> Rendering:
+    """Render every file for the profiles the plan admits on this group, with the lock's pins
+    (values without one are written as UNLOCKED:<intent>, which no deploy accepts)."""
     admitted = {p.name for p in plan.deployable}
     chosen = [lp for lp in loaded if lp.profile.name in admitted]
+    pins = pins or unpinned([lp.profile for lp in chosen], settings)
     check_exposure([lp.profile for lp in chosen], settings, group)
     env = _jinja()
     files: list[RenderedFile] = []
     all_units = [lp.profile.unit_name for lp in chosen]
     for lp in chosen:
         p = lp.profile
-        files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings), "0755", kind="launch-script"))
+        files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings, pins), "0755", kind="launch-script"))
         files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, all_units, settings), "0644", kind="unit"))
-    files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings), "0644", kind="registry"))
+    files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings, pins), "0644", kind="registry"))
     files.append(RenderedFile(SWITCH_PATH, (files_dir() / "llm-switch").read_text(encoding="utf-8"), "0755", kind="switch"))
     files += memory_guard_files(env, settings)
+    files += artifact_files()
     directories = [
         RenderedFile(CONFIG_DIR, "", "0755", kind="directory"),
         RenderedFile(LAUNCH_DIR, "", "0755", kind="directory"),

@@ -1,6 +1,7 @@
 """pyinfra deployers, one per host component, called in order by `deploy_sparkstack` (deploy.py).
 
   preflight        facts and refusals; nothing changes        sparkstack/deployers/preflight.py
+  artifacts        the lock; images and snapshots fetched     sparkstack/deployers/artifacts.py
   engine releases  the pinned images asked what they accept   sparkstack/deployers/engine_releases.py
   models           scripts, units, registry, switch           sparkstack/deployers/models.py
   memory guards    the gate, the watchdog, earlyoom            sparkstack/deployers/memory_guards.py
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from pyinfra.api import DeployError
 
+from sparkstack.deployers.artifacts import fetch_snapshots, locked_pins, provision_artifacts
 from sparkstack.deployers.engine_releases import check_engine_releases
 from sparkstack.deployers.memory_guards import memory_guards
 from sparkstack.deployers.models import install_files, register_units, remove_retired_models, report_stale_models
@@ -25,11 +27,15 @@ def deploy_sparkstack() -> None:
     live_gb = preflight(settings)
     plan = plan_for_host(loaded, settings, live_gb)
     check_api_key(settings)
-    check_engine_releases(plan.deployable, settings)
+    lock, needed, pins = locked_pins(host_group(), plan.deployable, settings)
     try:
-        rendering = render(host_group(), loaded, settings, plan)
+        rendering = render(host_group(), loaded, settings, plan, pins)
     except RenderError as exc:
         raise DeployError(str(exc)) from None
+    missing = provision_artifacts(rendering, lock, needed, settings)
+    images = {p.name: pins.image(settings.image_for(p.engine, p.image)) for p in plan.deployable}
+    check_engine_releases(plan.deployable, settings, images, set(missing.images))
+    fetch_snapshots(lock, needed, settings, missing)
     retired_ops = remove_retired_models(rendering)
     unit_ops = install_files(rendering)
     register_units(rendering, retired_ops + unit_ops)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
+from pyinfra.operations import python
 
 from sparkstack.engines.host import EngineProbe, read_answer
 from sparkstack.engines.release import admits
@@ -17,13 +18,37 @@ from sparkstack.profiles import Profile, release_findings
 from sparkstack.render import GPU_FLAGS
 
 @deploy("sparkstack engine releases")
-def check_engine_releases(profiles: list[Profile], settings: GroupSettings) -> None:
-    """Ask each pinned image which engine release it carries and what it accepts; refuse, before any
-    file changes, a release outside the profile's engine_version or anything it would refuse or ignore."""
-    problems: list[str] = []
+def check_engine_releases(profiles: list[Profile], settings: GroupSettings, images: dict[str, str], pulled: set[str]) -> None:
+    """Ask each pinned image which engine release it carries and what it accepts; refuse a release outside the
+    profile's engine_version or anything it would refuse or ignore. `images` maps profile name -> pinned image.
+    Images on the host now are asked at once, before anything changes; an image this deploy pulls is asked
+    by an operation right after its pull, before any snapshot is fetched or file is written."""
     gpu_flags = tuple(GPU_FLAGS) if settings.gpus else ()
+    now = [p for p in profiles if images[p.name] not in pulled]
+    later = [p for p in profiles if images[p.name] in pulled]
+    problems = _problems(now, images, gpu_flags)
+    if problems:
+        raise DeployError(_refusal(problems))
+    if later:
+        python.call(name=f"Ask the pulled image(s) which engine release they carry: {', '.join(p.name for p in later)}",
+                    function=_check_after_pull, profiles=later, images=images, gpu_flags=gpu_flags)
+
+
+def _check_after_pull(profiles: list[Profile], images: dict[str, str], gpu_flags: tuple[str, ...]) -> None:
+    problems = _problems(profiles, images, gpu_flags)
+    if problems:
+        raise DeployError(_refusal(problems))
+
+
+def _refusal(problems: list[str]) -> str:
+    return (f"{host.name}: the engine in the pinned image refuses or ignores what sparkstack would render; no "
+            "model file was changed:\n" + "\n".join(f"  {line}" for line in problems))
+
+
+def _problems(profiles: list[Profile], images: dict[str, str], gpu_flags: tuple[str, ...]) -> list[str]:
+    problems: list[str] = []
     for profile in profiles:
-        image = settings.image_for(profile.engine, profile.image)
+        image = images[profile.name]
         output = host.get_fact(EngineProbe, engine=profile.engine, image=image, gpu_flags=gpu_flags)
         answer = read_answer(profile.engine, image, output)
         if answer.release is None:
@@ -40,6 +65,4 @@ def check_engine_releases(profiles: list[Profile], settings: GroupSettings) -> N
         if not found:
             logger.info(f"{host.name}: {profile.name}: image {image} carries {release.label}; "
                         "it accepts every flag and env var sparkstack renders")
-    if problems:
-        raise DeployError(f"{host.name}: the engine in the pinned image refuses or ignores what sparkstack would "
-                          "render; nothing was changed:\n" + "\n".join(f"  {line}" for line in problems))
+    return problems

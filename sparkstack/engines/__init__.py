@@ -24,8 +24,8 @@ def adapter_for(engine: str) -> EngineAdapter:
     return ADAPTERS[engine]
 
 
-def engine_args(profile, variant) -> list[str]:
-    return adapter_for(profile.engine).command(profile, variant)
+def engine_args(profile, variant, revisions) -> list[str]:
+    return adapter_for(profile.engine).command(profile, variant, revisions)
 
 
 # Engine -> the env var it reads its API key from (set in the secrets file, passed with

@@ -53,7 +53,12 @@ class EngineAdapter:
                 return token.split("=", 1)[1]
         return None
 
-    def command(self, profile, variant) -> list[str]:
+    def command(self, profile, variant, revisions) -> list[str]:
+        """The engine's command line; `revisions.of(repo)` gives each repo's locked commit."""
+        raise NotImplementedError
+
+    def weight_patterns(self, profile) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(allow, ignore) file patterns: what this engine loads from a model repo, so only that is fetched."""
         raise NotImplementedError
 
     def speculative_requirements(self, spec) -> list[tuple[str, str]]:

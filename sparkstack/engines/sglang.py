@@ -21,10 +21,18 @@ class SglangAdapter(EngineAdapter):
     def positional_count(self, argv: list[str]) -> int:
         return 3  # python3 -m sglang.launch_server
 
-    def command(self, p, v) -> list[str]:
+    # What SGLang's loader reads in the Hugging Face format: safetensors, configs, tokenizers, remote code.
+    # Mistral repos carry a second copy of the weights as consolidated*.safetensors, which SGLang skips.
+    def weight_patterns(self, profile) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        return (("*.json", "*.safetensors", "*.py", "*.txt", "*.model", "*.tiktoken", "*.jinja"),
+                ("consolidated*.safetensors", "original/*"))
+
+    def command(self, p, v, revisions) -> list[str]:
         args = [
             "python3", "-m", "sglang.launch_server",
             "--model-path", p.model,
+            # The locked commit: offline (HF_HUB_OFFLINE=1) there is no refs/main to resolve a branch with.
+            "--revision", revisions.of(p.model),
             "--host", "0.0.0.0",
             "--port", str(p.port),
             "--served-model-name", p.served_model_name,
@@ -40,7 +48,9 @@ class SglangAdapter(EngineAdapter):
         if spec is not None:
             args += ["--speculative-algorithm", spec.method.upper()]
             if spec.draft_model:
-                args += ["--speculative-draft-model-path", spec.draft_model]
+                # Defaults to `main`, not to --revision: the draft needs its own locked commit.
+                args += ["--speculative-draft-model-path", spec.draft_model,
+                         "--speculative-draft-model-revision", revisions.of(spec.draft_model)]
             if spec.num_steps:
                 args += ["--speculative-num-steps", str(spec.num_steps)]
             if spec.eagle_topk:

@@ -40,9 +40,20 @@ class VllmAdapter(EngineAdapter):
     moe_backend_flag = "--moe-backend"
     case_insensitive_values = ("--attention-backend",)
 
-    def command(self, p, v) -> list[str]:
+    # What `vllm serve` loads (vllm/model_executor/model_loader/weight_utils.py): safetensors, or with
+    # `--load-format mistral` only Mistral's consolidated files; configs, tokenizers and remote code.
+    weight_allow_patterns = ("*.json", "*.safetensors", "*.py", "*.txt", "*.model", "*.tiktoken", "*.jinja")
+
+    def weight_patterns(self, profile) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        if _load_format(profile.extra_args) == "mistral":
+            return ("*.json", "consolidated*.safetensors", "*.model", "*.tiktoken", "*.jinja"), ()
+        return self.weight_allow_patterns, ("consolidated*.safetensors", "original/*")
+
+    def command(self, p, v, revisions) -> list[str]:
         args = [
             "vllm", "serve", p.model,
+            # The locked commit: offline (HF_HUB_OFFLINE=1) there is no refs/main to resolve a branch with.
+            "--revision", revisions.of(p.model),
             "--host", "0.0.0.0",
             "--port", str(p.port),
             "--served-model-name", p.served_model_name,
@@ -54,7 +65,7 @@ class VllmAdapter(EngineAdapter):
         if p.moe_backend:
             args += [self.moe_backend_flag, p.moe_backend]
         if v.speculative is not None:
-            args += ["--speculative-config", compact_json(self.speculative_config(v.speculative))]
+            args += ["--speculative-config", compact_json(self.speculative_config(v.speculative, revisions))]
         if p.tools is not None:
             args += ["--enable-auto-tool-choice", "--tool-call-parser", p.tools.parser]
         if p.reasoning_parser:
@@ -62,10 +73,12 @@ class VllmAdapter(EngineAdapter):
         return args + list(v.extra_args)
 
     @staticmethod
-    def speculative_config(spec) -> dict:
+    def speculative_config(spec, revisions) -> dict:
         config = {"method": spec.method}
         if spec.draft_model:
             config["model"] = spec.draft_model
+            # SpeculativeConfig.revision: the draft's own commit (it does not follow --revision).
+            config["revision"] = revisions.of(spec.draft_model)
         if spec.num_speculative_tokens:
             config["num_speculative_tokens"] = spec.num_speculative_tokens
         return config
@@ -115,6 +128,15 @@ class VllmAdapter(EngineAdapter):
                            f"{MOE_BACKEND_FLAG_SINCE}, which have no --moe-backend to spell moe_backend with; "
                            f"declare >={MOE_BACKEND_FLAG_SINCE}"))
         return errors
+
+
+def _load_format(args: list[str]) -> str | None:
+    for i, token in enumerate(args):
+        if token == "--load-format" and i + 1 < len(args):
+            return args[i + 1]
+        if token.startswith("--load-format="):
+            return token.split("=", 1)[1]
+    return None
 
 
 def _lowest_admitted(specifier: str) -> Version:

@@ -19,11 +19,14 @@ HERE = Path(__file__).resolve().parent
 IMAGE = "sparkstack-standin-engine:latest"
 HASH_LABEL = "io.sparkstack.standin.hash"
 SOURCES = ("server.py", "table.py", "engine_table.json", "vllm")
+# The Hugging Face client every real engine image ships: the stand-in finds its weights with it, and the
+# deploy's sparkstack-hub resolves and fetches with it inside the image.
+HUB_CLIENT = "huggingface_hub==2.4.0"
 PACKAGES = HERE / "packages"
 
 
 def sources_hash() -> str:
-    digest = hashlib.sha256(b"standin-image-v3")
+    digest = hashlib.sha256(b"standin-image-v4" + HUB_CLIENT.encode())
     files = [HERE / name for name in SOURCES] + sorted(p for p in PACKAGES.rglob("*.py"))
     for path in files:
         digest.update(str(path.relative_to(HERE)).encode() + b"\0" + path.read_bytes())
@@ -47,6 +50,8 @@ def tarball() -> Path:
         'echo /opt/standin > "$1/usr/lib/python3/dist-packages/standin.pth"',
         f'cp -r {PACKAGES}/vllm {PACKAGES}/sglang "$1/usr/lib/python3/dist-packages/"',
         f'install -m 0755 {HERE}/vllm "$1/usr/local/bin/vllm"',
+        f'{sys.executable} -m pip install --quiet --no-compile --disable-pip-version-check '
+        f'--target "$1/usr/local/lib/python3.11/dist-packages" {HUB_CLIENT}',
         'rm -rf "$1"/usr/share/doc "$1"/usr/share/man "$1"/usr/share/locale "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
     ]
     command = ["mmdebstrap", "--quiet", "--variant=minbase", "--include=python3,tini",

@@ -93,6 +93,30 @@ def parse(engine, argv):
     return args
 
 
+def weights(engine, args):
+    """Find the model (and the draft) in the Hugging Face cache as the real engines do offline: huggingface_hub
+    with the revision given on the command line (vLLM --revision and the speculative config's "revision";
+    SGLang --revision and --speculative-draft-model-revision). With HF_HUB_OFFLINE=1 a missing revision
+    means `main`, which a sha-pinned download never writes, so the start fails like the real engine's."""
+    from huggingface_hub import snapshot_download
+
+    wanted = [(args.model if engine == "vllm" else args.model_path, args.revision)]
+    if engine == "vllm" and args.speculative_config and args.speculative_config.get("model"):
+        wanted.append((args.speculative_config["model"], args.speculative_config.get("revision")))
+    if engine == "sglang" and args.speculative_draft_model_path:
+        wanted.append((args.speculative_draft_model_path, args.speculative_draft_model_revision))
+    found = {}
+    for repo, revision in wanted:
+        try:
+            path = snapshot_download(repo, revision=revision, local_files_only=True)
+        except Exception as exc:  # the real engines fail the start here too
+            sys.exit(f"{engine}: cannot load {repo} at revision {revision or 'main (none given)'} from the cache "
+                     f"(offline): {type(exc).__name__}: {exc}")
+        found[repo] = {"revision": revision, "path": path, "files": sorted(os.listdir(path))}
+        print(f"standin: loaded {repo}@{revision} from {path}", flush=True)
+    return found
+
+
 def make_handler(served, language_only, settings, ready, engine="vllm"):
     token_rate = float(settings.get("token_rate", 200))
     hang = bool(settings.get("hang"))
@@ -305,7 +329,8 @@ def main(engine, argv):
     for name in sorted(os.environ):
         if name.startswith(prefix) and name not in known:
             print(f"standin: Unknown {engine} environment variable detected: {name}", flush=True)
-    record = {"engine": engine, "argv": argv, "knobs": settings, "started": time.time()}
+    loaded = weights(engine, args)
+    record = {"engine": engine, "argv": argv, "knobs": settings, "started": time.time(), "weights": loaded}
     print(f"standin: {json.dumps(record)}", flush=True)
     try:
         os.makedirs(RECORD_DIR, exist_ok=True)

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from sparkstack.cli import main
 from sparkstack.groups import GroupSettings, load_group_settings
+from sparkstack.lockfile import group_pins
 from sparkstack.memory import make_plan
 from sparkstack.profiles import load_profiles
 from sparkstack.render import WATCHTOWER_DISABLE_LABEL, RenderError, render
@@ -29,11 +30,12 @@ OFF_TARGET_MESSAGES = (
 )
 
 
-def rendering_for(group: str, settings: GroupSettings | None = None, models_dir: Path | None = None):
+def rendering_for(group: str, settings: GroupSettings | None = None, models_dir: Path | None = None, pinned: bool = True):
+    """What the CLI renders for GROUP: with its lock's pins (the test VM's lock exists once the VM tests ran)."""
     loaded = load_profiles([models_dir] if models_dir else None)
     settings = settings or load_group_settings(group)
     plan = make_plan(group, [lp.profile for lp in loaded], settings)
-    return render(group, loaded, settings, plan)
+    return render(group, loaded, settings, plan, group_pins(group, plan.deployable, settings) if pinned else None)
 
 
 @pytest.fixture(scope="module", params=["spark", "testvm"])
@@ -68,7 +70,7 @@ def test_one_unit_and_one_launch_script_per_deployable_profile(tree):
     # the model units, the memory guard, earlyoom's drop-in directory
     assert units == ["earlyoom.service.d", "sglang-mistral4.service", "sparkstack-memory-guard.service", "vllm-qwen36.service"]
     scripts = sorted(p.name for p in (tree / "usr/local/libexec/sparkstack").iterdir())
-    assert scripts == ["launch-mistral4", "launch-qwen36", "sparkstack-memguard"]  # glm51 is refused by the plan
+    assert scripts == ["launch-mistral4", "launch-qwen36", "sparkstack-fetch", "sparkstack-hub", "sparkstack-memguard"]  # glm51 is refused by the plan
 
 
 @pytest.mark.parametrize("name", ["qwen36", "mistral4"])
@@ -79,7 +81,7 @@ def test_every_container_carries_the_watchtower_disable_label(tree, name):
 @pytest.mark.parametrize("name", ["qwen36", "mistral4"])
 def test_container_runs_in_the_foreground_without_a_docker_restart_policy(tree, name):
     script = launch_script(tree, name)
-    assert "exec docker run --rm \\" in script
+    assert "exec docker run --rm --pull=never \\" in script
     code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
     assert " -d " not in code and "--detach" not in code and "--restart" not in code
 
@@ -99,7 +101,9 @@ def test_qwen36_pinned_flags_and_env(tree):
         "--gpu-memory-utilization 0.5",
         "--max-model-len 262144",
         "--language-model-only",
-        """--speculative-config '{"method":"dflash","model":"z-lab/Qwen3.6-35B-A3B-DFlash","num_speculative_tokens":3}'""",
+        """--speculative-config '{"method":"dflash","model":"z-lab/Qwen3.6-35B-A3B-DFlash","revision":""",
+        '"num_speculative_tokens":3}',
+        "--revision ",
         "--enable-auto-tool-choice",
         "--tool-call-parser qwen3_xml",
         # The seeds' MoE guard in the spelling vLLM >= 0.23 reads (VLLM_FLASHINFER_MOE_BACKEND is gone since 0.24).
@@ -148,17 +152,18 @@ def test_units_are_docker_wrapped_and_not_started_at_boot_by_default(tree):
 
 
 def test_testvm_differs_from_spark_only_in_image_and_gpus(tmp_path):
-    spark = {f.path: f.content for f in rendering_for("spark").files}
-    testvm = {f.path: f.content for f in rendering_for("testvm").files}
+    spark = {f.path: f.content for f in rendering_for("spark", pinned=False).files}
+    testvm = {f.path: f.content for f in rendering_for("testvm", pinned=False).files}
     assert spark.keys() == testvm.keys()
+    standin = "127.0.0.1:5000/sparkstack/standin-engine:latest"
     for path in spark:
         if "launch-" not in path:
             continue
         removed = set(spark[path].splitlines()) - set(testvm[path].splitlines())
         added = set(testvm[path].splitlines()) - set(spark[path].splitlines())
         assert {line.strip() for line in removed} <= {"--gpus all \\"} | {
-            line.strip() for line in spark[path].splitlines() if line.startswith("  ") and line.strip().startswith(("eugr/", "lmsysorg/"))}
-        assert {line.strip() for line in added} == {"sparkstack-standin-engine:latest \\"}
+            line.strip() for line in spark[path].splitlines() if line.strip().startswith(("UNLOCKED:eugr/", "UNLOCKED:lmsysorg/", "#   image "))}
+        assert {line.strip() for line in added} == {f"UNLOCKED:{standin} \\", f"#   image {standin}"}
 
 
 def test_a_new_profile_renders_and_reaches_llm_switch_with_no_code_change(profiles_dir):
@@ -188,13 +193,16 @@ def test_launch_script_argument_arrays_parse_back_to_the_engine_command(tree):
     """The rendered bash array, parsed like bash would, is exactly the engine's argument list."""
     from sparkstack.engines import engine_args
 
+    group = tree.name.split("-")[1].rstrip("0123456789")
     profiles = {lp.profile.name: lp.profile for lp in load_profiles()}
+    settings = load_group_settings(group)
+    pins = group_pins(group, [profiles["qwen36"], profiles["mistral4"]], settings)
     for name in ("qwen36", "mistral4"):
         script = launch_script(tree, name)
         for variant in profiles[name].variant_names:
             block = variant_block(script, variant)
             array = block.split("engine_args=(", 1)[1].rsplit(")", 1)[0]
-            assert shlex.split(array) == engine_args(profiles[name], profiles[name].resolve(variant))
+            assert shlex.split(array) == engine_args(profiles[name], profiles[name].resolve(variant), pins)
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (make test installs it)")

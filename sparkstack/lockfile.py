@@ -1,0 +1,146 @@
+"""The lock: what a group's artifact intents resolved to, like uv.lock or Terraform's lock file.
+
+Profiles keep the intent (`image: eugr/spark-vllm:latest`, `model: org/repo`, `revision: main`);
+group_data/<group>.lock.json keeps the resolution, written only by `sparkstack lock` on a host of
+the group (images through its docker, repos through the hub API with its token):
+
+  images: reference as written -> {pinned: repo@sha256:<digest>, size_bytes, platform}
+  models: repo -> {revision (the intent it was locked for), commit (40 hex), allow, ignore,
+                   files: {path: size}, size_bytes}
+
+An entry is stale when its intent changed since it was locked (another revision, other file
+patterns); a deploy refuses unlocked and stale entries. Nothing here is ever invented: a value
+exists only if a host reported it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sparkstack.artifacts import Intents, Pins
+from sparkstack.paths import display_path, group_data_dir
+
+LOCK_VERSION = 1
+DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
+COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LockedImage(_Strict):
+    pinned: str = Field(pattern=DIGEST_REF.pattern)
+    size_bytes: int = Field(ge=0)
+    platform: str
+
+
+class LockedRepo(_Strict):
+    revision: str
+    commit: str = Field(pattern=COMMIT.pattern)
+    allow: list[str]
+    ignore: list[str]
+    files: dict[str, int]
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(self.files.values())
+
+
+class Lock(_Strict):
+    lock_version: int = LOCK_VERSION
+    group: str
+    images: dict[str, LockedImage] = {}
+    models: dict[str, LockedRepo] = {}
+
+
+class LockError(Exception):
+    pass
+
+
+def lock_path(group: str) -> Path:
+    return group_data_dir() / f"{group}.lock.json"
+
+
+def load_lock(group: str) -> Lock | None:
+    path = lock_path(group)
+    if not path.is_file():
+        return None
+    try:
+        lock = Lock.model_validate(_without_derived(json.loads(path.read_text(encoding="utf-8"))))
+    except (ValueError, ValidationError) as exc:
+        raise LockError(f"{display_path(path)}: not a valid sparkstack lock ({str(exc).splitlines()[0]}); "
+                        f"rewrite it with `sparkstack lock --host HOST --upgrade`") from None
+    if lock.group != group:
+        raise LockError(f"{display_path(path)}: locks group {lock.group!r}, not {group!r}")
+    return lock
+
+
+def save_lock(lock: Lock) -> Path:
+    path = lock_path(lock.group)
+    document = lock.model_dump(mode="json")
+    document["models"] = {repo: {**entry, "size_bytes": lock.models[repo].size_bytes}
+                          for repo, entry in document["models"].items()}
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def _without_derived(data: dict) -> dict:
+    """The stored form carries size_bytes per model for readers; the model recomputes it."""
+    for entry in data.get("models", {}).values() if isinstance(data, dict) else ():
+        if isinstance(entry, dict):
+            entry.pop("size_bytes", None)
+    return data
+
+
+def repo_is_current(entry: LockedRepo | None, intent) -> bool:
+    return (entry is not None and entry.revision == intent.revision
+            and tuple(entry.allow) == tuple(intent.allow) and tuple(entry.ignore) == tuple(intent.ignore))
+
+
+def lock_problems(lock: Lock | None, needed: Intents, group: str) -> list[str]:
+    """One line per profile whose artifacts are unlocked or stale, naming the command that fixes it."""
+    command = f"sparkstack lock --host HOST{' --group ' + group if group not in ('spark', 'testvm') else ''}"
+    problems = []
+    users: dict[str, list[str]] = {}
+    for ref, profiles in needed.images.items():
+        if lock is None or ref not in lock.images:
+            for name in profiles:
+                users.setdefault(name, []).append(f"image {ref} is not locked")
+    for repo, intent in needed.repos.items():
+        entry = lock.models.get(repo) if lock else None
+        if entry is None:
+            what = f"repo {repo} is not locked"
+        elif not repo_is_current(entry, intent):
+            what = (f"repo {repo} is locked for revision {entry.revision!r} and files {entry.allow}, "
+                    f"the profiles now ask for {intent.revision!r} and {list(intent.allow)} (stale)")
+        else:
+            continue
+        for name in intent.used_by:
+            users.setdefault(name, []).append(what)
+    for name in sorted(users):
+        problems.append(f"{name}: {'; '.join(users[name])}: run `{command}` (the lock is "
+                        f"{display_path(lock_path(group))})")
+    return problems
+
+
+def pins(lock: Lock | None, needed: Intents) -> Pins:
+    """The pins rendering uses: only entries that are current; the rest render as UNLOCKED."""
+    if lock is None:
+        return Pins({}, {}, needed)
+    images = {ref: lock.images[ref].pinned for ref in needed.images if ref in lock.images}
+    revisions = {repo: lock.models[repo].commit for repo, intent in needed.repos.items()
+                 if repo_is_current(lock.models.get(repo), intent)}
+    files = {repo: dict(lock.models[repo].files) for repo in revisions}
+    return Pins(images, revisions, needed, files)
+
+
+def group_pins(group: str, profiles, settings) -> Pins:
+    """The pins of the group's lock for these profiles (what `sparkstack render` and the deploy render with)."""
+    from sparkstack.artifacts import intents
+
+    return pins(load_lock(group), intents(list(profiles), settings))
