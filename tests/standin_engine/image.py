@@ -50,7 +50,7 @@ def tarball() -> Path:
         'echo /opt/standin > "$1/usr/lib/python3/dist-packages/standin.pth"',
         f'cp -r {PACKAGES}/vllm {PACKAGES}/sglang "$1/usr/lib/python3/dist-packages/"',
         f'install -m 0755 {HERE}/vllm "$1/usr/local/bin/vllm"',
-        f'{sys.executable} -m pip install --quiet --no-compile --disable-pip-version-check '
+        f'{sys.executable} -m pip install --quiet --no-compile --disable-pip-version-check --no-warn-conflicts '
         f'--target "$1/usr/local/lib/python3.11/dist-packages" {HUB_CLIENT}',
         'rm -rf "$1"/usr/share/doc "$1"/usr/share/man "$1"/usr/share/locale "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
     ]

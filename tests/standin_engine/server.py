@@ -98,7 +98,7 @@ def weights(engine, args):
     with the revision given on the command line (vLLM --revision and the speculative config's "revision";
     SGLang --revision and --speculative-draft-model-revision). With HF_HUB_OFFLINE=1 a missing revision
     means `main`, which a sha-pinned download never writes, so the start fails like the real engine's."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import hf_hub_download, snapshot_download
 
     wanted = [(args.model if engine == "vllm" else args.model_path, args.revision)]
     if engine == "vllm" and args.speculative_config and args.speculative_config.get("model"):
@@ -108,7 +108,13 @@ def weights(engine, args):
     found = {}
     for repo, revision in wanted:
         try:
-            path = snapshot_download(repo, revision=revision, local_files_only=True)
+            # vLLM 0.33.0's download_weights_from_hf with HF_HUB_OFFLINE=1: no narrowing by the repo's index,
+            # so this exact call (weights pattern, default ignore_patterns, local files only); configs via the hub.
+            hf_hub_download(repo, "config.json", revision=revision, local_files_only=True)
+            path = snapshot_download(repo, revision=revision, allow_patterns="*.safetensors",
+                                     ignore_patterns=["original/**/*"], local_files_only=True)
+            if not any(name.endswith(".safetensors") for name in os.listdir(path)):
+                raise FileNotFoundError(f"no *.safetensors in {path}")
         except Exception as exc:  # the real engines fail the start here too
             sys.exit(f"{engine}: cannot load {repo} at revision {revision or 'main (none given)'} from the cache "
                      f"(offline): {type(exc).__name__}: {exc}")

@@ -1,0 +1,224 @@
+"""The test VM's registry and Hugging Face hub: real servers on this machine's loopback, reached from the VM's.
+
+  registry  Debian's docker-registry (distribution 2.8), with a config of its own: the packaged one
+            turns on htpasswd auth, so every request would get 401
+  hub       olah (PyPI) in offline mode, serving plain local git repos as a Hugging Face endpoint
+
+Both listen on free ports on 127.0.0.1 here; one `ssh -R` puts them on the VM's 127.0.0.1:5000 and
+127.0.0.1:5080 (the addresses group_data/testvm.py gives the deploy), where docker treats the
+registry as insecure by default and containers started with --network host find the hub.
+
+`python tests/artifact_servers.py up` starts them for `make demo` (state under build/artifact-servers),
+makes the repos, pushes the stand-in image and locks the test VM's group; `down` stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from sparkstack import testvm  # noqa: E402
+from sparkstack.remote import free_port  # noqa: E402
+
+VM_REGISTRY = "127.0.0.1:5000"
+VM_HUB_PORT = 5080
+STANDIN_LOCAL = "sparkstack-standin-engine:latest"
+STANDIN_PUSHED = f"{VM_REGISTRY}/sparkstack/standin-engine:latest"
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+GIT = ["git", "-c", "user.email=tests@sparkstack.invalid", "-c", "user.name=sparkstack tests"]
+
+
+def olah_binary() -> str:
+    return str(Path(sys.executable).with_name("olah-cli"))
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str, log: Path, wait_s: float = 60) -> None:
+    import socket
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited {process.returncode}: {log.read_text()[-1500:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {wait_s:g} s: {log.read_text()[-1500:]}")
+
+
+@dataclass
+class ArtifactServers:
+    root: Path
+    registry_port: int = 0
+    hub_port: int = 0
+
+    @property
+    def mirrors(self) -> Path:
+        return self.root / "mirrors"
+
+    def pids(self) -> Path:
+        return self.root / "pids.json"
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.mirrors.mkdir(exist_ok=True)
+        self.registry_port, self.hub_port = free_port(), free_port()
+        config = self.root / "registry.yml"
+        config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {self.root / 'registry'}\n"
+                          f"http:\n  addr: 127.0.0.1:{self.registry_port}\n")
+        registry_log = self.root / "registry.log"
+        registry = subprocess.Popen([REGISTRY_BINARY, "serve", str(config)], stdout=registry_log.open("w"),
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        olah_config = self.root / "olah.toml"
+        # mirror-netloc: the address clients use (the VM's end of the tunnel), which olah writes into URLs.
+        olah_config.write_text(
+            f'[basic]\nhost = "127.0.0.1"\nport = {self.hub_port}\nmirror-netloc = "127.0.0.1:{VM_HUB_PORT}"\n'
+            f'mirror-lfs-netloc = "127.0.0.1:{VM_HUB_PORT}"\nmirrors-path = ["{self.mirrors}"]\n'
+            f'repos-path = "{self.root / "olah-cache"}"\n[accessibility]\noffline = true\n')
+        hub_log = self.root / "olah.log"
+        hub = subprocess.Popen([olah_binary(), "-c", str(olah_config)], stdout=hub_log.open("w"), stderr=subprocess.STDOUT,
+                               cwd=self.root, start_new_session=True)
+        self._save({"registry": registry.pid, "hub": hub.pid})
+        wait_for_port(self.registry_port, registry, "docker-registry", registry_log)
+        wait_for_port(self.hub_port, hub, "olah", hub_log)
+        tunnel_log = self.root / "tunnel.log"
+        tunnel = subprocess.Popen(
+            testvm.ssh_command()[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15",
+                                        "-R", f"{VM_REGISTRY}:127.0.0.1:{self.registry_port}",
+                                        "-R", f"127.0.0.1:{VM_HUB_PORT}:127.0.0.1:{self.hub_port}"]
+            + testvm.ssh_command()[1:], stdout=tunnel_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self._save({"registry": registry.pid, "hub": hub.pid, "tunnel": tunnel.pid})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if tunnel.poll() is not None:
+                raise RuntimeError(f"ssh -R to the VM failed: {tunnel_log.read_text()[-800:]}")
+            probe = testvm.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' http://{VM_REGISTRY}/v2/ && "
+                               f"curl -s -o /dev/null -w ' %{{http_code}}' http://127.0.0.1:{VM_HUB_PORT}/api/models/none/none")
+            # Only our own tunnel counts: a stale one holding the VM's ports makes ours exit.
+            if probe.stdout.startswith("200") and tunnel.poll() is None and (time.sleep(1) or tunnel.poll() is None):
+                testvm.progress(f"registry and hub reachable in the VM at {VM_REGISTRY} and 127.0.0.1:{VM_HUB_PORT}")
+                return
+            time.sleep(0.5)
+        raise RuntimeError("the registry did not answer through the tunnel within 30 s")
+
+    def _save(self, pids: dict) -> None:
+        self.pids().write_text(json.dumps(pids))
+
+    def stop(self) -> None:
+        if not self.pids().is_file():
+            return
+        for pid in json.loads(self.pids().read_text()).values():
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        self.pids().unlink()
+
+    # --- content ----------------------------------------------------------------------
+    def repo_path(self, repo: str) -> Path:
+        return self.mirrors / "models" / repo
+
+    def make_repo(self, repo: str, weights_bytes: int) -> str:
+        """A small model repo as olah serves it: a git repo with configs, weights in both Mistral formats and a README."""
+        path = self.repo_path(repo)
+        if (path / ".git").is_dir():
+            return self.head(repo)
+        path.mkdir(parents=True)
+        subprocess.run(GIT + ["init", "-q", "-b", "main", str(path)], check=True)
+        (path / "config.json").write_text(json.dumps({"architectures": ["StandIn"], "repo": repo}) + "\n")
+        (path / "tokenizer.json").write_text(json.dumps({"version": "1.0", "repo": repo}) + "\n")
+        (path / "model-00001-of-00001.safetensors").write_bytes(os.urandom(weights_bytes))
+        # The second weight format Mistral repos carry; the engines' patterns skip it.
+        (path / "consolidated.safetensors").write_bytes(os.urandom(max(1, weights_bytes // 4)))
+        (path / "README.md").write_text(f"# {repo}\nA test repo for sparkstack.\n")
+        return self.commit(repo, "initial weights")
+
+    def commit(self, repo: str, message: str, change: str | None = None) -> str:
+        path = self.repo_path(repo)
+        if change is not None:
+            (path / "config.json").write_text(json.dumps({"architectures": ["StandIn"], "repo": repo, "change": change}) + "\n")
+        subprocess.run(GIT + ["-C", str(path), "add", "-A"], check=True)
+        subprocess.run(GIT + ["-C", str(path), "commit", "-q", "-m", message], check=True)
+        return self.head(repo)
+
+    def head(self, repo: str) -> str:
+        return subprocess.run(["git", "-C", str(self.repo_path(repo)), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    def reset(self, repo: str, commit: str) -> None:
+        subprocess.run(GIT + ["-C", str(self.repo_path(repo)), "reset", "-q", "--hard", commit], check=True)
+
+    def push_standin(self) -> str:
+        """Push the stand-in engine (loaded in the VM) to the registry under the tag testvm's profiles use."""
+        result = testvm.ssh(f"docker tag {STANDIN_LOCAL} {STANDIN_PUSHED} && docker push -q {STANDIN_PUSHED} "
+                            f"&& docker image inspect --format '{{{{json .RepoDigests}}}}' {STANDIN_PUSHED}", timeout=900)
+        if result.returncode != 0:
+            raise RuntimeError(f"docker push in the VM failed: {result.stderr.strip()[-800:]}")
+        return json.loads(result.stdout.strip().splitlines()[-1])[0]
+
+
+def test_repos() -> list[str]:
+    """Every model and draft repo the test VM's group deploys, read from the profiles."""
+    from sparkstack.artifacts import intents
+    from sparkstack.groups import load_group_settings
+    from sparkstack.memory import make_plan
+    from sparkstack.profiles import load_profiles
+
+    settings = load_group_settings("testvm")
+    plan = make_plan("testvm", [lp.profile for lp in load_profiles()], settings)
+    return sorted(intents(plan.deployable, settings).repos)
+
+
+def wipe_artifacts() -> None:
+    """What a wiped Spark has: no engine images and an empty model cache (the VM keeps its OS)."""
+    from sparkstack.groups import load_group_settings
+
+    cache = load_group_settings("testvm").model_cache_dir
+    result = testvm.ssh("docker ps -aq | xargs -r docker rm -f >/dev/null; docker images -q | sort -u | "
+                        f"xargs -r docker rmi -f >/dev/null; rm -rf {cache}/hub; docker images -q | wc -l", timeout=300)
+    assert result.stdout.strip() == "0", result.stdout + result.stderr
+
+
+def prepare(root: Path, weights_bytes: int) -> ArtifactServers:
+    """Servers up, repos made, the stand-in pushed, the group locked from the VM; the VM's copies wiped."""
+    from tests.standin_engine.image import load_into_vm
+
+    servers = ArtifactServers(root)
+    servers.stop()
+    servers.start()
+    for repo in test_repos():
+        servers.make_repo(repo, weights_bytes)
+    load_into_vm()
+    servers.push_standin()
+    lock = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "lock", "--host", testvm.HOST_ALIAS, "--upgrade"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if lock.returncode != 0:
+        raise RuntimeError(f"sparkstack lock failed:\n{lock.stdout}\n{lock.stderr[-3000:]}")
+    testvm.progress(lock.stdout.strip().splitlines()[-1])
+    wipe_artifacts()
+    return servers
+
+
+if __name__ == "__main__":
+    state = ROOT / "build" / "artifact-servers"
+    if sys.argv[1:] == ["up"]:
+        ArtifactServers(state).stop()
+        shutil.rmtree(state, ignore_errors=True)
+        prepare(state, weights_bytes=4 * 1024 * 1024)
+    elif sys.argv[1:] == ["down"]:
+        ArtifactServers(state).stop()
+    else:
+        sys.exit("usage: python tests/artifact_servers.py up|down")
