@@ -95,6 +95,9 @@ class ArtifactServers:
         wait_for_port(self.registry_port, registry, "docker-registry", registry_log)
         wait_for_port(self.hub_port, hub, "olah", hub_log)
         tunnel_log = self.root / "tunnel.log"
+        # A tunnel left by an interrupted run (a kept VM) would hold the VM's ports: end its sshd session.
+        testvm.ssh("for p in 5000 5080; do ss -ltnpH \"sport = :$p\" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | "
+                   "xargs -r kill; done; true")
         tunnel = subprocess.Popen(
             testvm.ssh_command()[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15",
                                         "-R", f"{VM_REGISTRY}:127.0.0.1:{self.registry_port}",
@@ -126,6 +129,15 @@ class ArtifactServers:
             except (ProcessLookupError, PermissionError):
                 pass
         self.pids().unlink()
+
+    def served(self) -> dict:
+        """What the two servers have answered so far, from their own logs: requests and registry bytes."""
+        import re
+
+        registry = [line for line in (self.root / "registry.log").read_text().splitlines() if 'msg="response completed"' in line]
+        written = sum(int(m.group(1)) for line in registry for m in [re.search(r"http\.response\.written=(\d+)", line)] if m)
+        hub = [line for line in (self.root / "olah.log").read_text().splitlines() if re.search(r'"(GET|HEAD) /', line)]
+        return {"registry_requests": len(registry), "registry_bytes": written, "hub_requests": len(hub)}
 
     # --- content ----------------------------------------------------------------------
     def repo_path(self, repo: str) -> Path:
@@ -187,8 +199,8 @@ def wipe_artifacts() -> None:
     from sparkstack.groups import load_group_settings
 
     cache = load_group_settings("testvm").model_cache_dir
-    result = testvm.ssh("docker ps -aq | xargs -r docker rm -f >/dev/null; docker images -q | sort -u | "
-                        f"xargs -r docker rmi -f >/dev/null; rm -rf {cache}/hub; docker images -q | wc -l", timeout=300)
+    result = testvm.ssh("docker ps -aq | xargs -r docker rm -f >/dev/null; docker image prune -af >/dev/null; "
+                        f"rm -rf {cache}/hub; docker images -aq | wc -l", timeout=300)
     assert result.stdout.strip() == "0", result.stdout + result.stderr
 
 
@@ -198,6 +210,15 @@ def prepare(root: Path, weights_bytes: int) -> ArtifactServers:
 
     servers = ArtifactServers(root)
     servers.stop()
+    try:
+        _prepare(servers, weights_bytes, load_into_vm)
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
+
+
+def _prepare(servers: ArtifactServers, weights_bytes: int, load_into_vm) -> None:
     servers.start()
     for repo in test_repos():
         servers.make_repo(repo, weights_bytes)
@@ -209,7 +230,6 @@ def prepare(root: Path, weights_bytes: int) -> ArtifactServers:
         raise RuntimeError(f"sparkstack lock failed:\n{lock.stdout}\n{lock.stderr[-3000:]}")
     testvm.progress(lock.stdout.strip().splitlines()[-1])
     wipe_artifacts()
-    return servers
 
 
 if __name__ == "__main__":

@@ -32,6 +32,10 @@ COMPONENT = "artifacts"
 GB = 1e9
 
 
+def size(n: int) -> str:
+    return f"{n / GB:.2f} GB" if n >= GB else f"{n / 1e6:.1f} MB"
+
+
 @dataclass
 class Missing:
     images: dict[str, int]                    # pinned reference -> bytes (the lock's size)
@@ -99,15 +103,17 @@ def check_disk(missing: Missing, settings: GroupSettings) -> None:
     (root_free, root_fs), (cache_free, cache_fs) = ((int(a), t) for a, t in rows)
     needs = {root_fs: [int(root_free), 0, []], cache_fs: [int(cache_free), 0, []]}
     needs[root_fs][1] += missing.image_bytes
-    needs[root_fs][2].append(f"images {missing.image_bytes / GB:.2f} GB")
+    if missing.image_bytes:
+        needs[root_fs][2].append(f"images {size(missing.image_bytes)}")
     needs[cache_fs][1] += missing.snapshot_bytes
-    needs[cache_fs][2].append(f"snapshots {missing.snapshot_bytes / GB:.2f} GB")
+    if missing.snapshot_bytes:
+        needs[cache_fs][2].append(f"snapshots {size(missing.snapshot_bytes)}")
     margin = int(settings.disk_margin_gb * GB)
     short = []
     for filesystem, (free, need, parts) in needs.items():
         if need and need + margin > free:
-            short.append(f"  filesystem {filesystem}: needs {need / GB:.2f} GB ({', '.join(parts)}) + {margin / GB:.2f} GB "
-                         f"margin = {(need + margin) / GB:.2f} GB, has {free / GB:.2f} GB free")
+            short.append(f"  filesystem {filesystem}: needs {size(need)} ({', '.join(parts)}) + {size(margin)} "
+                         f"margin = {size(need + margin)}, has {size(free)} free")
     if short:
         raise DeployError(f"{host.name}: not enough disk for the artifacts still to fetch; nothing was fetched or "
                           "changed:\n" + "\n".join(short) + "\n  free space there (or lower sparkstack_disk_margin_gb), "
@@ -123,8 +129,8 @@ def provision_artifacts(rendering: Rendering, lock: Lock, needed: Intents, setti
     for rendered in rendering.of(COMPONENT):
         files.put(name=f"{rendered.kind.capitalize()} program {rendered.path}", src=StringIO(rendered.content),
                   dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
-    for pinned, size in missing.images.items():
-        server.shell(name=f"Pull image {pinned} ({size / GB:.2f} GB unpacked)",
+    for pinned, nbytes in missing.images.items():
+        server.shell(name=f"Pull image {pinned} ({size(nbytes)} unpacked)",
                      commands=[f"{FETCH_PATH} image {shlex.quote(pinned)}"])
     if not missing.images and not missing.snapshots:
         logger.info(f"{host.name}: every locked image and snapshot is present; nothing to fetch")
@@ -139,5 +145,5 @@ def fetch_snapshots(lock: Lock, needed: Intents, settings: GroupSettings, missin
         image = lock.images[needed.repos[repo].image].pinned
         spec = {"repo": repo, "commit": entry.commit, "allow": entry.allow, "ignore": entry.ignore,
                 "files": entry.files, "endpoint": settings.hf_endpoint, "cache_dir": settings.model_cache_dir}
-        server.shell(name=f"Fetch {repo}@{entry.commit[:12]}: {len(todo)} file(s), {sum(todo.values()) / GB:.3f} GB",
+        server.shell(name=f"Fetch {repo}@{entry.commit[:12]}: {len(todo)} file(s), {size(sum(todo.values()))}",
                      commands=[f"{FETCH_PATH} snapshot {shlex.quote(image)} {shlex.quote(json.dumps(spec, sort_keys=True))}"])

@@ -16,7 +16,7 @@ import pytest
 
 from sparkstack import testvm
 from sparkstack.paths import repo_root
-from tests.standin_engine.image import load_into_vm
+from tests.artifact_servers import ArtifactServers, prepare
 
 BIN = Path(sys.executable).parent
 
@@ -56,14 +56,36 @@ def vm_ssh(command: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return testvm.ssh(command, timeout=timeout)
 
 
+# Each test repo's weight file; small, so the loop stays quick (the benchmark uses larger ones).
+WEIGHTS_BYTES = 4 * 1024 * 1024
+
+
 @pytest.fixture(scope="session")
-def vm():
+def vm(tmp_path_factory):
+    """A fresh VM with the registry and hub reachable from it, the group locked there, and no artifacts on it
+    (a wiped Spark): the first deploy pulls and fetches everything."""
     keep = os.environ.get("SPARKSTACK_KEEP_VM") == "1"
     info = testvm.up(fresh=not keep)
-    load_into_vm()
+    servers = prepare(tmp_path_factory.mktemp("artifact-servers"), WEIGHTS_BYTES)
+    info["servers"] = servers
     yield info
+    servers.stop()
     if not keep:
         testvm.down()
+
+
+@pytest.fixture(scope="session")
+def artifact_servers(vm) -> ArtifactServers:
+    return vm["servers"]
+
+
+def locked() -> dict:
+    """The test VM's lock as `sparkstack lock` wrote it."""
+    return json.loads((repo_root() / "group_data" / "testvm.lock.json").read_text())
+
+
+def pinned_image() -> str:
+    return next(iter(locked()["images"].values()))["pinned"]
 
 
 @pytest.fixture(scope="session")

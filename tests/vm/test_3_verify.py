@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sparkstack import testvm
-from tests.vm.conftest import BIN, run, vm_ssh
+from tests.vm.conftest import BIN, pinned_image, run, vm_ssh
 
 
 def verify(*args: str, history) -> tuple[int, dict | str]:
@@ -36,7 +36,7 @@ def test_verify_the_hot_model_through_the_host(deployed, history, alias, name, v
     assert ("MoE guard in force: --moe-backend marlin" if name == "qwen36" else "no MoE backend pinned") in checks["engine"]["detail"]
     assert checks["vision"]["figure"] == vision_code
     assert report["expectations"]["profile"] == name
-    assert report["expectations"]["image"] == "sparkstack-standin-engine:latest"
+    assert report["expectations"]["image"] == pinned_image()
     code, table = verify(history=history)
     print(table)
     assert code == 0 and "decode" in table

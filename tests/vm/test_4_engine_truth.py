@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from sparkstack.paths import models_dir
-from tests.vm.conftest import BIN, deploy, run, vm_ssh
+from tests.artifact_servers import STANDIN_PUSHED
+from tests.vm.conftest import BIN, deploy, pinned_image, run, vm_ssh
 
-IMAGE = "sparkstack-standin-engine:latest"
 PROBE_CACHE = "/var/lib/sparkstack/engine-probes"
 WATCHED = "/usr/local/libexec/sparkstack/launch-qwen36 /etc/systemd/system/vllm-qwen36.service /etc/sparkstack/models.json"
 
@@ -52,12 +52,13 @@ def test_the_shipped_profiles_pass_the_image_check_and_it_is_cached(deployed):
 @pytest.mark.parametrize("extra,expected", [
     # vLLM 0.33.0 has --enforce-eager (so `sparkstack validate` passes); the image's release does not.
     ("extra_args: [--enforce-eager]\n",
-     f"qwen36: --enforce-eager: vllm 0.33.0 in image {IMAGE} has no such option"),
+     "qwen36: --enforce-eager: vllm 0.33.0 in image {image} has no such option"),
     # vLLM 0.33.0 reads VLLM_LOGGING_LEVEL; the image's release does not.
     ("env: {VLLM_LOGGING_LEVEL: INFO}\n",
-     f"qwen36: env VLLM_LOGGING_LEVEL: vllm 0.33.0 in image {IMAGE} does not read it"),
+     "qwen36: env VLLM_LOGGING_LEVEL: vllm 0.33.0 in image {image} does not read it"),
 ], ids=["flag the release lacks", "env var the release does not read"])
 def test_the_deploy_refuses_what_the_image_would_refuse_before_changing_anything(deployed, tmp_path, extra, expected):
+    expected = expected.format(image=pinned_image())
     env = profiles_with(tmp_path, extra)
     offline = run([str(BIN / "sparkstack"), "validate"], env=env)
     assert offline.returncode == 0, offline.stdout + offline.stderr  # the real 0.33.0 accepts it
@@ -69,28 +70,39 @@ def test_the_deploy_refuses_what_the_image_would_refuse_before_changing_anything
     assert host_files_digest() == before
 
 
+def lock_upgrade() -> None:
+    result = run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testvm", "--upgrade"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 @pytest.fixture
 def image_claiming_another_release(deployed):
-    """Retag the stand-in as an image that says it carries vLLM 0.24.0; restore the original afterwards."""
-    original = vm_ssh(f"docker image inspect --format '{{{{.Id}}}}' {IMAGE}").stdout.strip()
+    """The registry's tag moves to an image that says it carries vLLM 0.24.0 and the lock is upgraded to it;
+    afterwards the tag moves back and the lock returns to the original digest."""
+    original = pinned_image()
     script = (f"docker rm -f sparkstack-derive >/dev/null 2>&1; "
-              f"docker run --name sparkstack-derive --entrypoint sh {IMAGE} -c "
+              f"docker run --name sparkstack-derive --entrypoint sh {original} -c "
               "\"sed -i 's/\\\"version\\\": \\\"0.33.0\\\"/\\\"version\\\": \\\"0.24.0\\\"/' /opt/standin/engine_table.json\" && "
-              f"docker commit --change 'ENTRYPOINT [\"/usr/bin/tini\", \"--\"]' sparkstack-derive {IMAGE} >/dev/null && "
-              "docker rm sparkstack-derive >/dev/null")
+              f"docker commit --change 'ENTRYPOINT [\"/usr/bin/tini\", \"--\"]' sparkstack-derive {STANDIN_PUSHED} >/dev/null && "
+              f"docker rm sparkstack-derive >/dev/null && docker push -q {STANDIN_PUSHED} >/dev/null")
     made = vm_ssh(script)
     assert made.returncode == 0, made.stderr
-    yield
-    restored = vm_ssh(f"docker tag {original} {IMAGE}")
+    lock_upgrade()
+    assert pinned_image() != original
+    yield pinned_image()
+    restored = vm_ssh(f"docker tag {original} {STANDIN_PUSHED} && docker push -q {STANDIN_PUSHED}")
     assert restored.returncode == 0, restored.stderr
+    lock_upgrade()
+    assert pinned_image() == original
 
 
 def test_an_image_carrying_another_release_is_refused(image_claiming_another_release):
+    image = image_claiming_another_release
     before = host_files_digest()
     result = attempt_deploy({})
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert (f"qwen36: engine_version: image {IMAGE} carries vllm 0.24.0, but the profile declares '>=0.33.0.dev0'"
+    assert (f"qwen36: engine_version: image {image} carries vllm 0.24.0, but the profile declares '>=0.33.0.dev0'"
             in output), output[-3000:]
     assert host_files_digest() == before
 
