@@ -37,7 +37,7 @@ demo: deps venv
 	$(BIN)/sparkstack plan
 	rm -rf $(RENDER_DIR) && $(BIN)/sparkstack render --group spark --out $(RENDER_DIR)/spark
 	$(BIN)/sparkstack testvm up
-	$(BIN)/python tests/standin_engine/load_into_vm.py
+	$(BIN)/python tests/artifact_servers.py up
 	$(BIN)/pyinfra -y inventory.py deploy.py --limit testvm
 	$(BIN)/sparkstack testvm ssh llm-switch qwen
 	$(BIN)/sparkstack testvm ssh llm-switch status
@@ -47,5 +47,6 @@ bench: deps venv
 	$(BIN)/python benchmarks/bench_switch.py
 
 clean:
+	-$(BIN)/python tests/artifact_servers.py down
 	-$(BIN)/sparkstack testvm down
 	rm -rf $(VENV) build
