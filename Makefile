@@ -45,6 +45,7 @@ demo: deps venv
 bench: deps venv
 	$(BIN)/python benchmarks/bench_deploy.py
 	$(BIN)/python benchmarks/bench_switch.py
+	$(BIN)/python benchmarks/bench_artifacts.py
 
 clean:
 	-$(BIN)/python tests/artifact_servers.py down
