@@ -18,6 +18,7 @@ import os
 import pytest
 
 from sparkstack.groups import load_group_settings
+from sparkstack.lockfile import group_pins, load_lock
 from sparkstack.memory import make_plan
 from sparkstack.profiles import load_profiles
 from sparkstack.render import render
@@ -26,7 +27,10 @@ GROUP = os.environ.get("SPARKSTACK_GROUP", "testvm")
 _LOADED = load_profiles()
 _SETTINGS = load_group_settings(GROUP)
 _PLAN = make_plan(GROUP, [lp.profile for lp in _LOADED], _SETTINGS)
-RENDERING = render(GROUP, _LOADED, _SETTINGS, _PLAN)
+# The group's lock pins what the deploy rendered (the test VM's is written by the tests).
+PINS = group_pins(GROUP, _PLAN.deployable, _SETTINGS)
+LOCK = load_lock(GROUP)
+RENDERING = render(GROUP, _LOADED, _SETTINGS, _PLAN, PINS)
 DEPLOYED = {p.name: p for p in _PLAN.deployable}
 
 
@@ -34,6 +38,9 @@ def pytest_generate_tests(metafunc):
     if "profile" in metafunc.fixturenames:
         names = sorted(DEPLOYED)
         metafunc.parametrize("profile", [DEPLOYED[n] for n in names], ids=names)
+    if "locked_repo" in metafunc.fixturenames:
+        repos = sorted(PINS.revisions)
+        metafunc.parametrize("locked_repo", repos, ids=repos)
     if "rendered" in metafunc.fixturenames:
         metafunc.parametrize("rendered", RENDERING.files, ids=[f.path for f in RENDERING.files])
 
@@ -46,3 +53,13 @@ def rendering():
 @pytest.fixture(scope="session")
 def settings():
     return _SETTINGS
+
+
+@pytest.fixture(scope="session")
+def pins():
+    return PINS
+
+
+@pytest.fixture(scope="session")
+def lock():
+    return LOCK

@@ -56,7 +56,7 @@ def test_llm_switch_is_installed_on_path(host):
 
 
 @pytest.mark.switching
-def test_switching_to_a_model_leaves_exactly_it_running(host, profile):
+def test_switching_to_a_model_leaves_exactly_it_running(host, profile, pins):
     alias = profile.aliases[0] if profile.aliases else profile.name
     result = host.run(f"llm-switch {alias}")
     assert result.rc == 0, result.stdout + result.stderr
@@ -71,7 +71,7 @@ def test_switching_to_a_model_leaves_exactly_it_running(host, profile):
     # environment also holds the secrets file.
     pinned = dict(item.split("=", 1) for item in inspect["Config"]["Env"] or [] if item.split("=", 1)[0] in profile.env)
     assert pinned == profile.env
-    expected = engine_args(profile, profile.resolve(profile.effective_default_variant))
+    expected = engine_args(profile, profile.resolve(profile.effective_default_variant), pins)
     assert inspect["Config"]["Cmd"] == expected
     assert inspect["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
     status = json.loads(host.check_output("llm-switch status --json"))
@@ -104,3 +104,20 @@ def test_earlyoom_runs_with_the_rendered_absolute_thresholds(host, rendering):
 def test_memory_guard_unit_verifies_on_the_host(host):
     result = host.run("systemd-analyze verify /etc/systemd/system/sparkstack-memory-guard.service")
     assert result.rc == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_the_locked_image_of_every_model_is_on_the_host(host, profile, pins, settings):
+    image = pins.image(settings.image_for(profile.engine, profile.image))
+    assert host.run(f"docker image inspect --format ok {image}").stdout.strip() == "ok", image
+
+
+def test_every_locked_snapshot_file_is_on_the_host_at_its_size(host, locked_repo, lock, settings):
+    from sparkstack.artifacts import snapshot_dir
+
+    entry = lock.models[locked_repo]
+    where = snapshot_dir(settings.model_cache_dir, locked_repo, entry.commit)
+    sizes = {}
+    for line in host.check_output(f"cd {where} && stat -L -c '%s %n' -- {' '.join(sorted(entry.files))}").splitlines():
+        size, _, name = line.partition(" ")
+        sizes[name] = int(size)
+    assert sizes == entry.files
