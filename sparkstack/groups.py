@@ -51,6 +51,8 @@ class GroupSettings(StrictModel):
     # Free space the artifact preflight keeps on the docker root and the model cache filesystems, beyond
     # what the fetch needs (pulls unpack layers next to the downloads; logs and the OS keep growing).
     disk_margin_gb: float = Field(default=10.0, ge=0)
+    # Sparks in this group that form one cluster (one GPU each): cluster profiles are placed on them.
+    cluster_nodes: int = Field(default=1, ge=1)
     # How long a switch waits for another switch's lock.
     switch_lock_wait_s: int = Field(default=600, gt=0)
     # How long every model start (llm-switch, a hand start, systemd's restarts) waits for MemAvailable to

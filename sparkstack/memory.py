@@ -6,6 +6,10 @@ A profile fits a host when
     (the engine must be allowed to hold at least the weights).
 A profile that does not fit is refused, with the figures and the number of
 hosts it would need, and is never deployed.
+
+A cluster profile (`cluster:` in its YAML) is placed on a cluster group of at least its
+tensor x pipeline nodes; each node holds its share of the weights and of the resident memory
+and keeps its own OS reserve, and the checks above apply to that share on every node.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ class Fit:
     host_gb: float
     reserve_gb: float
     problems: list[str] = field(default_factory=list)
+    nodes: int = 1  # the nodes the profile is spread over (its cluster's tensor x pipeline)
 
     @property
     def fits(self) -> bool:
@@ -30,20 +35,25 @@ class Fit:
 
     @property
     def min_hosts(self) -> int:
-        """Hosts of this size the weights need, each keeping its OS reserve."""
+        """Hosts of this size the weights need, each keeping its OS reserve (at least the declared cluster)."""
         usable = self.host_gb - self.reserve_gb
         smallest_fraction = min(self.profile.resolve(v).memory_fraction for v in self.profile.variant_names)
         per_host = min(usable, smallest_fraction * self.host_gb)
-        return max(1, math.ceil(self.profile.memory.weights_gb / per_host)) if per_host > 0 else 0
+        by_memory = max(1, math.ceil(self.profile.memory.weights_gb / per_host)) if per_host > 0 else 0
+        declared = self.profile.cluster.nodes if self.profile.cluster else 1
+        return max(by_memory, declared)
 
     def describe(self) -> str:
         p = self.profile
-        need = p.required_memory_gb + self.reserve_gb
-        head = (f"{p.name:<10} {p.engine:<6} weights {_gb(p.memory.weights_gb):>6}  "
-                f"resident {_gb(p.required_memory_gb):>6} + reserve {_gb(self.reserve_gb)} = {_gb(need):>6} "
+        share = _share(p.required_memory_gb, self.nodes)
+        need = share + self.reserve_gb
+        per = "" if self.nodes == 1 else f" per node of {self.nodes}"
+        head = (f"{p.name:<10} {p.engine:<6} weights {_gb(_share(p.memory.weights_gb, self.nodes)):>6}{per}  "
+                f"resident {_gb(share):>6} + reserve {_gb(self.reserve_gb)} = {_gb(need):>6} "
                 f"of {_gb(self.host_gb)}")
         if self.fits:
-            return f"FITS     {head}  (headroom {_gb(self.host_gb - need)})"
+            where = "" if self.nodes == 1 else f"; placed on {self.nodes} nodes, {self.profile.cluster.backend} multi-node"
+            return f"FITS     {head}  (headroom {_gb(round(self.host_gb - need, 2))}{where})"
         lines = [f"REFUSED  {head}"]
         lines += [f"         - {problem}" for problem in self.problems]
         if self.min_hosts > 1:
@@ -62,7 +72,13 @@ class Plan:
 
     @property
     def deployable(self) -> list[Profile]:
-        return [f.profile for f in self.fits if f.fits]
+        """What a deploy installs on each host of the group: the single-node profiles that fit."""
+        return [f.profile for f in self.fits if f.fits and f.profile.cluster is None]
+
+    @property
+    def placed_clusters(self) -> list[Fit]:
+        """Cluster profiles that fit the group's nodes: placed by the plan, not deployed yet (no per-node rendering)."""
+        return [f for f in self.fits if f.fits and f.profile.cluster is not None]
 
     @property
     def refused(self) -> list[Fit]:
@@ -71,6 +87,9 @@ class Plan:
     def describe(self) -> str:
         lines = [f"memory plan for group {self.group!r}: {_gb(self.host_gb)} unified memory, OS reserve {_gb(self.reserve_gb)}"]
         lines += ["  " + line for fit in self.fits for line in fit.describe().splitlines()]
+        for fit in self.placed_clusters:
+            lines.append(f"  note: {fit.profile.name} is placed but not deployed: sparkstack does not render per-node "
+                         "units or switch a cluster model yet")
         return "\n".join(lines)
 
 
@@ -82,21 +101,36 @@ def _gb(value: float) -> str:
     return f"{value:g} GB"
 
 
-def check_fit(profile: Profile, host_gb: float, reserve_gb: float) -> Fit:
+def _share(total_gb: float, nodes: int) -> float:
+    return round(total_gb / nodes, 2)
+
+
+def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes: int = 1) -> Fit:
+    """Does the profile fit this group's hosts? A cluster profile is checked per node, on a group of enough nodes."""
     problems = []
-    need = profile.required_memory_gb + reserve_gb
+    nodes = profile.cluster.nodes if profile.cluster else 1
+    if nodes > cluster_nodes:
+        c = profile.cluster
+        problems.append(f"cluster: tensor_parallel {c.tensor_parallel} x pipeline_parallel {c.pipeline_parallel} = "
+                        f"{nodes} nodes, but this group has {cluster_nodes} (sparkstack_cluster_nodes)")
+    # On too few nodes the figures are those of the nodes there are, so the numbers show why.
+    nodes = min(nodes, cluster_nodes)
+    per = "" if nodes == 1 else f" per node of {nodes}"
+    resident = _share(profile.required_memory_gb, nodes)
+    weights = _share(profile.memory.weights_gb, nodes)
+    need = resident + reserve_gb
     if need > host_gb:
         what = "resident memory" if profile.memory.resident_gb else "weights (resident memory not declared)"
-        problems.append(f"{what} {_gb(profile.required_memory_gb)} + OS reserve {_gb(reserve_gb)} = "
+        problems.append(f"{what}{per} {_gb(resident)} + OS reserve {_gb(reserve_gb)} = "
                         f"{_gb(need)} exceeds {_gb(host_gb)} of unified memory")
     for variant in profile.variant_names:
         fraction = profile.resolve(variant).memory_fraction
         budget = fraction * host_gb
-        if budget < profile.memory.weights_gb:
+        if budget < weights:
             label = "" if variant == "default" else f" (variant {variant})"
             problems.append(f"memory fraction {fraction:g} x {_gb(host_gb)} = {_gb(round(budget, 1))} "
-                            f"cannot hold {_gb(profile.memory.weights_gb)} of weights{label}")
-    return Fit(profile, host_gb, reserve_gb, problems)
+                            f"cannot hold {_gb(weights)} of weights{per}{label}")
+    return Fit(profile, host_gb, reserve_gb, problems, nodes)
 
 
 def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live_gb: float | None = None) -> Plan:
@@ -109,7 +143,7 @@ def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live
             raise PlanError(f"group {group!r}: sparkstack_models names unknown profiles: {', '.join(unknown)} "
                             f"(known: {', '.join(by_name)})")
         profiles = [by_name[m] for m in settings.models]
-    plan = Plan(group, host_gb, settings.os_reserve_gb, [check_fit(p, host_gb, settings.os_reserve_gb) for p in profiles])
+    plan = Plan(group, host_gb, settings.os_reserve_gb, [check_fit(p, host_gb, settings.os_reserve_gb, settings.cluster_nodes) for p in profiles])
     if settings.models is not None and plan.refused:
         raise PlanError(plan.describe() + f"\ngroup {group!r} pins profiles that cannot fit; "
                         "remove them from sparkstack_models or deploy them to a larger cluster")

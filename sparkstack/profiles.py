@@ -55,6 +55,24 @@ class Memory(StrictModel):
     resident_gb: GB | None = None
 
 
+class Cluster(StrictModel):
+    """How a model too big for one Spark is spread over a cluster group: one GPU per Spark, so
+    nodes = tensor_parallel x pipeline_parallel."""
+
+    tensor_parallel: int = Field(ge=1)
+    pipeline_parallel: int = Field(default=1, ge=1)
+    # vLLM's own multi-node engine (--nnodes/--node-rank/--master-addr, --headless on workers), or vLLM over Ray.
+    backend: Literal["native", "ray"] = "native"
+    # From the model's config.json (num_attention_heads, num_key_value_heads), when declared: tensor
+    # parallelism splits heads, so it must divide them (KV heads may instead be replicated: tp a multiple).
+    attention_heads: int | None = Field(default=None, gt=0)
+    kv_heads: int | None = Field(default=None, gt=0)
+
+    @property
+    def nodes(self) -> int:
+        return self.tensor_parallel * self.pipeline_parallel
+
+
 class Tools(StrictModel):
     parser: str
 
@@ -95,6 +113,8 @@ class Profile(StrictModel):
     speculative: Speculative | None = None
     tools: Tools | None = None
     reasoning_parser: str | None = None
+    # A model too big for one Spark: how it is spread over a cluster group (see Cluster).
+    cluster: Cluster | None = None
     # Which MoE kernels the engine must use, in the engine's own backend names (vLLM
     # --moe-backend, SGLang --moe-runner-backend); the adapter spells it for the declared release
     # and refuses a backend the target GPU cannot run.
@@ -316,6 +336,14 @@ def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str
     if profile.memory.resident_gb is not None and profile.memory.resident_gb < profile.memory.weights_gb:
         errors.append((("memory", "resident_gb"), "memory.resident_gb",
                        f"{profile.memory.resident_gb} GB is less than the weights ({profile.memory.weights_gb} GB)"))
+    if profile.cluster is not None:
+        c = profile.cluster
+        if c.attention_heads is not None and c.attention_heads % c.tensor_parallel:
+            errors.append((("cluster", "tensor_parallel"), "cluster.tensor_parallel",
+                           f"{c.tensor_parallel} does not divide the {c.attention_heads} attention heads"))
+        if c.kv_heads is not None and c.kv_heads % c.tensor_parallel and c.tensor_parallel % c.kv_heads:
+            errors.append((("cluster", "tensor_parallel"), "cluster.tensor_parallel",
+                           f"{c.tensor_parallel} neither divides the {c.kv_heads} KV heads nor is a multiple of them"))
     try:
         parse_specifier(profile.engine_version)
     except ReleaseError as exc:

@@ -71,3 +71,41 @@ def test_pinning_a_profile_that_cannot_fit_stops_the_plan(profiles):
 def test_pinning_an_unknown_profile_is_an_error(profiles):
     with pytest.raises(PlanError, match="unknown profiles: llama"):
         make_plan("spark", list(profiles.values()), GroupSettings(models=["llama"]))
+
+
+def test_glm_is_placed_on_a_four_node_cluster_with_the_figures_per_node(profiles):
+    plan = make_plan("cluster", list(profiles.values()), load_group_settings("cluster"))
+    fit = next(f for f in plan.fits if f.profile.name == "glm51")
+    assert fit.fits and fit.nodes == 4
+    assert ("glm51      vllm   weights 94.25 GB per node of 4  resident 94.25 GB + reserve 8 GB = 102.25 GB of 128 GB  "
+            "(headroom 25.75 GB; placed on 4 nodes, native multi-node)") in fit.describe()
+    # placed, but not deployed: nothing renders a cluster model per node yet
+    assert [f.profile.name for f in plan.placed_clusters] == ["glm51"]
+    assert "glm51" not in [p.name for p in plan.deployable]
+    assert "note: glm51 is placed but not deployed" in plan.describe()
+
+
+def test_glm_on_three_nodes_is_refused_with_the_per_node_numbers(profiles):
+    fit = check_fit(profiles["glm51"], host_gb=128, reserve_gb=8, cluster_nodes=3)
+    assert not fit.fits
+    text = fit.describe()
+    assert "tensor_parallel 4 x pipeline_parallel 1 = 4 nodes, but this group has 3" in text
+    # 377 / 3 = 125.67 GB per node: more than 0.9 x 128 GB and, with the reserve, more than 128 GB
+    assert "weights (resident memory not declared) per node of 3 125.67 GB + OS reserve 8 GB = 133.67 GB exceeds 128 GB" in text
+    assert "needs at least 4 hosts of 128 GB; not deployed" in text
+
+
+def test_tensor_parallel_must_divide_the_declared_heads(tmp_path):
+    from sparkstack.paths import models_dir
+    from sparkstack.profiles import ProfileErrors
+
+    for source in models_dir().glob("*.yaml"):
+        text = source.read_text()
+        if source.name == "glm51.yaml":
+            text = text.replace("  tensor_parallel: 4\n", "  tensor_parallel: 3\n  attention_heads: 64\n  kv_heads: 8\n")
+        (tmp_path / source.name).write_text(text)
+    with pytest.raises(ProfileErrors) as caught:
+        load_profiles([tmp_path])
+    message = str(caught.value)
+    assert "glm51.yaml" in message and "cluster.tensor_parallel: 3 does not divide the 64 attention heads" in message
+    assert "cluster.tensor_parallel: 3 neither divides the 8 KV heads nor is a multiple of them" in message
