@@ -63,7 +63,7 @@ def intents(profiles: list[Profile], settings: GroupSettings) -> Intents:
         for repo, revision in [(p.model, p.revision)] + [(d, DRAFT_REVISION) for d in draft_models(p)]:
             intent = repos.get(repo)
             if intent is None:
-                repos[repo] = RepoIntent(repo, revision, tuple(allow), tuple(ignore), image, [p.name])
+                repos[repo] = RepoIntent(repo, revision, tuple(sorted(allow)), tuple(sorted(ignore)), image, [p.name])
                 continue
             # Two profiles share a repo: fetch what either loads, skip only what both skip.
             intent.allow = tuple(sorted(set(intent.allow) | set(allow)))

@@ -98,8 +98,9 @@ def _without_derived(data: dict) -> dict:
 
 
 def repo_is_current(entry: LockedRepo | None, intent) -> bool:
+    # Patterns compare as sets: two profiles sharing a repo must not make it look stale.
     return (entry is not None and entry.revision == intent.revision
-            and tuple(entry.allow) == tuple(intent.allow) and tuple(entry.ignore) == tuple(intent.ignore))
+            and set(entry.allow) == set(intent.allow) and set(entry.ignore) == set(intent.ignore))
 
 
 def lock_problems(lock: Lock | None, needed: Intents, group: str) -> list[str]:

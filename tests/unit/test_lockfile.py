@@ -136,3 +136,13 @@ def test_vllm_with_the_mistral_load_format_fetches_the_consolidated_files():
     mistral_format = profile.model_copy(update={"extra_args": ["--load-format", "mistral"]})
     allow, ignore = adapter_for("vllm").weight_patterns(mistral_format)
     assert "consolidated*.safetensors" in allow and not ignore
+
+
+def test_a_second_profile_on_the_same_repo_does_not_make_the_lock_stale():
+    loaded, settings, plan, needed = spark()
+    lock = full_lock(needed)
+    qwen = next(p for p in plan.deployable if p.name == "qwen36")
+    twin = qwen.model_copy(update={"name": "tiny", "port": 30005, "aliases": []})
+    both = intents(list(plan.deployable) + [twin], settings)
+    assert both.repos[QWEN].used_by == ["qwen36", "tiny"]
+    assert lock_problems(lock, both, "spark") == []
