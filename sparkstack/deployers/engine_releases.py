@@ -28,7 +28,7 @@ def check_engine_releases(profiles: list[Profile], settings: GroupSettings, imag
     later = [p for p in profiles if images[p.name] in pulled]
     problems = _problems(now, images, gpu_flags)
     if problems:
-        raise DeployError(_refusal(problems))
+        raise DeployError(_refusal(problems, "nothing was changed"))
     if later:
         python.call(name=f"Ask the pulled image(s) which engine release they carry: {', '.join(p.name for p in later)}",
                     function=_check_after_pull, profiles=later, images=images, gpu_flags=gpu_flags)
@@ -37,12 +37,12 @@ def check_engine_releases(profiles: list[Profile], settings: GroupSettings, imag
 def _check_after_pull(profiles: list[Profile], images: dict[str, str], gpu_flags: tuple[str, ...]) -> None:
     problems = _problems(profiles, images, gpu_flags)
     if problems:
-        raise DeployError(_refusal(problems))
+        raise DeployError(_refusal(problems, "the image was pulled, no model file was changed"))
 
 
-def _refusal(problems: list[str]) -> str:
-    return (f"{host.name}: the engine in the pinned image refuses or ignores what sparkstack would render; no "
-            "model file was changed:\n" + "\n".join(f"  {line}" for line in problems))
+def _refusal(problems: list[str], outcome: str) -> str:
+    return (f"{host.name}: the engine in the pinned image refuses or ignores what sparkstack would render; {outcome}:\n"
+            + "\n".join(f"  {line}" for line in problems))
 
 
 def _problems(profiles: list[Profile], images: dict[str, str], gpu_flags: tuple[str, ...]) -> list[str]:
