@@ -94,28 +94,47 @@ class ArtifactServers:
         self._save({"registry": registry.pid, "hub": hub.pid})
         wait_for_port(self.registry_port, registry, "docker-registry", registry_log)
         wait_for_port(self.hub_port, hub, "olah", hub_log)
+        self._pids = {"registry": registry.pid, "hub": hub.pid}
+        self.open_tunnel()
+        testvm.progress(f"registry and hub reachable in the VM at {VM_REGISTRY} and 127.0.0.1:{VM_HUB_PORT}")
+
+    def open_tunnel(self, wait_s: float = 30) -> None:
+        """One `ssh -R` for both servers. A VM reboot ends it: `reachable()` opens a new one."""
         tunnel_log = self.root / "tunnel.log"
         # A tunnel left by an interrupted run (a kept VM) would hold the VM's ports: end its sshd session.
         testvm.ssh("for p in 5000 5080; do ss -ltnpH \"sport = :$p\" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | "
                    "xargs -r kill; done; true")
         tunnel = subprocess.Popen(
-            testvm.ssh_command()[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=15",
+            testvm.ssh_command()[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
+                                        "-o", "ServerAliveCountMax=3",
                                         "-R", f"{VM_REGISTRY}:127.0.0.1:{self.registry_port}",
                                         "-R", f"127.0.0.1:{VM_HUB_PORT}:127.0.0.1:{self.hub_port}"]
-            + testvm.ssh_command()[1:], stdout=tunnel_log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-        self._save({"registry": registry.pid, "hub": hub.pid, "tunnel": tunnel.pid})
-        deadline = time.monotonic() + 30
+            + testvm.ssh_command()[1:], stdout=tunnel_log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+        self._tunnel = tunnel
+        self._save({**self._pids, "tunnel": tunnel.pid})
+        deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if tunnel.poll() is not None:
                 raise RuntimeError(f"ssh -R to the VM failed: {tunnel_log.read_text()[-800:]}")
-            probe = testvm.ssh(f"curl -s -o /dev/null -w '%{{http_code}}' http://{VM_REGISTRY}/v2/ && "
-                               f"curl -s -o /dev/null -w ' %{{http_code}}' http://127.0.0.1:{VM_HUB_PORT}/api/models/none/none")
-            # Only our own tunnel counts: a stale one holding the VM's ports makes ours exit.
-            if probe.stdout.startswith("200") and tunnel.poll() is None and (time.sleep(1) or tunnel.poll() is None):
-                testvm.progress(f"registry and hub reachable in the VM at {VM_REGISTRY} and 127.0.0.1:{VM_HUB_PORT}")
+            if self._answers() and tunnel.poll() is None and (time.sleep(1) or tunnel.poll() is None):
                 return
             time.sleep(0.5)
-        raise RuntimeError("the registry did not answer through the tunnel within 30 s")
+        raise RuntimeError(f"the registry did not answer through the tunnel within {wait_s:g} s")
+
+    def _answers(self) -> bool:
+        probe = testvm.ssh(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{VM_REGISTRY}/v2/ && "
+                           f"curl -s -m 5 -o /dev/null -w ' %{{http_code}}' http://127.0.0.1:{VM_HUB_PORT}/api/models/none/none")
+        return probe.stdout.startswith("200")
+
+    def reachable(self) -> None:
+        """Make sure the VM reaches both servers (after a reboot the old tunnel is dead or dying)."""
+        if self._tunnel.poll() is None and self._answers():
+            return
+        testvm.progress("the tunnel to the VM is gone (a reboot?); opening a new one")
+        if self._tunnel.poll() is None:
+            self._tunnel.terminate()
+            self._tunnel.wait(timeout=10)
+        self.open_tunnel(wait_s=60)
 
     def _save(self, pids: dict) -> None:
         self.pids().write_text(json.dumps(pids))

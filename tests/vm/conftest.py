@@ -34,10 +34,20 @@ def run(command: list[str], env: dict | None = None, timeout: float = 900) -> su
     return subprocess.run(command, capture_output=True, text=True, cwd=repo_root(), env=full_env, timeout=timeout)
 
 
+# The session's registry and hub (set by the `vm` fixture): every deploy may need them.
+SERVERS: list[ArtifactServers] = []
+
+
+def servers_reachable() -> None:
+    for servers in SERVERS:
+        servers.reachable()
+
+
 def deploy(env: dict | None = None) -> DeployResult:
     """`pyinfra -y inventory.py deploy.py --limit testvm`, with pyinfra's own count of changes."""
     import time
 
+    servers_reachable()
     started = time.monotonic()
     result = run([str(BIN / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", "testvm"], env=env)
     seconds = time.monotonic() - started
@@ -68,7 +78,9 @@ def vm(tmp_path_factory):
     info = testvm.up(fresh=not keep)
     servers = prepare(tmp_path_factory.mktemp("artifact-servers"), WEIGHTS_BYTES)
     info["servers"] = servers
+    SERVERS.append(servers)
     yield info
+    SERVERS.clear()
     servers.stop()
     if not keep:
         testvm.down()
@@ -77,6 +89,13 @@ def vm(tmp_path_factory):
 @pytest.fixture(scope="session")
 def artifact_servers(vm) -> ArtifactServers:
     return vm["servers"]
+
+
+@pytest.fixture(autouse=True)
+def registry_and_hub_reachable(request):
+    """Tests that reboot the VM end the tunnel; every VM test starts with the servers reachable."""
+    if SERVERS:
+        servers_reachable()
 
 
 def locked() -> dict:
