@@ -153,9 +153,12 @@ class ArtifactServers:
         """What the two servers have answered so far, from their own logs: requests and registry bytes."""
         import re
 
-        registry = [line for line in (self.root / "registry.log").read_text().splitlines() if 'msg="response completed"' in line]
+        # The reachability probes (`_answers`: GET /v2/ and /api/models/none/none) are not artifact traffic.
+        registry = [line for line in (self.root / "registry.log").read_text().splitlines()
+                    if 'msg="response completed"' in line and 'http.request.uri="/v2/"' not in line]
         written = sum(int(m.group(1)) for line in registry for m in [re.search(r"http\.response\.written=(\d+)", line)] if m)
-        hub = [line for line in (self.root / "olah.log").read_text().splitlines() if re.search(r'"(GET|HEAD) /', line)]
+        hub = [line for line in (self.root / "olah.log").read_text().splitlines()
+               if re.search(r'"(GET|HEAD) /', line) and "/api/models/none/none" not in line]
         return {"registry_requests": len(registry), "registry_bytes": written, "hub_requests": len(hub)}
 
     # --- content ----------------------------------------------------------------------
