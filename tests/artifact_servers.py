@@ -155,7 +155,7 @@ class ArtifactServers:
 
         # The reachability probes (`_answers`: GET /v2/ and /api/models/none/none) are not artifact traffic.
         registry = [line for line in (self.root / "registry.log").read_text().splitlines()
-                    if 'msg="response completed"' in line and 'http.request.uri="/v2/"' not in line]
+                    if 'msg="response completed"' in line and not re.search(r'http\.request\.uri="?/v2/"?(\s|$)', line)]
         written = sum(int(m.group(1)) for line in registry for m in [re.search(r"http\.response\.written=(\d+)", line)] if m)
         hub = [line for line in (self.root / "olah.log").read_text().splitlines()
                if re.search(r'"(GET|HEAD) /', line) and "/api/models/none/none" not in line]
