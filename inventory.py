@@ -7,6 +7,8 @@ spark   the DGX Sparks, from SPARKSTACK_SPARK_HOSTS: comma-separated ssh targets
 cluster the DGX Sparks that form one cluster, from SPARKSTACK_CLUSTER_HOSTS (same form as
         SPARKSTACK_SPARK_HOSTS); group_data/cluster.py says how many nodes the plan counts on.
 testvm  the test VM while `sparkstack testvm up` has it running.
+testcluster  the two test VMs as one cluster group (testcluster-head is the test VM, testcluster-worker
+        the second VM, `sparkstack testvm up --worker`), while both run.
 """
 
 import os
@@ -32,6 +34,9 @@ spark = (_spark_hosts(), {})
 cluster = (_spark_hosts("SPARKSTACK_CLUSTER_HOSTS"), {})
 _vm = _testvm.inventory_entry()
 testvm = ([_vm] if _vm else [], {})
+_cluster_vms = [_testvm.inventory_entry(_testvm.MAIN, "testcluster-head"),
+                _testvm.inventory_entry(_testvm.WORKER, "testcluster-worker")]
+testcluster = (_cluster_vms if all(_cluster_vms) else [], {})
 
 if not spark[0] and not cluster[0] and not testvm[0]:
     sys.stderr.write(_HOW_TO)

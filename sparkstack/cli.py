@@ -95,18 +95,24 @@ def render_command(group: str, out: Path) -> None:
     settings, plan_result = group_plan(group, loaded)
     click.echo(plan_result.describe())
     pinned = group_pins_or_exit(group, plan_result, settings)
-    try:
-        rendering = render(group, loaded, settings, plan_result, pinned)
-    except RenderError as exc:
-        fail(str(exc))
+    # A group that deploys a cluster model differs per node (rank, addresses): one tree per node.
+    per_node = any(p.cluster for p in plan_result.deployable)
+    nodes = list(settings.cluster_addresses) if per_node else [None]
+    for node in nodes:
+        try:
+            rendering = render(group, loaded, settings, plan_result, pinned, node)
+        except RenderError as exc:
+            fail(str(exc))
+        target = out / node if node else out
+        written = rendering.write_tree(target)
+        what = f"node {node!r} of group {group!r}" if node else f"group {group!r}"
+        click.echo(f"rendered {len(written)} files for {what} under {display_path(target)}:")
+        for path in written:
+            click.echo(f"  {display_path(path)}")
+        click.echo(f"  {display_path(target / 'MANIFEST')} (modes and owners as deployed)")
     if not pinned.complete:
         click.echo(f"note: {display_path(lock_path(group))} does not pin every image and model; the files mark each "
                    f"such value {UNLOCKED}:<intent>. A deploy refuses them until `sparkstack lock --host HOST` has run.")
-    written = rendering.write_tree(out)
-    click.echo(f"rendered {len(written)} files for group {group!r} under {display_path(out)}:")
-    for path in written:
-        click.echo(f"  {display_path(path)}")
-    click.echo(f"  {display_path(out / 'MANIFEST')} (modes and owners as deployed)")
 
 
 @main.command("lock")
@@ -191,23 +197,25 @@ def testvm() -> None:
 
 @testvm.command("up")
 @click.option("--fresh", is_flag=True, help="Stop a running VM and boot a fresh one.")
-def testvm_up(fresh: bool) -> None:
+@click.option("--worker", is_flag=True, help="The second VM (the cluster tests' worker), joined to the main one by a private link.")
+def testvm_up(fresh: bool, worker: bool) -> None:
     """Build (once, cached) and boot the VM; print its ssh target."""
     from sparkstack import testvm as vm
 
     try:
-        info = vm.up(fresh=fresh)
+        info = vm.up(fresh=fresh, instance=vm.WORKER if worker else vm.MAIN)
     except vm.TestVMError as exc:
         fail(f"testvm: {exc}")
     click.echo(f"{info['host']} (ssh -F {info['ssh_config']} {info['host']}) system {info.get('system_state')}")
 
 
 @testvm.command("down")
-def testvm_down() -> None:
+@click.option("--worker", is_flag=True, help="The second VM (the cluster tests' worker), joined to the main one by a private link.")
+def testvm_down(worker: bool) -> None:
     """Stop the VM that `up` started."""
     from sparkstack import testvm as vm
 
-    click.echo("stopped" if vm.down() else "not running")
+    click.echo("stopped" if vm.down(vm.WORKER if worker else vm.MAIN) else "not running")
 
 
 @testvm.command("status")
@@ -241,15 +249,17 @@ def testvm_ssh_config() -> None:
 
 @testvm.command("ssh", context_settings={"ignore_unknown_options": True})
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def testvm_ssh(command: tuple[str, ...]) -> None:
+@click.option("--worker", is_flag=True, help="The second VM (the cluster tests' worker), joined to the main one by a private link.")
+def testvm_ssh(command: tuple[str, ...], worker: bool) -> None:
     """Run COMMAND in the VM over ssh; exits with its exit code."""
     import subprocess
 
     from sparkstack import testvm as vm
 
-    if not vm.status()["running"]:
+    instance = vm.WORKER if worker else vm.MAIN
+    if vm.inventory_entry(instance) is None:
         fail("testvm: not running; start it with `sparkstack testvm up`", 1)
-    sys.exit(subprocess.call(vm.ssh_command() + list(command)))
+    sys.exit(subprocess.call(vm.ssh_command(instance) + list(command)))
 
 
 if __name__ == "__main__":

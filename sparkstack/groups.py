@@ -13,7 +13,7 @@ import runpy
 from pathlib import Path
 from typing import Any, Mapping
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from sparkstack.paths import display_path, group_data_dir
 from sparkstack.profiles import StrictModel
@@ -53,6 +53,17 @@ class GroupSettings(StrictModel):
     disk_margin_gb: float = Field(default=10.0, ge=0)
     # Sparks in this group that form one cluster (one GPU each): cluster profiles are placed on them.
     cluster_nodes: int = Field(default=1, ge=1)
+    # The cluster's nodes in rank order, head (rank 0) first: inventory host name -> the address the node
+    # has on the cluster interconnect (NCCL, Gloo, vLLM's master port and the group switch use it).
+    # Empty: cluster profiles are only planned. Cabling and addressing: NVIDIA's dgx-spark-playbooks.
+    cluster_addresses: dict[str, str] = {}
+    # The interconnect's network interface, the same name on every node (NCCL/Gloo/TP/UCX bind to it).
+    cluster_interface: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
+    # vLLM's own default (vllm/config/parallel.py ParallelConfig.master_port = 29501).
+    cluster_master_port: int = Field(default=29501, gt=0, lt=65536)
+    # More env for every rank, for what depends on the hardware (e.g. NCCL_IB_HCA, named after the
+    # node's RoCE devices): sparkstack does not guess those names.
+    cluster_env: dict[str, str] = {}
     # How long a switch waits for another switch's lock.
     switch_lock_wait_s: int = Field(default=600, gt=0)
     # How long every model start (llm-switch, a hand start, systemd's restarts) waits for MemAvailable to
@@ -69,6 +80,23 @@ class GroupSettings(StrictModel):
     earlyoom_kill_kib: int = Field(default=102400, gt=0)
     # What the memory gate, the memory guard and earlyoom scale their figures by; 1.0 on a Spark.
     switch_memory_scale: float = Field(default=1.0, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _cluster_addresses_match(self):
+        if self.cluster_addresses:
+            if len(self.cluster_addresses) != self.cluster_nodes:
+                raise ValueError(f"sparkstack_cluster_addresses names {len(self.cluster_addresses)} nodes but "
+                                 f"sparkstack_cluster_nodes is {self.cluster_nodes}; list every node once, head first")
+            if self.cluster_interface is None:
+                raise ValueError("sparkstack_cluster_addresses is set but sparkstack_cluster_interface is not: "
+                                 "name the interconnect's interface (the same on every node)")
+            if len(set(self.cluster_addresses.values())) != len(self.cluster_addresses):
+                raise ValueError("sparkstack_cluster_addresses gives two nodes the same address")
+        return self
+
+    @property
+    def cluster_head(self) -> str | None:
+        return next(iter(self.cluster_addresses), None)
 
     def planning_memory_gb(self, live_gb: float | None = None) -> float:
         if self.unified_memory_gb is not None:
@@ -88,7 +116,8 @@ def settings_from_data(data: Mapping[str, Any], source: str) -> GroupSettings:
     try:
         return GroupSettings.model_validate(values)
     except ValidationError as exc:
-        lines = [f"{source}: {PREFIX}{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        lines = [f"{source}: {PREFIX}{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else f"{source}: {e['msg']}"
+                 for e in exc.errors()]
         raise GroupSettingsError("\n".join(lines)) from None
 
 

@@ -69,16 +69,24 @@ class Plan:
     host_gb: float
     reserve_gb: float
     fits: list[Fit]
+    # The group names its nodes and interconnect (sparkstack_cluster_addresses): placed cluster profiles deploy.
+    cluster_ready: bool = False
 
     @property
     def deployable(self) -> list[Profile]:
-        """What a deploy installs on each host of the group: the single-node profiles that fit."""
-        return [f.profile for f in self.fits if f.fits and f.profile.cluster is None]
+        """What a deploy installs on each host of the group: the single-node profiles that fit, and the placed
+        cluster profiles when the group names its nodes (each node gets its rank's files)."""
+        return [f.profile for f in self.fits if f.fits and (f.profile.cluster is None or self.cluster_ready)]
 
     @property
     def placed_clusters(self) -> list[Fit]:
-        """Cluster profiles that fit the group's nodes: placed by the plan, not deployed yet (no per-node rendering)."""
+        """Cluster profiles that fit the group's nodes."""
         return [f for f in self.fits if f.fits and f.profile.cluster is not None]
+
+    def node_share_gb(self, profile: Profile) -> float:
+        """What one node holds of this profile once loaded (the whole model on a single node)."""
+        fit = next(f for f in self.fits if f.profile.name == profile.name)
+        return _share(profile.required_memory_gb, fit.nodes)
 
     @property
     def refused(self) -> list[Fit]:
@@ -87,9 +95,10 @@ class Plan:
     def describe(self) -> str:
         lines = [f"memory plan for group {self.group!r}: {_gb(self.host_gb)} unified memory, OS reserve {_gb(self.reserve_gb)}"]
         lines += ["  " + line for fit in self.fits for line in fit.describe().splitlines()]
-        for fit in self.placed_clusters:
-            lines.append(f"  note: {fit.profile.name} is placed but not deployed: sparkstack does not render per-node "
-                         "units or switch a cluster model yet")
+        if not self.cluster_ready:
+            for fit in self.placed_clusters:
+                lines.append(f"  note: {fit.profile.name} is placed but not deployed: the group names no nodes "
+                             "(set sparkstack_cluster_addresses and sparkstack_cluster_interface)")
         return "\n".join(lines)
 
 
@@ -143,7 +152,9 @@ def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live
             raise PlanError(f"group {group!r}: sparkstack_models names unknown profiles: {', '.join(unknown)} "
                             f"(known: {', '.join(by_name)})")
         profiles = [by_name[m] for m in settings.models]
-    plan = Plan(group, host_gb, settings.os_reserve_gb, [check_fit(p, host_gb, settings.os_reserve_gb, settings.cluster_nodes) for p in profiles])
+    plan = Plan(group, host_gb, settings.os_reserve_gb,
+                [check_fit(p, host_gb, settings.os_reserve_gb, settings.cluster_nodes) for p in profiles],
+                cluster_ready=bool(settings.cluster_addresses))
     if settings.models is not None and plan.refused:
         raise PlanError(plan.describe() + f"\ngroup {group!r} pins profiles that cannot fit; "
                         "remove them from sparkstack_models or deploy them to a larger cluster")

@@ -16,6 +16,7 @@ from typing import Annotated, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sparkstack.cluster import ClusterNode
 from sparkstack.engines import SPARK_COMPUTE_CAPABILITY, adapter_for
 from sparkstack.engines.release import ReleaseError, parse_specifier, releases_for
 from sparkstack.paths import display_path, models_dir
@@ -338,6 +339,12 @@ def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str
                        f"{profile.memory.resident_gb} GB is less than the weights ({profile.memory.weights_gb} GB)"))
     if profile.cluster is not None:
         c = profile.cluster
+        if profile.engine != "vllm":
+            errors.append((("cluster",), "cluster", f"not built for {profile.engine} yet: sparkstack renders multi-node "
+                           "launches for vLLM only (its native multi-node engine)"))
+        if c.backend == "ray":
+            errors.append((("cluster", "backend"), "cluster.backend",
+                           "ray is not built yet: sparkstack renders vLLM's native multi-node engine (backend: native)"))
         if c.attention_heads is not None and c.attention_heads % c.tensor_parallel:
             errors.append((("cluster", "tensor_parallel"), "cluster.tensor_parallel",
                            f"{c.tensor_parallel} does not divide the {c.attention_heads} attention heads"))
@@ -437,10 +444,18 @@ def release_findings(profile: Profile, release) -> list[tuple[str, object]]:
     for variant in profile.variant_names:
         resolved = profile.resolve(variant)
         subject = profile.name if variant == "default" else f"{profile.name}/{variant}"
-        argv = adapter.command(profile, resolved, _IntentRevisions(profile))
-        for finding in adapter.check(argv, adapter.environment(profile, resolved), release):
+        argv = adapter.command(profile, resolved, _IntentRevisions(profile), _SAMPLE_WORKER if profile.cluster else None)
+        env = adapter.environment(profile, resolved)
+        if profile.cluster:
+            env |= adapter.cluster_environment(_SAMPLE_WORKER)
+        for finding in adapter.check(argv, env, release):
             found.append((subject, finding))
     return found
+
+
+# A worker rank (it carries every multi-node flag, --headless too), for checking a cluster profile's
+# launch against an engine release before any group is chosen.
+_SAMPLE_WORKER = ClusterNode("worker", 1, "192.0.2.2", "head", "192.0.2.1", 2, "eth1", 29501, "127.0.0.1")
 
 
 class _IntentRevisions:

@@ -16,7 +16,8 @@ from pathlib import Path
 import jinja2
 
 from sparkstack.artifacts import UNLOCKED, Pins, unpinned
-from sparkstack.engines import API_KEY_ENV, engine_args
+from sparkstack.cluster import ClusterError, ClusterNode, cluster_node, registry_entry
+from sparkstack.engines import API_KEY_ENV, adapter_for, engine_args
 from sparkstack.groups import GroupSettings
 from sparkstack.memory import Plan
 from sparkstack.paths import files_dir, repo_root, templates_dir
@@ -33,6 +34,8 @@ MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
 # hub side (huggingface_hub, which every engine image ships).
 FETCH_PATH = f"{LAUNCH_DIR}/sparkstack-fetch"
 HUB_PATH = f"{LAUNCH_DIR}/sparkstack-hub"
+# The group switch for cluster models: the head's side and the workers' forced command (files/sparkstack-cluster).
+CLUSTER_PATH = f"{LAUNCH_DIR}/sparkstack-cluster"
 EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
 # earlyoom picks these first: the engine processes that hold the model, by their 15-character process
 # names. vLLM names them VLLM::<role> (vllm/utils/system_utils.py set_process_title) and its CLI is
@@ -73,6 +76,7 @@ class Rendering:
     files: list[RenderedFile]
     directories: list[RenderedFile]
     secrets_file: RenderedFile
+    node: ClusterNode | None = None  # this host's place in a cluster group that deploys a cluster profile
 
     @property
     def units(self) -> list[RenderedFile]:
@@ -95,7 +99,8 @@ class Rendering:
         return written
 
     def manifest(self) -> str:
-        lines = [f"# sparkstack render for group {self.group!r}: path mode owner:group what"]
+        where = "" if self.node is None else f", node {self.node.name!r} (rank {self.node.rank} of {self.node.nodes})"
+        lines = [f"# sparkstack render for group {self.group!r}{where}: path mode owner:group what"]
         for d in self.directories:
             lines.append(f"{d.path}/ {d.mode} {d.user}:{d.group} directory")
         for f in self.files:
@@ -146,27 +151,37 @@ def launch_path(profile: Profile) -> str:
     return f"{LAUNCH_DIR}/launch-{profile.name}"
 
 
-def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSettings, pins: Pins) -> str:
+def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSettings, pins: Pins,
+                   node: ClusterNode | None) -> str:
     p = lp.profile
+    node = node if p.cluster else None
     variants = []
     for name in p.variant_names:
         resolved = p.resolve(name)
         variants.append({"name": name, "description": resolved.description,
-                         "arg_lines": _arg_lines(engine_args(p, resolved, pins))})
+                         "arg_lines": _arg_lines(engine_args(p, resolved, pins, node))})
     image_refs, repos = pins.intents.of_profile(p.name)
     unlocked_values = [f"image {ref}" for ref in image_refs if ref not in pins.images]
     unlocked_values += [f"revision of {repo}" for repo in repos if repo not in pins.revisions]
     runtime_flags = (list(GPU_FLAGS) if settings.gpus else []) + list(COMMON_RUNTIME_FLAGS)
     bind = "0.0.0.0" if settings.expose else "127.0.0.1"
+    labels = [WATCHTOWER_DISABLE_LABEL, f"io.sparkstack.model={p.name}", "io.sparkstack.managed=true"]
+    container_env = dict(p.env)
+    if node is not None:
+        # A rank talks to its peers on the interconnect (NCCL, Gloo, the master port): the host's network.
+        runtime_flags.append("--network host")
+        labels.append(f"io.sparkstack.rank={node.rank}")
+        container_env |= adapter_for(p.engine).cluster_environment(node)
     return env.get_template("launch.sh.j2").render(
         profile=p,
         source=_source(lp),
         variants=variants,
-        labels=[WATCHTOWER_DISABLE_LABEL, f"io.sparkstack.model={p.name}", "io.sparkstack.managed=true"],
+        labels=labels,
+        node=node,
         runtime_flags=runtime_flags,
         secrets_path=SECRETS_PATH,
-        env=[shlex.quote(f"{k}={v}") for k, v in sorted(p.env.items())],
-        publish=f"{bind}:{p.port}:{p.port}",
+        env=[shlex.quote(f"{k}={v}") for k, v in sorted(container_env.items())],
+        publish=None if node is not None else f"{bind}:{p.port}:{p.port}",
         cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
         image=shlex.quote(pins.image(settings.image_for(p.engine, p.image))),
         unit_path=f"{UNIT_DIR}/{p.unit_name}",
@@ -191,6 +206,8 @@ def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str], sett
         # is ordered against before the start, whichever way the ordering points) and no cycles.
         ordered_after=[u for u in sorted(all_units) if u < p.unit_name],
         start_timeout_s=settings.memory_wait_s + START_SLACK_S,
+        # The ranks of a cluster model live and die together: the group switch restarts them all, systemd none.
+        restart=not p.cluster,
     )
 
 
@@ -201,7 +218,8 @@ def _source(lp: LoadedProfile) -> str:
         return lp.source.name
 
 
-def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins) -> str:
+def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan: Plan | None = None,
+             node: ClusterNode | None = None) -> str:
     """What llm-switch knows about the models on this host; JSON so the switch needs no YAML parser."""
     models = {}
     for p in profiles:
@@ -221,7 +239,10 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins) -> st
             "variants": p.variant_names,
             "default_variant": p.effective_default_variant,
             "readiness_timeout_s": p.readiness_timeout_s,
-            "required_memory_gb": round(p.required_memory_gb * settings.switch_memory_scale, 3),
+            # What this host holds: a cluster model's share per node.
+            "required_memory_gb": round((plan.node_share_gb(p) if plan else p.required_memory_gb)
+                                        * settings.switch_memory_scale, 3),
+            "cluster": registry_entry(node, settings) if p.cluster and node else None,
             "vision": p.vision,
             "language_model_only": p.language_model_only,
             "tools": p.tools is not None,
@@ -238,6 +259,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins) -> st
         "memory_wait_s": settings.memory_wait_s,
         "memory_guard_floor_gb": round(settings.memory_guard_floor_gb * settings.switch_memory_scale, 3),
         "memguard": MEMGUARD_PATH,
+        "cluster_switch": CLUSTER_PATH,
         "model_cache_dir": settings.model_cache_dir,
         "secrets_file": SECRETS_PATH,
         "models": models,
@@ -286,22 +308,36 @@ def artifact_files() -> list[RenderedFile]:
 
 
 def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, plan: Plan,
-           pins: Pins | None = None) -> Rendering:
+           pins: Pins | None = None, node: str | None = None) -> Rendering:
     """Render every file for the profiles the plan admits on this group, with the lock's pins
-    (values without one are written as UNLOCKED:<intent>, which no deploy accepts)."""
+    (values without one are written as UNLOCKED:<intent>, which no deploy accepts). A group that deploys a
+    cluster profile is rendered per node: `node` is the inventory host name."""
     admitted = {p.name for p in plan.deployable}
     chosen = [lp for lp in loaded if lp.profile.name in admitted]
     pins = pins or unpinned([lp.profile for lp in chosen], settings)
     check_exposure([lp.profile for lp in chosen], settings, group)
+    place = None
+    if any(lp.profile.cluster for lp in chosen):
+        if node is None:
+            raise RenderError(f"group {group!r} deploys a cluster model: render it per node "
+                              f"({', '.join(settings.cluster_addresses)})")
+        try:
+            place = cluster_node(settings, node, group)
+        except ClusterError as exc:
+            raise RenderError(str(exc)) from None
     env = _jinja()
     files: list[RenderedFile] = []
     all_units = [lp.profile.unit_name for lp in chosen]
     for lp in chosen:
         p = lp.profile
-        files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings, pins), "0755", kind="launch-script"))
+        files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings, pins, place), "0755", kind="launch-script"))
         files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, all_units, settings), "0644", kind="unit"))
-    files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings, pins), "0644", kind="registry"))
+    files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings, pins, plan, place), "0644",
+                              kind="registry"))
     files.append(RenderedFile(SWITCH_PATH, (files_dir() / "llm-switch").read_text(encoding="utf-8"), "0755", kind="switch"))
+    if place is not None:
+        files.append(RenderedFile(CLUSTER_PATH, (files_dir() / "sparkstack-cluster").read_text(encoding="utf-8"), "0755",
+                                  kind="cluster-switch", component="cluster"))
     files += memory_guard_files(env, settings)
     files += artifact_files()
     directories = [
@@ -311,5 +347,5 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
         RenderedFile(settings.model_cache_dir, "", "0755", kind="directory"),
     ]
     secrets = RenderedFile(SECRETS_PATH, "", "0600", kind="secrets")
-    return Rendering(group, files, directories, secrets)
+    return Rendering(group, files, directories, secrets, place)
 

@@ -22,6 +22,14 @@ from pathlib import Path
 from sparkstack.remote import free_port, ssh_base
 
 HOST_ALIAS = "sparkstack-testvm"
+# The VMs: the main one (every test, the demo) and a second one, the cluster tests' worker. They are joined
+# by a private link that touches no host network: a qemu socket netdev on a loopback port, the main VM
+# listening (it starts first), each VM with its own address on it.
+MAIN = ""
+WORKER = "2"
+LINK_INTERFACE = "eth1"
+LINK_ADDRESSES = {MAIN: "10.77.0.1", WORKER: "10.77.0.2"}
+LINK_MACS = {MAIN: "52:54:00:77:00:01", WORKER: "52:54:00:77:00:02"}
 SUITE = "bookworm"
 PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "openssh-server", "python3", "docker.io",
@@ -120,8 +128,12 @@ def image() -> Image:
     return Image(cache_root() / "testvm-images" / recipe_key())
 
 
-def run_dir() -> Run:
-    return Run(cache_root() / "testvm-run")
+def alias(instance: str = MAIN) -> str:
+    return f"{HOST_ALIAS}-{instance}" if instance else HOST_ALIAS
+
+
+def run_dir(instance: str = MAIN) -> Run:
+    return Run(cache_root() / (f"testvm-run-{instance}" if instance else "testvm-run"))
 
 
 def progress(message: str) -> None:
@@ -203,25 +215,25 @@ def _state(run: Run) -> dict:
         return {}
 
 
-def ssh_config_text(port: int, key: Path) -> str:
-    return (f"Host {HOST_ALIAS}\n"
+def ssh_config_text(port: int, key: Path, instance: str = MAIN) -> str:
+    return (f"Host {alias(instance)}\n"
             f"  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {key}\n"
             f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
             f"  LogLevel ERROR\n  ConnectTimeout 10\n")
 
 
-def ssh_command() -> list[str]:
+def ssh_command(instance: str = MAIN) -> list[str]:
     """The ssh invocation for the running VM; append a remote command."""
-    return ssh_base(HOST_ALIAS, run_dir().ssh_config_file)
+    return ssh_base(alias(instance), run_dir(instance).ssh_config_file)
 
 
-def ssh(command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run(ssh_command() + [command], capture_output=True, text=True, timeout=timeout)
+def ssh(command: str, timeout: float = 60, instance: str = MAIN) -> subprocess.CompletedProcess:
+    return subprocess.run(ssh_command(instance) + [command], capture_output=True, text=True, timeout=timeout)
 
 
-def system_state() -> str | None:
+def system_state(instance: str = MAIN) -> str | None:
     try:
-        result = ssh("systemctl is-system-running", timeout=20)
+        result = ssh("systemctl is-system-running", timeout=20, instance=instance)
     except subprocess.TimeoutExpired:
         return None
     if result.returncode == 255:  # ssh itself failed: not up yet
@@ -229,15 +241,41 @@ def system_state() -> str | None:
     return result.stdout.strip() or None
 
 
-def up(fresh: bool = False) -> dict:
+def _link_netdev(instance: str) -> tuple[list[str], int]:
+    """The private link's qemu arguments: the main VM listens on a loopback port, the worker connects to it."""
+    if instance == MAIN:
+        port = free_port()
+        end = f"listen=127.0.0.1:{port}"
+    else:
+        main = run_dir(MAIN)
+        if _pid(main) is None or "link_port" not in _state(main):
+            raise TestVMError("the worker VM joins the main VM's private link: start the main VM first")
+        port = _state(main)["link_port"]
+        end = f"connect=127.0.0.1:{port}"
+    return ["-netdev", f"socket,id=n1,{end}", "-device", f"virtio-net-pci,netdev=n1,mac={LINK_MACS[instance]}"], port
+
+
+def _configure_link(instance: str) -> None:
+    """The VM's address on the private link (kept across reboots) and its own hostname."""
+    network = (f"[Match]\nMACAddress={LINK_MACS[instance]}\n\n[Network]\nAddress={LINK_ADDRESSES[instance]}/24\n"
+               "LinkLocalAddressing=no\n")
+    result = ssh(f"printf '%s' '{network}' > /etc/systemd/network/20-link.network && networkctl reload && "
+                 f"hostnamectl set-hostname {alias(instance)} && "
+                 f"for i in $(seq 1 30); do ip -o -4 addr show dev {LINK_INTERFACE} | grep -q ' {LINK_ADDRESSES[instance]}/' "
+                 "&& exit 0; sleep 1; done; exit 1", timeout=60, instance=instance)
+    if result.returncode != 0:
+        raise TestVMError(f"the private link did not come up in {alias(instance)}: {result.stderr.strip()}")
+
+
+def up(fresh: bool = False, instance: str = MAIN) -> dict:
     """Boot the VM (building the image first if needed) and wait until systemd has finished booting."""
-    run = run_dir()
+    run = run_dir(instance)
     if _pid(run) is not None:
         if not fresh:
-            state = system_state()
-            progress(f"reusing the running VM (pid {_pid(run)}, system {state})")
+            state = system_state(instance)
+            progress(f"reusing the running VM {alias(instance)} (pid {_pid(run)}, system {state})")
             return _state(run) | {"system_state": state}
-        down()
+        down(instance)
     require_tools()
     img = image()
     if not img.complete:
@@ -247,22 +285,24 @@ def up(fresh: bool = False) -> dict:
     run.root.mkdir(parents=True)
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(img.disk), str(run.overlay)], check=True)
     port = free_port()
-    run.ssh_config_file.write_text(ssh_config_text(port, img.key))
+    run.ssh_config_file.write_text(ssh_config_text(port, img.key, instance))
+    link_args, link_port = _link_netdev(instance)
     command = [
         "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(MEMORY_MB), "-smp", str(CPUS),
         "-kernel", str(img.kernel), "-initrd", str(img.initrd),
         "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",
         "-drive", f"file={run.overlay},format=qcow2,if=virtio",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
+        *link_args,
         "-display", "none", "-serial", f"file:{run.console}", "-daemonize", "-pidfile", str(run.pidfile),
     ]
     started = time.monotonic()
     subprocess.run(command, check=True)
-    progress(f"booting (qemu pid {_pid(run)}, ssh on 127.0.0.1:{port}); waiting for systemd")
+    progress(f"booting {alias(instance)} (qemu pid {_pid(run)}, ssh on 127.0.0.1:{port}); waiting for systemd")
     state = None
     next_report = started + 15
     while time.monotonic() - started < BOOT_TIMEOUT_S:
-        state = system_state()
+        state = system_state(instance)
         if state in ("running", "degraded"):
             break
         if _pid(run) is None:
@@ -275,18 +315,19 @@ def up(fresh: bool = False) -> dict:
         raise TestVMError(f"the VM did not finish booting within {BOOT_TIMEOUT_S} s (last state: {state}); see {run.console}")
     boot_s = round(time.monotonic() - started, 1)
     if state == "degraded":
-        failed = ssh("systemctl --failed --no-legend --plain | cut -d' ' -f1").stdout.split()
+        failed = ssh("systemctl --failed --no-legend --plain | cut -d' ' -f1", instance=instance).stdout.split()
         progress(f"system is degraded; failed units: {', '.join(failed) or 'unknown'}")
-    info = {"host": HOST_ALIAS, "port": port, "key": str(img.key), "ssh_config": str(run.ssh_config_file),
-            "pid": _pid(run), "boot_s": boot_s}
+    _configure_link(instance)
+    info = {"host": alias(instance), "port": port, "key": str(img.key), "ssh_config": str(run.ssh_config_file),
+            "pid": _pid(run), "boot_s": boot_s, "link_port": link_port, "link_address": LINK_ADDRESSES[instance]}
     run.state_file.write_text(json.dumps(info))
-    progress(f"up after {boot_s} s: system {state}; ssh -F {run.ssh_config_file} {HOST_ALIAS}")
+    progress(f"up after {boot_s} s: system {state}; ssh -F {run.ssh_config_file} {alias(instance)}")
     return info | {"system_state": state}
 
 
-def down() -> bool:
+def down(instance: str = MAIN) -> bool:
     """Stop the VM this kit started; True when one was running."""
-    run = run_dir()
+    run = run_dir(instance)
     pid = _pid(run)
     if pid is None:
         return False
@@ -309,13 +350,13 @@ def status() -> dict:
     return _state(run) | {"running": True, "system_state": system_state(), "image_cached": True}
 
 
-def inventory_entry() -> tuple[str, dict] | None:
-    """The pyinfra inventory entry for the running VM, or None when it is not up."""
-    run = run_dir()
+def inventory_entry(instance: str = MAIN, name: str | None = None) -> tuple[str, dict] | None:
+    """The pyinfra inventory entry for a running VM (under `name`, default its alias), or None when it is not up."""
+    run = run_dir(instance)
     state = _state(run)
     if not state or _pid(run) is None:
         return None
-    return HOST_ALIAS, {
+    return name or alias(instance), {
         "ssh_hostname": "127.0.0.1",
         "ssh_port": state["port"],
         "ssh_user": "root",

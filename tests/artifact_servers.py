@@ -64,6 +64,10 @@ class ArtifactServers:
     registry_port: int = 0
     hub_port: int = 0
 
+    def __post_init__(self):
+        self._tunnels: dict[str, subprocess.Popen] = {}
+        self._pids: dict[str, int] = {}
+
     @property
     def mirrors(self) -> Path:
         return self.root / "mirrors"
@@ -98,43 +102,56 @@ class ArtifactServers:
         self.open_tunnel()
         testvm.progress(f"registry and hub reachable in the VM at {VM_REGISTRY} and 127.0.0.1:{VM_HUB_PORT}")
 
-    def open_tunnel(self, wait_s: float = 30) -> None:
-        """One `ssh -R` for both servers. A VM reboot ends it: `reachable()` opens a new one."""
-        tunnel_log = self.root / "tunnel.log"
+    def open_tunnel(self, wait_s: float = 30, instance: str = testvm.MAIN) -> None:
+        """One `ssh -R` for both servers into one VM. A VM reboot ends it: `reachable()` opens a new one."""
+        tunnel_log = self.root / f"tunnel{instance}.log"
         # A tunnel left by an interrupted run (a kept VM) would hold the VM's ports: end its sshd session.
         testvm.ssh("for p in 5000 5080; do ss -ltnpH \"sport = :$p\" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | "
-                   "xargs -r kill; done; true")
+                   "xargs -r kill; done; true", instance=instance)
+        command = testvm.ssh_command(instance)
         tunnel = subprocess.Popen(
-            testvm.ssh_command()[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
-                                        "-o", "ServerAliveCountMax=3",
-                                        "-R", f"{VM_REGISTRY}:127.0.0.1:{self.registry_port}",
-                                        "-R", f"127.0.0.1:{VM_HUB_PORT}:127.0.0.1:{self.hub_port}"]
-            + testvm.ssh_command()[1:], stdout=tunnel_log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
-        self._tunnel = tunnel
-        self._save({**self._pids, "tunnel": tunnel.pid})
+            command[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
+                           "-o", "ServerAliveCountMax=3",
+                           "-R", f"{VM_REGISTRY}:127.0.0.1:{self.registry_port}",
+                           "-R", f"127.0.0.1:{VM_HUB_PORT}:127.0.0.1:{self.hub_port}"]
+            + command[1:], stdout=tunnel_log.open("a"), stderr=subprocess.STDOUT, start_new_session=True)
+        self._tunnels[instance] = tunnel
+        self._save({**self._pids, **{f"tunnel{i}": t.pid for i, t in self._tunnels.items()}})
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:
             if tunnel.poll() is not None:
                 raise RuntimeError(f"ssh -R to the VM failed: {tunnel_log.read_text()[-800:]}")
-            if self._answers() and tunnel.poll() is None and (time.sleep(1) or tunnel.poll() is None):
+            if self._answers(instance) and tunnel.poll() is None and (time.sleep(1) or tunnel.poll() is None):
                 return
             time.sleep(0.5)
         raise RuntimeError(f"the registry did not answer through the tunnel within {wait_s:g} s")
 
-    def _answers(self) -> bool:
+    def attach(self, instance: str) -> None:
+        """Make the servers reachable from another VM too (the cluster tests' worker)."""
+        self.open_tunnel(instance=instance)
+
+    def detach(self, instance: str) -> None:
+        tunnel = self._tunnels.pop(instance, None)
+        if tunnel is not None and tunnel.poll() is None:
+            tunnel.terminate()
+            tunnel.wait(timeout=10)
+
+    def _answers(self, instance: str = testvm.MAIN) -> bool:
         probe = testvm.ssh(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{VM_REGISTRY}/v2/ && "
-                           f"curl -s -m 5 -o /dev/null -w ' %{{http_code}}' http://127.0.0.1:{VM_HUB_PORT}/api/models/none/none")
+                           f"curl -s -m 5 -o /dev/null -w ' %{{http_code}}' http://127.0.0.1:{VM_HUB_PORT}/api/models/none/none",
+                           instance=instance)
         return probe.stdout.startswith("200")
 
     def reachable(self) -> None:
-        """Make sure the VM reaches both servers (after a reboot the old tunnel is dead or dying)."""
-        if self._tunnel.poll() is None and self._answers():
-            return
-        testvm.progress("the tunnel to the VM is gone (a reboot?); opening a new one")
-        if self._tunnel.poll() is None:
-            self._tunnel.terminate()
-            self._tunnel.wait(timeout=10)
-        self.open_tunnel(wait_s=60)
+        """Make sure every attached VM reaches both servers (after a reboot the old tunnel is dead or dying)."""
+        for instance, tunnel in list(self._tunnels.items()):
+            if tunnel.poll() is None and self._answers(instance):
+                continue
+            testvm.progress(f"the tunnel to {testvm.alias(instance)} is gone (a reboot?); opening a new one")
+            if tunnel.poll() is None:
+                tunnel.terminate()
+                tunnel.wait(timeout=10)
+            self.open_tunnel(wait_s=60, instance=instance)
 
     def _save(self, pids: dict) -> None:
         self.pids().write_text(json.dumps(pids))
@@ -204,15 +221,15 @@ class ArtifactServers:
         return json.loads(result.stdout.strip().splitlines()[-1])[0]
 
 
-def test_repos() -> list[str]:
-    """Every model and draft repo the test VM's group deploys, read from the profiles."""
+def test_repos(group: str = "testvm") -> list[str]:
+    """Every model and draft repo a test group deploys, read from the profiles (SPARKSTACK_MODELS_DIR applies)."""
     from sparkstack.artifacts import intents
     from sparkstack.groups import load_group_settings
     from sparkstack.memory import make_plan
     from sparkstack.profiles import load_profiles
 
-    settings = load_group_settings("testvm")
-    plan = make_plan("testvm", [lp.profile for lp in load_profiles()], settings)
+    settings = load_group_settings(group)
+    plan = make_plan(group, [lp.profile for lp in load_profiles()], settings)
     return sorted(intents(plan.deployable, settings).repos)
 
 

@@ -4,6 +4,7 @@
   artifacts        the lock; images and snapshots fetched     sparkstack/deployers/artifacts.py
   engine releases  the pinned images asked what they accept   sparkstack/deployers/engine_releases.py
   models           scripts, units, registry, switch           sparkstack/deployers/models.py
+  cluster          the group switch's key, forced command      sparkstack/deployers/cluster.py
   memory guards    the gate, the watchdog, earlyoom            sparkstack/deployers/memory_guards.py
 
 Each is a small `@deploy` in the pyinfra-docker style. The files come from `sparkstack.render`,
@@ -12,9 +13,11 @@ the same objects `sparkstack render` writes for review.
 
 from __future__ import annotations
 
+from pyinfra import host
 from pyinfra.api import DeployError
 
 from sparkstack.deployers.artifacts import fetch_snapshots, locked_pins, provision_artifacts
+from sparkstack.deployers.cluster import cluster_access, cluster_preflight
 from sparkstack.deployers.engine_releases import check_engine_releases
 from sparkstack.deployers.memory_guards import memory_guards
 from sparkstack.deployers.models import install_files, register_units, remove_retired_models, report_stale_models
@@ -29,9 +32,10 @@ def deploy_sparkstack() -> None:
     check_api_key(settings)
     lock, needed, pins = locked_pins(host_group(), plan.deployable, settings)
     try:
-        rendering = render(host_group(), loaded, settings, plan, pins)
+        rendering = render(host_group(), loaded, settings, plan, pins, host.name)
     except RenderError as exc:
         raise DeployError(str(exc)) from None
+    cluster_preflight(rendering, settings)
     missing = provision_artifacts(rendering, lock, needed, settings)
     images = {p.name: pins.image(settings.image_for(p.engine, p.image)) for p in plan.deployable}
     check_engine_releases(plan.deployable, settings, images, set(missing.images))
@@ -39,5 +43,6 @@ def deploy_sparkstack() -> None:
     retired_ops = remove_retired_models(rendering)
     unit_ops = install_files(rendering)
     register_units(rendering, retired_ops + unit_ops)
+    cluster_access(rendering, settings)
     memory_guards(rendering)
     report_stale_models(rendering)

@@ -53,7 +53,7 @@ class EngineAdapter:
                 return token.split("=", 1)[1]
         return None
 
-    def command(self, profile, variant, revisions) -> list[str]:
+    def command(self, profile, variant, revisions, node=None) -> list[str]:
         """The engine's command line; `revisions.of(repo)` gives each repo's locked commit."""
         raise NotImplementedError
 
@@ -70,6 +70,14 @@ class EngineAdapter:
         while count < len(argv) and not argv[count].startswith("-"):
             count += 1
         return count
+
+    def cluster_args(self, profile, node) -> list[str]:
+        """The flags that make this process one rank of a multi-node engine (sparkstack/cluster.py ClusterNode)."""
+        raise NotImplementedError(f"{self.name}: sparkstack does not render multi-node launches for this engine yet")
+
+    def cluster_environment(self, node) -> dict[str, str]:
+        """The per-node env a rank needs to find the interconnect."""
+        raise NotImplementedError(f"{self.name}: sparkstack does not render multi-node launches for this engine yet")
 
     def environment(self, profile, variant) -> dict[str, str]:
         """The env vars rendered into the container (the profile's own pins)."""

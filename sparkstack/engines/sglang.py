@@ -27,7 +27,7 @@ class SglangAdapter(EngineAdapter):
         return (("*.json", "*.safetensors", "*.py", "*.txt", "*.model", "*.tiktoken", "*.jinja"),
                 ("consolidated*.safetensors", "original/*"))
 
-    def command(self, p, v, revisions) -> list[str]:
+    def command(self, p, v, revisions, node=None) -> list[str]:
         args = [
             "python3", "-m", "sglang.launch_server",
             "--model-path", p.model,

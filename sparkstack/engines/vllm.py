@@ -49,12 +49,13 @@ class VllmAdapter(EngineAdapter):
             return ("*.json", "consolidated*.safetensors", "*.model", "*.tiktoken", "*.jinja"), ()
         return self.weight_allow_patterns, ("consolidated*.safetensors", "original/*")
 
-    def command(self, p, v, revisions) -> list[str]:
+    def command(self, p, v, revisions, node=None) -> list[str]:
         args = [
             "vllm", "serve", p.model,
             # The locked commit: offline (HF_HUB_OFFLINE=1) there is no refs/main to resolve a branch with.
             "--revision", revisions.of(p.model),
-            "--host", "0.0.0.0",
+            # In a container with its own network the port is published; a rank runs with the host's network.
+            "--host", "0.0.0.0" if node is None else node.bind,
             "--port", str(p.port),
             "--served-model-name", p.served_model_name,
             "--gpu-memory-utilization", f"{v.memory_fraction:g}",
@@ -70,7 +71,37 @@ class VllmAdapter(EngineAdapter):
             args += ["--enable-auto-tool-choice", "--tool-call-parser", p.tools.parser]
         if p.reasoning_parser:
             args += ["--reasoning-parser", p.reasoning_parser]
+        if node is not None:
+            args += self.cluster_args(p, node)
         return args + list(v.extra_args)
+
+    def cluster_args(self, p, node) -> list[str]:
+        """vLLM's native multi-node engine (vllm/entrypoints/cli/serve.py): every node runs the same `vllm serve`
+        with its rank; rank 0 hosts the torch store at --master-addr:--master-port and the API, the others are
+        --headless. One GPU per Spark, so nodes = tensor x pipeline parallel."""
+        c = p.cluster
+        args = ["--tensor-parallel-size", str(c.tensor_parallel)]
+        if c.pipeline_parallel > 1:
+            args += ["--pipeline-parallel-size", str(c.pipeline_parallel)]
+        args += ["--nnodes", str(node.nodes), "--node-rank", str(node.rank),
+                 "--master-addr", node.head_address, "--master-port", str(node.master_port)]
+        if not node.is_head:
+            args.append("--headless")
+        return args
+
+    def cluster_environment(self, node) -> dict[str, str]:
+        """What peers set on every rank (../shared/BRIEF.md, "Several Sparks"): the node's own address for vLLM,
+        and the interconnect interface for NCCL, Gloo, torch's TensorPipe, UCX and Open MPI."""
+        env = {
+            "VLLM_HOST_IP": node.address,
+            "MASTER_ADDR": node.head_address,
+            "NCCL_SOCKET_IFNAME": node.interface,
+            "GLOO_SOCKET_IFNAME": node.interface,
+            "TP_SOCKET_IFNAME": node.interface,
+            "UCX_NET_DEVICES": node.interface,
+            "OMPI_MCA_btl_tcp_if_include": node.interface,
+        }
+        return env | node.extra_env
 
     @staticmethod
     def speculative_config(spec, revisions) -> dict:

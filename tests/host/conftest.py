@@ -6,6 +6,9 @@
     # a real Spark (group spark), as root or with sudo:
     SPARKSTACK_GROUP=spark pytest tests/host --hosts=ssh://spark-1 --sudo
 
+    # one node of a cluster group: SPARKSTACK_NODE is its inventory name (its rank's files differ)
+    SPARKSTACK_GROUP=cluster SPARKSTACK_NODE=spark-2 pytest tests/host --hosts=ssh://spark-2 --sudo
+
 What the host should hold is computed by the same code the deploy uses
 (profiles -> memory plan -> render), so the checks read the host as it is and
 compare it with what sparkstack means it to be.
@@ -30,7 +33,8 @@ _PLAN = make_plan(GROUP, [lp.profile for lp in _LOADED], _SETTINGS)
 # The group's lock pins what the deploy rendered (the test VM's is written by the tests).
 PINS = group_pins(GROUP, _PLAN.deployable, _SETTINGS)
 LOCK = load_lock(GROUP)
-RENDERING = render(GROUP, _LOADED, _SETTINGS, _PLAN, PINS)
+NODE = os.environ.get("SPARKSTACK_NODE")
+RENDERING = render(GROUP, _LOADED, _SETTINGS, _PLAN, PINS, NODE)
 DEPLOYED = {p.name: p for p in _PLAN.deployable}
 
 

@@ -7,8 +7,9 @@ import json
 import pytest
 
 from sparkstack.engines import engine_args
-from tests.host.conftest import DEPLOYED
-from sparkstack.render import SECRETS_PATH, SWITCH_PATH, WATCHTOWER_DISABLE_LABEL, launch_path
+from tests.host.conftest import DEPLOYED, RENDERING
+from sparkstack.cluster import CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, cluster_nodes
+from sparkstack.render import CLUSTER_PATH, SECRETS_PATH, SWITCH_PATH, WATCHTOWER_DISABLE_LABEL, launch_path
 
 
 def managed_containers(host) -> list[str]:
@@ -57,6 +58,8 @@ def test_llm_switch_is_installed_on_path(host):
 
 @pytest.mark.switching
 def test_switching_to_a_model_leaves_exactly_it_running(host, profile, pins):
+    if profile.cluster:
+        pytest.skip("a cluster model starts on every node from the head (tests/vm/test_8_cluster.py drives it)")
     alias = profile.aliases[0] if profile.aliases else profile.name
     result = host.run(f"llm-switch {alias}")
     assert result.rc == 0, result.stdout + result.stderr
@@ -121,3 +124,24 @@ def test_every_locked_snapshot_file_is_on_the_host_at_its_size(host, locked_repo
         size, _, name = line.partition(" ")
         sizes[name] = int(size)
     assert sizes == entry.files
+
+
+node_only = pytest.mark.skipif(RENDERING.node is None, reason="not a node of a cluster group")
+
+
+@node_only
+def test_cluster_switch_access_is_as_narrow_as_rendered(host, settings):
+    """The head holds the switch's key and the workers' host keys; a worker lets that key run one command only."""
+    node = RENDERING.node
+    if node.is_head:
+        key = host.file(CLUSTER_KEY)
+        assert (key.user, key.mode) == ("root", 0o600)
+        known = host.file(CLUSTER_KNOWN_HOSTS).content_string.splitlines()
+        workers = [n.address for n in cluster_nodes(settings) if not n.is_head]
+        assert sorted(line.split()[0] for line in known) == sorted(workers)
+    else:
+        entries = [line for line in host.file("/root/.ssh/authorized_keys").content_string.splitlines()
+                   if line.endswith(f"sparkstack-cluster@{RENDERING.group}")]
+        assert entries == [entry for entry in entries
+                           if entry.startswith(f'restrict,from="{node.head_address}",command="{CLUSTER_PATH} member" ')]
+        assert len(entries) == 1, entries

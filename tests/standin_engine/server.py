@@ -312,6 +312,101 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
 PROCESS_NAME = {"vllm": "VLLM::EngineCore", "sglang": "sglang::scheduler"}
 
 
+HEARTBEAT_S = 2
+PEER_SILENCE_S = 10
+
+
+def _heartbeat(conn, peer):
+    """Beat to the peer and listen for its beats; a lost peer ends this rank with exit 1, as it ends the real
+    engine's collectives (which then leave the process hung or dead; the group switch stops it either way)."""
+    def beat():
+        while True:
+            try:
+                conn.sendall(b"beat\n")
+            except OSError:
+                break
+            time.sleep(HEARTBEAT_S)
+
+    def listen():
+        conn.settimeout(PEER_SILENCE_S)
+        try:
+            while conn.recv(64):
+                pass
+            why = "closed the connection"
+        except OSError as exc:
+            why = f"went silent ({exc})"
+        print(f"standin: lost {peer}: it {why}; exiting", flush=True)
+        os._exit(1)
+
+    threading.Thread(target=beat, daemon=True).start()
+    threading.Thread(target=listen, daemon=True).start()
+
+
+def rendezvous(args, settings):
+    """vLLM's native multi-node start, played for real over the network: rank 0 listens at --master-addr:
+    --master-port and waits, bounded, for every other rank (vLLM's TCPStore waits ~600 s); the others connect.
+    Afterwards every rank watches every link, and any lost peer ends it with exit 1."""
+    nnodes = int(args.nnodes or 1)
+    if nnodes == 1:
+        return None
+    rank = int(args.node_rank or 0)
+    world = int(args.tensor_parallel_size or 1) * int(args.pipeline_parallel_size or 1)
+    if world != nnodes:  # one GPU per node, as on a Spark
+        sys.exit(f"vllm: tensor x pipeline parallel = {world} ranks, but --nnodes {nnodes} nodes of one GPU each")
+    if not args.master_addr or not args.master_port:
+        sys.exit("vllm: --nnodes > 1 needs --master-addr and --master-port")
+    host_ip = os.environ.get("VLLM_HOST_IP")
+    try:  # vLLM binds its own endpoints to VLLM_HOST_IP: it must be an address of this node
+        socket.create_server((host_ip, 0)).close()
+    except (OSError, TypeError) as exc:
+        sys.exit(f"vllm: VLLM_HOST_IP={host_ip!r} is not an address of this node: {exc}")
+    for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        interface = os.environ.get(name)
+        if not interface or not os.path.exists(f"/sys/class/net/{interface}"):
+            sys.exit(f"vllm: {name}={interface!r} names no interface of this node")
+    bound = float(settings.get("rendezvous_timeout_s", 120))
+    address = (args.master_addr, int(args.master_port))
+    if rank == 0:
+        listener = socket.create_server(address)
+        listener.settimeout(bound)
+        print(f"standin: rank 0 of {nnodes} waiting at {address[0]}:{address[1]} for {nnodes - 1} ranks "
+              f"(at most {bound:g} s)", flush=True)
+        peers = {}
+        deadline = time.monotonic() + bound
+        while len(peers) < nnodes - 1:
+            listener.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                conn, remote = listener.accept()
+            except socket.timeout:
+                sys.exit(f"standin: DistStoreError: timed out after {bound:g} s waiting for ranks "
+                         f"{sorted(set(range(1, nnodes)) - set(peers))}")
+            line = conn.makefile("r").readline().split()
+            if len(line) == 2 and line[0] == "rank":
+                peers[int(line[1])] = conn
+                print(f"standin: rank {line[1]} joined from {remote[0]}", flush=True)
+        for peer_rank, conn in peers.items():
+            conn.sendall(b"go\n")
+            _heartbeat(conn, f"rank {peer_rank}")
+    else:
+        deadline = time.monotonic() + bound
+        while True:
+            try:
+                conn = socket.create_connection(address, timeout=5, source_address=(host_ip, 0))
+                break
+            except OSError as exc:
+                if time.monotonic() >= deadline:
+                    sys.exit(f"standin: rank {rank} could not reach the master at {address[0]}:{address[1]} "
+                             f"within {bound:g} s: {exc}")
+                time.sleep(1)
+        conn.sendall(f"rank {rank}\n".encode())
+        conn.settimeout(bound)
+        if conn.makefile("r").readline().strip() != "go":
+            sys.exit(f"standin: rank {rank}: the master closed the rendezvous")
+        _heartbeat(conn, "rank 0 (the master)")
+    print(f"standin: rank {rank} of {nnodes} joined the group at {address[0]}:{address[1]}", flush=True)
+    return rank
+
+
 def main(engine, argv):
     args = parse(engine, argv)
     served = args.served_model_name or (args.model if engine == "vllm" else args.model_path)
@@ -350,6 +445,13 @@ def main(engine, argv):
             print("standin: crashing as asked (crash_after_s)", flush=True)
             os._exit(1)
         threading.Thread(target=crash, daemon=True).start()
+    rank = rendezvous(args, settings) if engine == "vllm" else None
+    if rank is not None and getattr(args, "headless", False):
+        if rank == 0:
+            sys.exit("vllm: rank 0 serves the API; --headless is for the other ranks")
+        print(f"standin: headless rank {rank}: no API here", flush=True)
+        while True:
+            signal.pause()
     # A real engine opens its port only once the weights are loaded.
     time.sleep(float(settings.get("load_delay_s", 0)))
     ready = threading.Event()

@@ -43,13 +43,13 @@ def servers_reachable() -> None:
         servers.reachable()
 
 
-def deploy(env: dict | None = None) -> DeployResult:
+def deploy(env: dict | None = None, limit: str = "testvm") -> DeployResult:
     """`pyinfra -y inventory.py deploy.py --limit testvm`, with pyinfra's own count of changes."""
     import time
 
     servers_reachable()
     started = time.monotonic()
-    result = run([str(BIN / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", "testvm"], env=env)
+    result = run([str(BIN / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", limit], env=env)
     seconds = time.monotonic() - started
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(result.stdout)["results"]

@@ -1,0 +1,74 @@
+"""A cluster group's nodes: who is rank 0, which address each rank uses on the interconnect.
+
+A cluster profile (`cluster:` in its YAML) runs as one rank per node, one GPU per Spark. The group
+names its nodes in rank order (`sparkstack_cluster_addresses`, head first) and its interconnect
+(`sparkstack_cluster_interface`, `sparkstack_cluster_master_port`, `sparkstack_cluster_env`); every
+node gets the same image, the same snapshot and its own rank's launch script and unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # groups -> profiles -> cluster: the settings are only read here
+    from sparkstack.groups import GroupSettings
+
+# Where the head's switch keeps the key it reaches the workers with, and the workers' host keys.
+CLUSTER_DIR = "/etc/sparkstack/cluster"
+CLUSTER_KEY = f"{CLUSTER_DIR}/id_ed25519"
+CLUSTER_KNOWN_HOSTS = f"{CLUSTER_DIR}/known_hosts"
+
+
+class ClusterError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class ClusterNode:
+    name: str                 # the inventory host name
+    rank: int
+    address: str              # this node's address on the interconnect
+    head: str
+    head_address: str
+    nodes: int
+    interface: str
+    master_port: int
+    bind: str                 # where the head's API listens (loopback unless the group is exposed)
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def is_head(self) -> bool:
+        return self.rank == 0
+
+
+def cluster_nodes(settings: GroupSettings) -> list[ClusterNode]:
+    """Every node of the group in rank order; empty when the group names none."""
+    if not settings.cluster_addresses:
+        return []
+    head, head_address = next(iter(settings.cluster_addresses.items()))
+    return [ClusterNode(name, rank, address, head, head_address, len(settings.cluster_addresses),
+                        settings.cluster_interface or "", settings.cluster_master_port,
+                        "0.0.0.0" if settings.expose else "127.0.0.1", dict(settings.cluster_env))
+            for rank, (name, address) in enumerate(settings.cluster_addresses.items())]
+
+
+def cluster_node(settings: GroupSettings, host_name: str, group: str) -> ClusterNode:
+    for node in cluster_nodes(settings):
+        if node.name == host_name:
+            return node
+    raise ClusterError(f"host {host_name!r} is in cluster group {group!r} but not in its sparkstack_cluster_addresses "
+                       f"({', '.join(settings.cluster_addresses) or 'empty'}); add it there (head first) or take it "
+                       "out of the group")
+
+
+def registry_entry(node: ClusterNode, settings: GroupSettings) -> dict:
+    """What llm-switch and sparkstack-cluster on this node know about the cluster."""
+    return {
+        "rank": node.rank,
+        "head": node.head,
+        "head_address": node.head_address,
+        "nodes": [{"name": n.name, "rank": n.rank, "address": n.address} for n in cluster_nodes(settings)],
+        "key": CLUSTER_KEY,
+        "known_hosts": CLUSTER_KNOWN_HOSTS,
+    }

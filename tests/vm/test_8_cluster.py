@@ -1,0 +1,212 @@
+"""A cluster model across two VMs: the group switch, a dead rank taking the group down, the way back.
+
+The test VM is the head and a second VM (`sparkstack testvm up --worker`) the worker; they share a
+private link (a qemu socket netdev on loopback, 10.77.0.1 and .2 on eth1) and nothing else. The
+group is `testcluster` (group_data/testcluster.py) with the profiles in tests/vm/cluster_models: qwen36
+and glm51-pair, GLM-5.1's profile on two nodes. The stand-in engine plays the ranks and meets at vLLM's
+master address and port for real (tests/standin_engine/server.py `rendezvous`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sparkstack import testvm
+from sparkstack.paths import repo_root
+from tests.vm.conftest import BIN, deploy, run
+
+MODELS_DIR = str(Path(__file__).resolve().parent / "cluster_models")
+ENV = {"SPARKSTACK_MODELS_DIR": MODELS_DIR}
+GROUP = "testcluster"
+HEAD, WORKER = testvm.MAIN, testvm.WORKER
+MODEL = "glm51-pair"
+CONTAINER = f"sparkstack-{MODEL}"
+UNIT = f"vllm-{MODEL}.service"
+KNOBS = "/var/lib/sparkstack/huggingface/standin-knobs.json"
+TIMINGS: dict[str, float] = {}
+
+
+def on(instance: str, command: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return testvm.ssh(command, timeout=timeout, instance=instance)
+
+
+def status(instance: str) -> dict:
+    return json.loads(on(instance, "llm-switch status --json").stdout)
+
+
+def containers(instance: str) -> list[str]:
+    out = on(instance, "docker ps --filter label=io.sparkstack.managed=true --format '{{.Names}}'").stdout
+    return sorted(filter(None, out.split()))
+
+
+def switch(word: str) -> tuple[subprocess.CompletedProcess, float]:
+    started = time.monotonic()
+    result = on(HEAD, f"llm-switch {word}")
+    return result, time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def cluster(vm, artifact_servers):
+    """Both VMs deployed as the testcluster group, from the same lock."""
+    started = time.monotonic()
+    testvm.up(fresh=True, instance=WORKER)
+    TIMINGS["worker boot"] = time.monotonic() - started
+    try:
+        artifact_servers.attach(WORKER)
+        import os
+        os.environ.update(ENV)  # test_repos reads the profiles as the cluster deploy will
+        try:
+            from tests.artifact_servers import test_repos
+            for repo in test_repos(GROUP):
+                artifact_servers.make_repo(repo, 1024 * 1024)
+        finally:
+            del os.environ["SPARKSTACK_MODELS_DIR"]
+        lock = run([str(BIN / "sparkstack"), "lock", "--host", testvm.HOST_ALIAS, "--group", GROUP], env=ENV, timeout=1800)
+        assert lock.returncode == 0, lock.stdout + lock.stderr
+        started = time.monotonic()
+        first = deploy(env=ENV, limit=GROUP)
+        TIMINGS["first deploy of both nodes"] = time.monotonic() - started
+        yield first
+    finally:
+        on(HEAD, "llm-switch none", timeout=300)
+        artifact_servers.detach(WORKER)
+        testvm.down(WORKER)
+        (repo_root() / "group_data" / f"{GROUP}.lock.json").unlink(missing_ok=True)
+        print("\ncluster timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in TIMINGS.items()), file=sys.stderr)
+
+
+def test_the_deploy_converges_on_both_nodes_and_stays_converged(cluster):
+    assert not cluster.errors
+    again = deploy(env=ENV, limit=GROUP)
+    assert again.changed == [], again.changed
+    drift = run([str(BIN / "sparkstack"), "drift", "--limit", GROUP], env=ENV)
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+
+
+def test_each_node_has_its_rank_and_no_model_runs_after_the_deploy(cluster):
+    head = on(HEAD, f"cat /usr/local/libexec/sparkstack/launch-{MODEL}").stdout
+    worker = on(WORKER, f"cat /usr/local/libexec/sparkstack/launch-{MODEL}").stdout
+    assert "--node-rank 0" in head and "--headless" not in head
+    assert "--node-rank 1" in worker and "--headless" in worker
+    assert "--env VLLM_HOST_IP=10.77.0.2" in worker and "--network host" in worker
+    assert on(WORKER, f"systemctl is-enabled {UNIT}").stdout.strip() == "disabled"
+    assert CONTAINER not in containers(HEAD) + containers(WORKER)
+
+
+def test_the_switch_key_opens_only_the_member_command(cluster):
+    """From the head, the key runs the member side and nothing else: a shell command is refused."""
+    ssh = ("ssh -i /etc/sparkstack/cluster/id_ed25519 -o UserKnownHostsFile=/etc/sparkstack/cluster/known_hosts "
+           "-o StrictHostKeyChecking=yes -o BatchMode=yes root@10.77.0.2")
+    result = on(HEAD, f"{ssh} id")
+    assert "uid=0" not in result.stdout
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "ok": False, "error": "member: unknown request 'id' (known: prepare, start, state, logs, stop)"}
+    answer = json.loads(on(HEAD, f"{ssh} state {MODEL}").stdout.strip().splitlines()[-1])
+    assert answer["ok"] and answer["active"] == "inactive"
+    # Only from the head's interconnect address: the same key used from the worker's own address is refused.
+    key = on(HEAD, "cat /etc/sparkstack/cluster/id_ed25519").stdout
+    on(WORKER, f"umask 077 && printf '%s' '{key}' > /root/copied_key")
+    try:
+        copied = on(WORKER, "ssh -i /root/copied_key -o BatchMode=yes -o StrictHostKeyChecking=no "
+                            f"-o UserKnownHostsFile=/dev/null root@10.77.0.2 state {MODEL}")
+    finally:
+        on(WORKER, "rm -f /root/copied_key")
+    assert copied.returncode == 255 and '"ok"' not in copied.stdout, copied.stdout + copied.stderr
+
+
+def test_the_group_switch_starts_every_rank_and_serves_on_the_head(cluster):
+    local = on(WORKER, "llm-switch qwen36")  # a local model on the worker: the group switch must stop it first
+    assert local.returncode == 0, local.stdout + local.stderr
+    result, seconds = switch("pair")
+    TIMINGS["cluster start"] = seconds
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rank 1 started on testcluster-worker" in result.stdout
+    assert containers(HEAD) == [CONTAINER] and containers(WORKER) == [CONTAINER]
+    models = json.loads(on(HEAD, "curl -fsS --max-time 5 http://127.0.0.1:30002/v1/models").stdout)
+    assert [m["id"] for m in models["data"]] == [MODEL]
+    logs = on(HEAD, f"journalctl -u {UNIT} -o cat --no-pager").stdout
+    assert "rank 1 joined from 10.77.0.2" in logs
+    worker = status(WORKER)
+    assert worker["cluster"]["model"] == MODEL and worker["cluster"]["head"] == "testcluster-head"
+    assert status(HEAD)["cluster"]["rank"] == 0
+    text = on(WORKER, "llm-switch status").stdout
+    assert "this node is rank 1, lent to the head testcluster-head (10.77.0.1)" in text
+
+
+def test_a_worker_refuses_a_local_model_while_lent(cluster):
+    result = on(WORKER, "llm-switch qwen36")
+    assert result.returncode == 1
+    assert ("this node is lent to cluster model glm51-pair (rank 1; head testcluster-head at 10.77.0.1); "
+            "stop it there with `llm-switch none` first") in result.stderr
+    assert containers(WORKER) == [CONTAINER]
+    refused = on(WORKER, f"llm-switch {MODEL}")
+    assert refused.returncode == 1 and "switch it on its head, testcluster-head" in refused.stderr
+
+
+def test_a_dead_rank_takes_the_model_down_on_every_node(cluster):
+    killed = time.monotonic()
+    on(WORKER, f"docker kill {CONTAINER}")
+    deadline = killed + 120
+    while time.monotonic() < deadline:
+        if containers(HEAD) == [] and containers(WORKER) == []:
+            break
+        time.sleep(1)
+    TIMINGS["failure propagation (worker killed -> no rank on either node)"] = time.monotonic() - killed
+    assert containers(HEAD) == [] and containers(WORKER) == []
+    for instance in (HEAD, WORKER):
+        assert on(instance, f"systemctl is-active {UNIT}").stdout.strip() in ("inactive", "failed")
+        current = status(instance)
+        assert current["cluster"] is None and current["hot"] is None
+        assert current["cluster_last"]["message"].startswith("rank 1 on testcluster-worker ended")
+    assert "is not running: rank 1 on testcluster-worker ended" in on(HEAD, "llm-switch status").stdout
+
+
+def test_a_restart_starts_every_rank_again(cluster):
+    result, seconds = switch(MODEL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert containers(HEAD) == [CONTAINER] and containers(WORKER) == [CONTAINER]
+
+
+def test_switching_the_head_to_a_local_model_stops_every_rank(cluster):
+    started = time.monotonic()
+    result = on(HEAD, "llm-switch none")
+    TIMINGS["cluster stop"] = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert containers(HEAD) == [] and containers(WORKER) == []
+    result, _ = switch(MODEL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result, _ = switch("qwen36")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert containers(HEAD) == ["sparkstack-qwen36"] and containers(WORKER) == []
+    assert status(WORKER)["cluster"] is None
+    local = on(WORKER, "llm-switch qwen36")
+    assert local.returncode == 0, local.stdout + local.stderr
+    on(WORKER, "llm-switch none")
+
+
+def test_a_rank_that_fails_while_loading_fails_the_switch_everywhere(cluster):
+    on(WORKER, f"""echo '{{"{MODEL}": {{"crash_after_s": 1}}}}' > {KNOBS}""")
+    try:
+        result, seconds = switch(MODEL)
+    finally:
+        on(WORKER, f"rm -f {KNOBS}")
+    assert result.returncode == 1
+    assert "glm51-pair did not start" in result.stderr and "no cluster model is running" in result.stderr
+    assert "crashing as asked" in result.stderr  # the failing node's last log lines
+    assert containers(HEAD) == [] and containers(WORKER) == []
+    assert status(HEAD)["cluster"] is None and status(WORKER)["cluster"] is None
+
+
+def test_host_checks_pass_on_both_nodes(cluster, tmp_path):
+    for instance, node in ((HEAD, "testcluster-head"), (WORKER, "testcluster-worker")):
+        config = testvm.run_dir(instance).ssh_config_file
+        result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host", "-m", "not switching",
+                      f"--hosts=ssh://{testvm.alias(instance)}", f"--ssh-config={config}"],
+                     env=ENV | {"SPARKSTACK_GROUP": GROUP, "SPARKSTACK_NODE": node})
+        assert result.returncode == 0, f"{node}:\n{result.stdout[-3000:]}"
