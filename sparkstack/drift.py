@@ -140,7 +140,7 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | N
     plan = payload.get("plan") or []
     if not plan:
         return DriftReport(EXIT_UNKNOWN, problem=f"pyinfra planned no operation for {', '.join(named)}; an empty plan checks nothing")
-    answered = set(re.findall(r"\[([^\]]+)\] Ready: deploy\.py", stderr))
+    answered = set(re.findall(r"\[([^\]]+)\]\s+Ready: deploy\.py", stderr))
     missing = [h for h in named if h not in answered]
     if missing:
         return DriftReport(EXIT_UNKNOWN, problem=f"{len(answered)} of {len(named)} hosts answered; not checked: {', '.join(missing)}")

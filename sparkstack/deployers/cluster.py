@@ -76,14 +76,14 @@ def cluster_access(rendering: Rendering, settings: GroupSettings) -> None:
                   dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
     files.directory(name=f"Directory {CLUSTER_DIR}", path=CLUSTER_DIR, user="root", group="root", mode="0700")
     head = _run_host(node.head)
-    head_key = head.get_fact(Command, command=f"cat {CLUSTER_KEY}.pub 2>/dev/null || true").strip()
+    head_key = (head.get_fact(Command, command=f"cat {CLUSTER_KEY}.pub 2>/dev/null || true") or "").strip()
     if node.is_head:
         if not head_key:
             server.shell(name=f"Make the group switch's ssh key {CLUSTER_KEY} (it never leaves this node)",
                          commands=[f"ssh-keygen -q -t ed25519 -N '' -C {key_comment(group)} -f {CLUSTER_KEY}"])
         known = []
         for name, address in list(settings.cluster_addresses.items())[1:]:
-            host_key = _run_host(name).get_fact(Command, command=f"cat {HOST_KEY}").strip()
+            host_key = (_run_host(name).get_fact(Command, command=f"cat {HOST_KEY}") or "").strip()
             known.append(f"{address} {' '.join(host_key.split()[:2])}")
         files.put(name=f"Workers' host keys {CLUSTER_KNOWN_HOSTS}", src=StringIO("\n".join(known) + "\n"),
                   dest=CLUSTER_KNOWN_HOSTS, user="root", group="root", mode="0644")

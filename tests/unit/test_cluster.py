@@ -1,0 +1,136 @@
+"""Cluster groups: settings, per-node rendering, what the real vLLM parser and the lints say of it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from sparkstack.cli import main
+from sparkstack.groups import GroupSettingsError, load_group_settings, settings_from_data
+from sparkstack.memory import make_plan
+from sparkstack.profiles import ProfileErrors, load_profiles
+from sparkstack.render import RenderError, render
+from tests.unit.test_render import _verify
+
+CLUSTER_MODELS = Path(__file__).resolve().parents[1] / "vm" / "cluster_models"
+NODES = ("testcluster-head", "testcluster-worker")
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("render-testcluster")
+    result = CliRunner().invoke(main, ["render", "--group", "testcluster", "--out", str(out)],
+                                env={"SPARKSTACK_MODELS_DIR": str(CLUSTER_MODELS)})
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def engine_argv(script: str) -> list[str]:
+    block = script.split("engine_args=(")[1].split("\n    )\n")[0]
+    return shlex.split(block)
+
+
+def test_cluster_addresses_must_name_every_node_and_the_interface():
+    with pytest.raises(GroupSettingsError) as caught:
+        settings_from_data({"sparkstack_cluster_nodes": 2, "sparkstack_cluster_addresses": {"a": "10.0.0.1"},
+                            "sparkstack_cluster_interface": "eth1"}, "group_data/x.py")
+    assert "group_data/x.py: Value error, sparkstack_cluster_addresses names 1 nodes but sparkstack_cluster_nodes is 2" in str(caught.value)
+    with pytest.raises(GroupSettingsError, match="sparkstack_cluster_interface is not"):
+        settings_from_data({"sparkstack_cluster_nodes": 2, "sparkstack_cluster_addresses": {"a": "10.0.0.1", "b": "10.0.0.2"}},
+                           "group_data/x.py")
+
+
+def test_a_group_without_addresses_places_but_does_not_deploy_and_one_with_them_deploys_per_node():
+    loaded = load_profiles([CLUSTER_MODELS])
+    settings = load_group_settings("testcluster")
+    plan = make_plan("testcluster", [lp.profile for lp in loaded], settings)
+    assert "glm51-pair" in [p.name for p in plan.deployable]
+    with pytest.raises(RenderError, match="deploys a cluster model: render it per node"):
+        render("testcluster", loaded, settings, plan)
+    with pytest.raises(RenderError, match="host 'spark-9' is in cluster group 'testcluster' but not in its sparkstack_cluster_addresses"):
+        render("testcluster", loaded, settings, plan, node="spark-9")
+    bare = settings.model_copy(update={"cluster_addresses": {}})
+    plan = make_plan("testcluster", [lp.profile for lp in loaded], bare)
+    assert "glm51-pair" not in [p.name for p in plan.deployable]
+    assert "note: glm51-pair is placed but not deployed: the group names no nodes" in plan.describe()
+
+
+def test_each_node_gets_its_rank_the_head_serves_the_workers_are_headless(trees):
+    head = (trees / NODES[0] / "usr/local/libexec/sparkstack/launch-glm51-pair").read_text()
+    worker = (trees / NODES[1] / "usr/local/libexec/sparkstack/launch-glm51-pair").read_text()
+    head_argv, worker_argv = engine_argv(head), engine_argv(worker)
+    assert head_argv[head_argv.index("--node-rank") + 1] == "0" and "--headless" not in head_argv
+    assert worker_argv[worker_argv.index("--node-rank") + 1] == "1" and worker_argv[-1] == "--headless"
+    for argv in (head_argv, worker_argv):
+        assert argv[argv.index("--nnodes") + 1] == "2"
+        assert argv[argv.index("--master-addr") + 1] == "10.77.0.1"
+        assert argv[argv.index("--master-port") + 1] == "29501"
+        assert argv[argv.index("--tensor-parallel-size") + 1] == "2"
+        assert argv[argv.index("--host") + 1] == "127.0.0.1"  # host network: the engine binds, not docker
+    for script, address in ((head, "10.77.0.1"), (worker, "10.77.0.2")):
+        assert "--network host" in script and "--publish" not in script
+        for env in (f"VLLM_HOST_IP={address}", "MASTER_ADDR=10.77.0.1", "NCCL_SOCKET_IFNAME=eth1", "GLOO_SOCKET_IFNAME=eth1",
+                    "TP_SOCKET_IFNAME=eth1", "UCX_NET_DEVICES=eth1", "OMPI_MCA_btl_tcp_if_include=eth1"):
+            assert f"--env {env} " in script
+        assert "--label com.centurylinklabs.watchtower.enable=false" in script
+    # The single-node model is the same on both nodes, and published as before.
+    assert ((trees / NODES[0] / "usr/local/libexec/sparkstack/launch-qwen36").read_text()
+            == (trees / NODES[1] / "usr/local/libexec/sparkstack/launch-qwen36").read_text())
+
+
+def test_cluster_units_are_not_enabled_and_never_restart_one_rank(trees):
+    for node in NODES:
+        unit = (trees / node / "etc/systemd/system/vllm-glm51-pair.service").read_text()
+        assert "Restart=no" in unit and "Restart=on-failure" not in unit
+        assert "Conflicts=vllm-qwen36.service" in unit
+        assert "ExecStartPre=/usr/local/libexec/sparkstack/sparkstack-memguard wait-for-room glm51-pair" in unit
+
+
+def test_the_registry_holds_each_nodes_share_and_the_cluster(trees):
+    for rank, node in enumerate(NODES):
+        registry = json.loads((trees / node / "etc/sparkstack/models.json").read_text())
+        model = registry["models"]["glm51-pair"]
+        assert model["required_memory_gb"] == 0.9  # 180 GB / 2 nodes, scaled by the test VM's 0.01
+        assert model["cluster"]["rank"] == rank and model["cluster"]["head"] == NODES[0]
+        assert [n["address"] for n in model["cluster"]["nodes"]] == ["10.77.0.1", "10.77.0.2"]
+        assert registry["models"]["qwen36"]["cluster"] is None
+        assert (trees / node / "usr/local/libexec/sparkstack/sparkstack-cluster").is_file()
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (make test installs it)")
+def test_shellcheck_and_systemd_analyze_pass_on_every_node(trees):
+    for node in NODES:
+        scripts = sorted((trees / node / "usr/local/libexec/sparkstack").glob("launch-*"))
+        result = subprocess.run(["shellcheck", "--shell=bash", "--severity=style", *map(str, scripts)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
+        assert _verify(trees / node, sorted((trees / node / "etc/systemd/system").glob("*.service"))) == []
+    for program in ("usr/local/libexec/sparkstack/sparkstack-cluster", "usr/local/bin/llm-switch"):
+        subprocess.run(["python3", "-m", "py_compile", str(trees / NODES[0] / program)], check=True)
+
+
+def test_the_committed_vllm_release_accepts_every_rank_flag_and_env():
+    """`sparkstack validate` checks a worker rank (every multi-node flag, --headless too) against vLLM 0.33.0's
+    recorded parser; a flag the release lacks is reported, so this check can fail."""
+    from sparkstack.engines.release import committed_releases
+    from sparkstack.profiles import release_findings
+
+    profile = next(lp.profile for lp in load_profiles([CLUSTER_MODELS]) if lp.profile.name == "glm51-pair")
+    release = next(r for r in committed_releases("vllm") if r.version == "0.33.0")
+    assert release_findings(profile, release) == []
+    import dataclasses
+    older = dataclasses.replace(release, actions=tuple(a for a in release.actions if "--headless" not in a.options))
+    assert any("--headless" in f"{f.where} {f.says}" for _, f in release_findings(profile, older))
+
+
+def test_ray_and_sglang_clusters_are_refused_as_not_built(tmp_path):
+    for source in CLUSTER_MODELS.glob("*.yaml"):
+        (tmp_path / source.name).write_text(source.read_text().replace("backend: native", "backend: ray"))
+    with pytest.raises(ProfileErrors, match="cluster.backend: ray is not built yet"):
+        load_profiles([tmp_path])
