@@ -62,13 +62,13 @@ def cluster_node(settings: GroupSettings, host_name: str, group: str) -> Cluster
                        "out of the group")
 
 
-def registry_entry(node: ClusterNode, settings: GroupSettings) -> dict:
-    """What llm-switch and sparkstack-cluster on this node know about the cluster."""
+def registry_entry(node: ClusterNode, settings: GroupSettings, ranks: int) -> dict:
+    """What llm-switch and sparkstack-cluster on this node know about a cluster model of `ranks` nodes."""
     return {
         "rank": node.rank,
         "head": node.head,
         "head_address": node.head_address,
-        "nodes": [{"name": n.name, "rank": n.rank, "address": n.address} for n in cluster_nodes(settings)],
+        "nodes": [{"name": n.name, "rank": n.rank, "address": n.address} for n in cluster_nodes(settings)[:ranks]],
         "key": CLUSTER_KEY,
         "known_hosts": CLUSTER_KNOWN_HOSTS,
     }

@@ -7,6 +7,7 @@ disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -154,7 +155,8 @@ def launch_path(profile: Profile) -> str:
 def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSettings, pins: Pins,
                    node: ClusterNode | None) -> str:
     p = lp.profile
-    node = node if p.cluster else None
+    # The profile's ranks: the first tensor x pipeline nodes of the group, head first.
+    node = dataclasses.replace(node, nodes=p.cluster.nodes) if p.cluster and node else None
     variants = []
     for name in p.variant_names:
         resolved = p.resolve(name)
@@ -242,7 +244,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             # What this host holds: a cluster model's share per node.
             "required_memory_gb": round((plan.node_share_gb(p) if plan else p.required_memory_gb)
                                         * settings.switch_memory_scale, 3),
-            "cluster": registry_entry(node, settings) if p.cluster and node else None,
+            "cluster": registry_entry(node, settings, p.cluster.nodes) if p.cluster and node else None,
             "vision": p.vision,
             "language_model_only": p.language_model_only,
             "tools": p.tools is not None,
@@ -325,6 +327,10 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
             place = cluster_node(settings, node, group)
         except ClusterError as exc:
             raise RenderError(str(exc)) from None
+        # A profile spread over fewer nodes than the group has runs on the first ones; the rest do not get it.
+        chosen = [lp for lp in chosen if not lp.profile.cluster or place.rank < lp.profile.cluster.nodes]
+        if not any(lp.profile.cluster for lp in chosen):
+            place = None
     env = _jinja()
     files: list[RenderedFile] = []
     all_units = [lp.profile.unit_name for lp in chosen]

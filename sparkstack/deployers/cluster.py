@@ -13,6 +13,7 @@ scripts and registry are the models deployer's, rendered per node (sparkstack/re
 
 from __future__ import annotations
 
+import shlex
 from io import StringIO
 
 from pyinfra import host, state
@@ -103,11 +104,11 @@ def _authorize_new_head_key(head, node: ClusterNode, group: str) -> None:
     if not ok:
         raise DeployError(f"{host.name}: could not read the head's key {CLUSTER_KEY}.pub on {head.name}")
     line = authorized_line(output.stdout.strip(), node, group)
-    marker = key_comment(group)
+    marker = shlex.quote(f" {key_comment(group)}$")
     # Replace an older entry of this group's key, keep every other line.
     command = (f"touch {AUTHORIZED_KEYS} && chmod 600 {AUTHORIZED_KEYS} && "
-               f"grep -v ' {marker}$' {AUTHORIZED_KEYS} > {AUTHORIZED_KEYS}.sparkstack || true; "
-               f"printf '%s\\n' '{line}' >> {AUTHORIZED_KEYS}.sparkstack && "
+               f"grep -v {marker} {AUTHORIZED_KEYS} > {AUTHORIZED_KEYS}.sparkstack || true; "
+               f"printf '%s\\n' {shlex.quote(line)} >> {AUTHORIZED_KEYS}.sparkstack && "
                f"chmod 600 {AUTHORIZED_KEYS}.sparkstack && mv {AUTHORIZED_KEYS}.sparkstack {AUTHORIZED_KEYS}")
     ok, output = host.run_shell_command(command=command)
     if not ok:

@@ -134,3 +134,19 @@ def test_ray_and_sglang_clusters_are_refused_as_not_built(tmp_path):
         (tmp_path / source.name).write_text(source.read_text().replace("backend: native", "backend: ray"))
     with pytest.raises(ProfileErrors, match="cluster.backend: ray is not built yet"):
         load_profiles([tmp_path])
+
+
+def test_a_profile_spread_over_fewer_nodes_than_the_group_runs_on_the_first_ones():
+    loaded = load_profiles([CLUSTER_MODELS])
+    settings = load_group_settings("testcluster").model_copy(update={
+        "cluster_nodes": 3,
+        "cluster_addresses": {"testcluster-head": "10.77.0.1", "testcluster-worker": "10.77.0.2", "third": "10.77.0.3"}})
+    plan = make_plan("testcluster", [lp.profile for lp in loaded], settings)
+    worker = render("testcluster", loaded, settings, plan, node="testcluster-worker")
+    script = next(f.content for f in worker.files if f.path.endswith("/launch-glm51-pair"))
+    argv = engine_argv(script)
+    assert argv[argv.index("--nnodes") + 1] == "2" and argv[argv.index("--node-rank") + 1] == "1"
+    registry = json.loads(next(f.content for f in worker.files if f.kind == "registry"))
+    assert [n["name"] for n in registry["models"]["glm51-pair"]["cluster"]["nodes"]] == ["testcluster-head", "testcluster-worker"]
+    third = render("testcluster", loaded, settings, plan, node="third")
+    assert not any("glm51-pair" in f.path for f in third.files) and third.node is None
