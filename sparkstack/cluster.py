@@ -35,6 +35,7 @@ class ClusterNode:
     interface: str
     master_port: int
     bind: str                 # where the head's API listens (loopback unless the group is exposed)
+    ray_port: int = 6379      # the Ray head's GCS port (backend: ray)
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -49,7 +50,8 @@ def cluster_nodes(settings: GroupSettings) -> list[ClusterNode]:
     head, head_address = next(iter(settings.cluster_addresses.items()))
     return [ClusterNode(name, rank, address, head, head_address, len(settings.cluster_addresses),
                         settings.cluster_interface or "", settings.cluster_master_port,
-                        "0.0.0.0" if settings.expose else "127.0.0.1", dict(settings.cluster_env))
+                        "0.0.0.0" if settings.expose else "127.0.0.1", settings.cluster_ray_port,
+                        dict(settings.cluster_env))
             for rank, (name, address) in enumerate(settings.cluster_addresses.items())]
 
 
@@ -62,9 +64,12 @@ def cluster_node(settings: GroupSettings, host_name: str, group: str) -> Cluster
                        "out of the group")
 
 
-def registry_entry(node: ClusterNode, settings: GroupSettings, ranks: int) -> dict:
+def registry_entry(node: ClusterNode, settings: GroupSettings, ranks: int, backend: str) -> dict:
     """What llm-switch and sparkstack-cluster on this node know about a cluster model of `ranks` nodes."""
     return {
+        "backend": backend,
+        # Ray: the head's `ray start` listens here before the workers join it.
+        "ray_port": node.ray_port if backend == "ray" else None,
         "rank": node.rank,
         "head": node.head,
         "head_address": node.head_address,

@@ -61,6 +61,8 @@ class GroupSettings(StrictModel):
     cluster_interface: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.:-]{1,15}$")
     # vLLM's own default (vllm/config/parallel.py ParallelConfig.master_port = 29501).
     cluster_master_port: int = Field(default=29501, gt=0, lt=65536)
+    # The Ray head's GCS port, for profiles with backend: ray (`ray start --head --port`; Ray's own default).
+    cluster_ray_port: int = Field(default=6379, gt=0, lt=65536)
     # More env for every rank, for what depends on the hardware (e.g. NCCL_IB_HCA, named after the
     # node's RoCE devices): sparkstack does not guess those names.
     cluster_env: dict[str, str] = {}

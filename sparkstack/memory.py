@@ -45,7 +45,7 @@ class Fit:
 
     def describe(self) -> str:
         p = self.profile
-        share = _share(p.required_memory_gb, self.nodes)
+        share = node_share(p, self.nodes)
         need = share + self.reserve_gb
         per = "" if self.nodes == 1 else f" per node of {self.nodes}"
         head = (f"{p.name:<10} {p.engine:<6} weights {_gb(_share(p.memory.weights_gb, self.nodes)):>6}{per}  "
@@ -86,7 +86,7 @@ class Plan:
     def node_share_gb(self, profile: Profile) -> float:
         """What one node holds of this profile once loaded (the whole model on a single node)."""
         fit = next(f for f in self.fits if f.profile.name == profile.name)
-        return _share(profile.required_memory_gb, fit.nodes)
+        return node_share(profile, fit.nodes)
 
     @property
     def refused(self) -> list[Fit]:
@@ -114,6 +114,12 @@ def _share(total_gb: float, nodes: int) -> float:
     return round(total_gb / nodes, 2)
 
 
+def node_share(profile: Profile, nodes: int) -> float:
+    """What one of `nodes` nodes holds of the profile once loaded, with what a cluster backend adds on every node."""
+    extra = profile.cluster.per_node_extra_gb if profile.cluster else 0.0
+    return round(profile.required_memory_gb / nodes + extra, 2)
+
+
 def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes: int = 1) -> Fit:
     """Does the profile fit this group's hosts? A cluster profile is checked per node, on a group of enough nodes."""
     problems = []
@@ -125,7 +131,7 @@ def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes
     # On too few nodes the figures are those of the nodes there are, so the numbers show why.
     nodes = min(nodes, cluster_nodes)
     per = "" if nodes == 1 else f" per node of {nodes}"
-    resident = _share(profile.required_memory_gb, nodes)
+    resident = node_share(profile, nodes)
     weights = _share(profile.memory.weights_gb, nodes)
     need = resident + reserve_gb
     if need > host_gb:

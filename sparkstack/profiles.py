@@ -62,8 +62,12 @@ class Cluster(StrictModel):
 
     tensor_parallel: int = Field(ge=1)
     pipeline_parallel: int = Field(default=1, ge=1)
-    # vLLM's own multi-node engine (--nnodes/--node-rank/--master-addr, --headless on workers), or vLLM over Ray.
+    # vLLM's own multi-node engine (--nnodes/--node-rank/--master-addr, --headless on workers), or vLLM over a
+    # Ray cluster (`ray start` on every node, `vllm serve --distributed-executor-backend ray` on the head).
     backend: Literal["native", "ray"] = "native"
+    # Ray only: the bound on each node's object store (`ray start --object-store-memory`). It lives in shared
+    # memory beside the weights, so the memory plan counts it on every node; Ray's own default is a share of RAM.
+    ray_object_store_gb: GB | None = None
     # From the model's config.json (num_attention_heads, num_key_value_heads), when declared: tensor
     # parallelism splits heads, so it must divide them (KV heads may instead be replicated: tp a multiple).
     attention_heads: int | None = Field(default=None, gt=0)
@@ -72,6 +76,11 @@ class Cluster(StrictModel):
     @property
     def nodes(self) -> int:
         return self.tensor_parallel * self.pipeline_parallel
+
+    @property
+    def per_node_extra_gb(self) -> float:
+        """What every node holds besides its share of the model: the Ray object store."""
+        return self.ray_object_store_gb or 0.0
 
 
 class Tools(StrictModel):
@@ -342,9 +351,13 @@ def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str
         if profile.engine != "vllm":
             errors.append((("cluster",), "cluster", f"not built for {profile.engine} yet: sparkstack renders multi-node "
                            "launches for vLLM only (its native multi-node engine)"))
-        if c.backend == "ray":
-            errors.append((("cluster", "backend"), "cluster.backend",
-                           "ray is not built yet: sparkstack renders vLLM's native multi-node engine (backend: native)"))
+        if c.backend == "ray" and c.ray_object_store_gb is None:
+            errors.append((("cluster", "ray_object_store_gb"), "cluster.ray_object_store_gb",
+                           "required with backend: ray: the bound on each node's Ray object store in GB (it is "
+                           "shared memory beside the weights, and Ray's default is a share of all memory)"))
+        if c.backend != "ray" and c.ray_object_store_gb is not None:
+            errors.append((("cluster", "ray_object_store_gb"), "cluster.ray_object_store_gb",
+                           f"only for backend: ray (this profile's backend is {c.backend})"))
         if c.attention_heads is not None and c.attention_heads % c.tensor_parallel:
             errors.append((("cluster", "tensor_parallel"), "cluster.tensor_parallel",
                            f"{c.tensor_parallel} does not divide the {c.attention_heads} attention heads"))
@@ -447,14 +460,15 @@ def release_findings(profile: Profile, release) -> list[tuple[str, object]]:
         argv = adapter.command(profile, resolved, _IntentRevisions(profile), _SAMPLE_WORKER if profile.cluster else None)
         env = adapter.environment(profile, resolved)
         if profile.cluster:
-            env |= adapter.cluster_environment(_SAMPLE_WORKER)
+            env |= adapter.cluster_environment(profile, _SAMPLE_WORKER)
         for finding in adapter.check(argv, env, release):
             found.append((subject, finding))
     return found
 
 
 # A worker rank (it carries every multi-node flag, --headless too), for checking a cluster profile's
-# launch against an engine release before any group is chosen.
+# launch against an engine release before any group is chosen. Over Ray only the head runs the engine,
+# and `command` gives the `vllm serve` it runs whichever rank asks.
 _SAMPLE_WORKER = ClusterNode("worker", 1, "192.0.2.2", "head", "192.0.2.1", 2, "eth1", 29501, "127.0.0.1")
 
 

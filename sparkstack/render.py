@@ -173,7 +173,7 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
         # A rank talks to its peers on the interconnect (NCCL, Gloo, the master port): the host's network.
         runtime_flags.append("--network host")
         labels.append(f"io.sparkstack.rank={node.rank}")
-        container_env |= adapter_for(p.engine).cluster_environment(node)
+        container_env |= adapter_for(p.engine).cluster_environment(p, node)
     return env.get_template("launch.sh.j2").render(
         profile=p,
         source=_source(lp),
@@ -244,7 +244,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             # What this host holds: a cluster model's share per node.
             "required_memory_gb": round((plan.node_share_gb(p) if plan else p.required_memory_gb)
                                         * settings.switch_memory_scale, 3),
-            "cluster": registry_entry(node, settings, p.cluster.nodes) if p.cluster and node else None,
+            "cluster": registry_entry(node, settings, p.cluster.nodes, p.cluster.backend) if p.cluster and node else None,
             "vision": p.vision,
             "language_model_only": p.language_model_only,
             "tools": p.tools is not None,

@@ -35,6 +35,9 @@ VM_REGISTRY = "127.0.0.1:5000"
 VM_HUB_PORT = 5080
 STANDIN_LOCAL = "sparkstack-standin-engine:latest"
 STANDIN_PUSHED = f"{VM_REGISTRY}/sparkstack/standin-engine:latest"
+# The stand-in with Ray in it, for the cluster group (group_data/testcluster.py).
+STANDIN_RAY_LOCAL = "sparkstack-standin-engine-ray:latest"
+STANDIN_RAY_PUSHED = f"{VM_REGISTRY}/sparkstack/standin-engine-ray:latest"
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 GIT = ["git", "-c", "user.email=tests@sparkstack.invalid", "-c", "user.name=sparkstack tests"]
 
@@ -212,10 +215,11 @@ class ArtifactServers:
     def reset(self, repo: str, commit: str) -> None:
         subprocess.run(GIT + ["-C", str(self.repo_path(repo)), "reset", "-q", "--hard", commit], check=True)
 
-    def push_standin(self) -> str:
-        """Push the stand-in engine (loaded in the VM) to the registry under the tag testvm's profiles use."""
-        result = testvm.ssh(f"docker tag {STANDIN_LOCAL} {STANDIN_PUSHED} && docker push -q {STANDIN_PUSHED} "
-                            f"&& docker image inspect --format '{{{{json .RepoDigests}}}}' {STANDIN_PUSHED}", timeout=900)
+    def push_standin(self, ray: bool = False) -> str:
+        """Push the stand-in engine (loaded in the VM) to the registry under the tag the test groups use."""
+        local, pushed = (STANDIN_RAY_LOCAL, STANDIN_RAY_PUSHED) if ray else (STANDIN_LOCAL, STANDIN_PUSHED)
+        result = testvm.ssh(f"docker tag {local} {pushed} && docker push -q {pushed} "
+                            f"&& docker image inspect --format '{{{{json .RepoDigests}}}}' {pushed}", timeout=900)
         if result.returncode != 0:
             raise RuntimeError(f"docker push in the VM failed: {result.stderr.strip()[-800:]}")
         return json.loads(result.stdout.strip().splitlines()[-1])[0]

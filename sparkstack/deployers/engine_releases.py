@@ -60,6 +60,10 @@ def _problems(profiles: list[Profile], images: dict[str, str], gpu_flags: tuple[
                             f"declares {profile.engine_version!r}; declare the release the image carries (and snapshot "
                             "it with tools/snapshot_engine.py) or pin the image that carries the declared one")
             continue
+        if profile.cluster and profile.cluster.backend == "ray" and release.ray_version == "":
+            problems.append(f"{profile.name}: cluster.backend: ray, but image {image} carries no Ray (vLLM images since "
+                            "0.18 do not ship it); pin an image with Ray in it, or use backend: native")
+            continue
         found = release_findings(profile, release)
         problems += [f"{subject}: {f.where}: {release.label} in image {image} {f.says}" for subject, f in found]
         if not found:

@@ -25,8 +25,8 @@ def adapter_for(engine: str) -> EngineAdapter:
 
 
 def engine_args(profile, variant, revisions, node=None) -> list[str]:
-    """The engine's command line; `node` (sparkstack/cluster.py) makes it one rank of a cluster profile."""
-    return adapter_for(profile.engine).command(profile, variant, revisions, node)
+    """What the engine's container runs; `node` (sparkstack/cluster.py) makes it one rank of a cluster profile."""
+    return adapter_for(profile.engine).launch_command(profile, variant, revisions, node)
 
 
 # Engine -> the env var it reads its API key from (set in the secrets file, passed with

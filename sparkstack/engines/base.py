@@ -75,7 +75,11 @@ class EngineAdapter:
         """The flags that make this process one rank of a multi-node engine (sparkstack/cluster.py ClusterNode)."""
         raise NotImplementedError(f"{self.name}: sparkstack does not render multi-node launches for this engine yet")
 
-    def cluster_environment(self, node) -> dict[str, str]:
+    def launch_command(self, profile, variant, revisions, node=None) -> list[str]:
+        """What the container runs: the engine's command line, unless a multi-node backend wraps it."""
+        return self.command(profile, variant, revisions, node)
+
+    def cluster_environment(self, profile, node) -> dict[str, str]:
         """The per-node env a rank needs to find the interconnect."""
         raise NotImplementedError(f"{self.name}: sparkstack does not render multi-node launches for this engine yet")
 

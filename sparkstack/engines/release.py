@@ -44,6 +44,9 @@ class EngineRelease:
     # Keys of vLLM's --speculative-config JSON and the methods it takes (empty for engines without one).
     speculative_config_keys: frozenset[str] = frozenset()
     speculative_methods: tuple[str, ...] = ()
+    # The Ray the image's python imports, for vLLM's Ray backend: a version, "" when the image has none,
+    # None when nobody asked (a release snapshot from PyPI says nothing about an image).
+    ray_version: str | None = None
 
     @property
     def label(self) -> str:
@@ -92,6 +95,7 @@ class EngineRelease:
                 env_vars=frozenset(document.get("env_vars") or ()),
                 speculative_config_keys=frozenset(document.get("speculative_config_keys") or ()),
                 speculative_methods=tuple(document.get("speculative_methods") or ()),
+                ray_version=(document["ray"] or "") if "ray" in document else None,
             )
         except InvalidVersion:
             raise ReleaseError(f"{source}: reports version {document.get('version')!r}, which is not a PEP 440 "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 from packaging.version import Version
 
@@ -76,22 +77,44 @@ class VllmAdapter(EngineAdapter):
         return args + list(v.extra_args)
 
     def cluster_args(self, p, node) -> list[str]:
-        """vLLM's native multi-node engine (vllm/entrypoints/cli/serve.py): every node runs the same `vllm serve`
-        with its rank; rank 0 hosts the torch store at --master-addr:--master-port and the API, the others are
-        --headless. One GPU per Spark, so nodes = tensor x pipeline parallel."""
+        """The parallel sizes, and how the ranks meet. One GPU per Spark, so nodes = tensor x pipeline parallel.
+
+        native (vllm/entrypoints/cli/serve.py): every node runs the same `vllm serve` with its rank; rank 0
+        hosts the torch store at --master-addr:--master-port and the API, the others are --headless.
+        ray: only the head runs `vllm serve`, which places its workers on the Ray cluster the nodes formed
+        (`launch_command`)."""
         c = p.cluster
         args = ["--tensor-parallel-size", str(c.tensor_parallel)]
         if c.pipeline_parallel > 1:
             args += ["--pipeline-parallel-size", str(c.pipeline_parallel)]
+        if c.backend == "ray":
+            return args + ["--distributed-executor-backend", "ray"]
         args += ["--nnodes", str(node.nodes), "--node-rank", str(node.rank),
                  "--master-addr", node.head_address, "--master-port", str(node.master_port)]
         if not node.is_head:
             args.append("--headless")
         return args
 
-    def cluster_environment(self, node) -> dict[str, str]:
+    def launch_command(self, p, v, revisions, node=None) -> list[str]:
+        """What the container runs. With backend: ray every node first joins one Ray cluster, as NVIDIA's
+        playbook does by hand (vLLM images since 0.18 do not ship Ray, so the image must): the head starts
+        it and then runs `vllm serve`; a worker's `ray start --block` is its whole rank."""
+        serve = self.command(p, v, revisions, node)
+        if node is None or p.cluster.backend != "ray":
+            return serve
+        ray_node = [f"--node-ip-address={node.address}", f"--object-store-memory={_bytes(p.cluster.ray_object_store_gb)}",
+                    "--disable-usage-stats"]
+        if not node.is_head:
+            return ["ray", "start", "--block", f"--address={node.head_address}:{node.ray_port}", *ray_node]
+        # The dashboard (and its job API, which runs code) stays off: nothing on the head needs it.
+        head = shlex.join(["ray", "start", "--head", f"--port={node.ray_port}", *ray_node, "--include-dashboard=false"])
+        return ["bash", "-c", f'{head} && exec "$@"', "ray-head", *serve]
+
+    def cluster_environment(self, p, node) -> dict[str, str]:
         """What peers set on every rank (../shared/BRIEF.md, "Several Sparks"): the node's own address for vLLM,
-        and the interconnect interface for NCCL, Gloo, torch's TensorPipe, UCX and Open MPI."""
+        and the interconnect interface for NCCL, Gloo, torch's TensorPipe, UCX and Open MPI. Over Ray, Ray's
+        memory monitor is off: it kills workers when memory runs high, and the weights fill a Spark's memory
+        by design (the memory gate and guard own that)."""
         env = {
             "VLLM_HOST_IP": node.address,
             "MASTER_ADDR": node.head_address,
@@ -101,6 +124,8 @@ class VllmAdapter(EngineAdapter):
             "UCX_NET_DEVICES": node.interface,
             "OMPI_MCA_btl_tcp_if_include": node.interface,
         }
+        if p.cluster.backend == "ray":
+            env["RAY_memory_monitor_refresh_ms"] = "0"
         return env | node.extra_env
 
     @staticmethod
@@ -159,6 +184,10 @@ class VllmAdapter(EngineAdapter):
                            f"{MOE_BACKEND_FLAG_SINCE}, which have no --moe-backend to spell moe_backend with; "
                            f"declare >={MOE_BACKEND_FLAG_SINCE}"))
         return errors
+
+
+def _bytes(gb: float) -> int:
+    return int(round(gb * 10**9))
 
 
 def _load_format(args: list[str]) -> str | None:

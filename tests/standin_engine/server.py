@@ -342,6 +342,73 @@ def _heartbeat(conn, peer):
     threading.Thread(target=listen, daemon=True).start()
 
 
+def interconnect_env():
+    """VLLM_HOST_IP and the interfaces NCCL and Gloo bind to, as a real rank needs them; VLLM_HOST_IP."""
+    host_ip = os.environ.get("VLLM_HOST_IP")
+    try:  # vLLM binds its own endpoints to VLLM_HOST_IP: it must be an address of this node
+        socket.create_server((host_ip, 0)).close()
+    except (OSError, TypeError) as exc:
+        sys.exit(f"vllm: VLLM_HOST_IP={host_ip!r} is not an address of this node: {exc}")
+    for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+        interface = os.environ.get(name)
+        if not interface or not os.path.exists(f"/sys/class/net/{interface}"):
+            sys.exit(f"vllm: {name}={interface!r} names no interface of this node")
+    return host_ip
+
+
+def ray_placement(args, settings):
+    """vLLM over Ray, played for real: join the Ray cluster the launch script started on this node and the
+    workers joined (`ray.init(address="auto")`), reserve one bundle per rank in a STRICT_SPREAD placement
+    group (one rank per node, as one GPU per Spark), run a task in every bundle that reports its node's
+    address, and exit 1 once a node holding a bundle is gone, as vLLM's engine dies with its Ray workers.
+    The stand-in has no GPU: its bundles ask for a CPU where vLLM's ask for a GPU."""
+    import ray
+    from ray.util.placement_group import placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    world = int(args.tensor_parallel_size or 1) * int(args.pipeline_parallel_size or 1)
+    host_ip = interconnect_env()
+    bound = float(settings.get("rendezvous_timeout_s", 120))
+    ray.init(address="auto", logging_level="WARNING", log_to_driver=False)
+    print(f"standin: joined the Ray cluster from {host_ip}; placing {world} ranks STRICT_SPREAD (at most {bound:g} s)",
+          flush=True)
+    group = placement_group([{"CPU": 1}] * world, strategy="STRICT_SPREAD")
+    try:
+        ray.get(group.ready(), timeout=bound)
+    except ray.exceptions.GetTimeoutError:
+        alive = sorted(n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"])
+        sys.exit(f"standin: the placement group of {world} ranks (STRICT_SPREAD) was not placed within {bound:g} s; "
+                 f"Ray nodes alive: {', '.join(alive) or 'none'}")
+
+    @ray.remote(num_cpus=1)
+    def node_address():
+        return ray.util.get_node_ip_address(), ray.get_runtime_context().get_node_id()
+
+    placed = ray.get([node_address.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+        placement_group=group, placement_group_bundle_index=i)).remote() for i in range(world)], timeout=bound)
+    for i, (address, _) in enumerate(placed):
+        print(f"standin: ray rank {i} placed on {address}", flush=True)
+    if len({node for _, node in placed}) != world:
+        sys.exit(f"standin: STRICT_SPREAD put two ranks on one node: {placed}")
+    nodes = {node: address for address, node in placed}
+
+    def watch():
+        while True:
+            time.sleep(HEARTBEAT_S)
+            try:
+                alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+            except Exception as exc:  # the head's own Ray is gone
+                print(f"standin: lost the Ray cluster ({exc}); exiting", flush=True)
+                os._exit(1)
+            for node, address in nodes.items():
+                if node not in alive:
+                    print(f"standin: lost the Ray node at {address}; exiting", flush=True)
+                    os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return 0
+
+
 def rendezvous(args, settings):
     """vLLM's native multi-node start, played for real over the network: rank 0 listens at --master-addr:
     --master-port and waits, bounded, for every other rank (vLLM's TCPStore waits ~600 s); the others connect.
@@ -355,15 +422,7 @@ def rendezvous(args, settings):
         sys.exit(f"vllm: tensor x pipeline parallel = {world} ranks, but --nnodes {nnodes} nodes of one GPU each")
     if not args.master_addr or not args.master_port:
         sys.exit("vllm: --nnodes > 1 needs --master-addr and --master-port")
-    host_ip = os.environ.get("VLLM_HOST_IP")
-    try:  # vLLM binds its own endpoints to VLLM_HOST_IP: it must be an address of this node
-        socket.create_server((host_ip, 0)).close()
-    except (OSError, TypeError) as exc:
-        sys.exit(f"vllm: VLLM_HOST_IP={host_ip!r} is not an address of this node: {exc}")
-    for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
-        interface = os.environ.get(name)
-        if not interface or not os.path.exists(f"/sys/class/net/{interface}"):
-            sys.exit(f"vllm: {name}={interface!r} names no interface of this node")
+    host_ip = interconnect_env()
     bound = float(settings.get("rendezvous_timeout_s", 120))
     address = (args.master_addr, int(args.master_port))
     if rank == 0:
@@ -445,7 +504,10 @@ def main(engine, argv):
             print("standin: crashing as asked (crash_after_s)", flush=True)
             os._exit(1)
         threading.Thread(target=crash, daemon=True).start()
-    rank = rendezvous(args, settings) if engine == "vllm" else None
+    if engine == "vllm" and getattr(args, "distributed_executor_backend", None) == "ray":
+        rank = ray_placement(args, settings)
+    else:
+        rank = rendezvous(args, settings) if engine == "vllm" else None
     if rank is not None and getattr(args, "headless", False):
         if rank == 0:
             sys.exit("vllm: rank 0 serves the API; --headless is for the other ranks")

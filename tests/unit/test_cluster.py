@@ -88,7 +88,8 @@ def test_cluster_units_are_not_enabled_and_never_restart_one_rank(trees):
     for node in NODES:
         unit = (trees / node / "etc/systemd/system/vllm-glm51-pair.service").read_text()
         assert "Restart=no" in unit and "Restart=on-failure" not in unit
-        assert "Conflicts=vllm-qwen36.service" in unit
+        conflicts = next(line for line in unit.splitlines() if line.startswith("Conflicts="))
+        assert "vllm-qwen36.service" in conflicts.split("=")[1].split()
         assert "ExecStartPre=/usr/local/libexec/sparkstack/sparkstack-memguard wait-for-room glm51-pair" in unit
 
 
@@ -129,11 +130,60 @@ def test_the_committed_vllm_release_accepts_every_rank_flag_and_env():
     assert any("--headless" in f"{f.where} {f.says}" for _, f in release_findings(profile, older))
 
 
-def test_ray_and_sglang_clusters_are_refused_as_not_built(tmp_path):
-    for source in CLUSTER_MODELS.glob("*.yaml"):
-        (tmp_path / source.name).write_text(source.read_text().replace("backend: native", "backend: ray"))
-    with pytest.raises(ProfileErrors, match="cluster.backend: ray is not built yet"):
+def test_sglang_clusters_are_refused_and_ray_needs_a_bounded_object_store(tmp_path):
+    pair = (CLUSTER_MODELS / "glm51-pair.yaml").read_text()
+    (tmp_path / "glm51-pair.yaml").write_text(pair.replace("engine: vllm", "engine: sglang"))
+    with pytest.raises(ProfileErrors, match="cluster: not built for sglang yet"):
         load_profiles([tmp_path])
+    (tmp_path / "glm51-pair.yaml").write_text(pair.replace("backend: native", "backend: ray"))
+    with pytest.raises(ProfileErrors, match="cluster.ray_object_store_gb: required with backend: ray"):
+        load_profiles([tmp_path])
+    (tmp_path / "glm51-pair.yaml").write_text(pair + "  ray_object_store_gb: 2\n")
+    with pytest.raises(ProfileErrors, match="cluster.ray_object_store_gb: only for backend: ray"):
+        load_profiles([tmp_path])
+
+
+def test_over_ray_the_head_starts_ray_then_serves_and_a_worker_only_joins(trees):
+    head = (trees / NODES[0] / "usr/local/libexec/sparkstack/launch-glm51-ray").read_text()
+    worker = (trees / NODES[1] / "usr/local/libexec/sparkstack/launch-glm51-ray").read_text()
+    head_argv, worker_argv = engine_argv(head), engine_argv(worker)
+    assert head_argv[:2] == ["bash", "-c"] and head_argv[3:6] == ["ray-head", "vllm", "serve"]
+    assert shlex.split(head_argv[2]) == ["ray", "start", "--head", "--port=6379", "--node-ip-address=10.77.0.1",
+                                         "--object-store-memory=100000000", "--disable-usage-stats",
+                                         "--include-dashboard=false", "&&", "exec", "$@"]
+    serve = head_argv[4:]
+    assert serve[serve.index("--distributed-executor-backend") + 1] == "ray"
+    assert serve[serve.index("--tensor-parallel-size") + 1] == "2"
+    assert not {"--nnodes", "--node-rank", "--master-addr", "--headless"} & set(serve)
+    assert worker_argv == ["ray", "start", "--block", "--address=10.77.0.1:6379", "--node-ip-address=10.77.0.2",
+                           "--object-store-memory=100000000", "--disable-usage-stats"]
+    for script, address in ((head, "10.77.0.1"), (worker, "10.77.0.2")):
+        for env in ("RAY_memory_monitor_refresh_ms=0", f"VLLM_HOST_IP={address}", "NCCL_SOCKET_IFNAME=eth1"):
+            assert f"--env {env} " in script
+        assert "--network host" in script and "--publish" not in script
+    for rank, node in enumerate(NODES):
+        model = json.loads((trees / node / "etc/sparkstack/models.json").read_text())["models"]["glm51-ray"]
+        assert model["cluster"]["backend"] == "ray" and model["cluster"]["ray_port"] == 6379
+        assert model["required_memory_gb"] == 0.901  # (180 GB / 2 + the 0.1 GB object store) x 0.01
+
+
+def test_the_ray_object_store_counts_on_every_node_in_the_plan():
+    loaded = load_profiles([CLUSTER_MODELS])
+    plan = make_plan("testcluster", [lp.profile for lp in loaded], load_group_settings("testcluster"))
+    assert "glm51-ray  vllm   weights  90 GB per node of 2  resident 90.1 GB + reserve 8 GB = 98.1 GB" in plan.describe()
+
+
+def test_the_committed_vllm_release_accepts_what_the_ray_head_serves_with():
+    from sparkstack.engines.release import committed_releases
+    from sparkstack.profiles import release_findings
+
+    profile = next(lp.profile for lp in load_profiles([CLUSTER_MODELS]) if lp.profile.name == "glm51-ray")
+    release = next(r for r in committed_releases("vllm") if r.version == "0.33.0")
+    assert release_findings(profile, release) == []
+    import dataclasses
+    older = dataclasses.replace(release, actions=tuple(a for a in release.actions
+                                                       if "--distributed-executor-backend" not in a.options))
+    assert any("--distributed-executor-backend" in f.where for _, f in release_findings(profile, older))
 
 
 def test_a_profile_spread_over_fewer_nodes_than_the_group_runs_on_the_first_ones():

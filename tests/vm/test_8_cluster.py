@@ -28,6 +28,9 @@ HEAD, WORKER = testvm.MAIN, testvm.WORKER
 MODEL = "glm51-pair"
 CONTAINER = f"sparkstack-{MODEL}"
 UNIT = f"vllm-{MODEL}.service"
+RAY_MODEL = "glm51-ray"  # the same model over vLLM's Ray backend: a real Ray cluster across the two VMs
+RAY_CONTAINER = f"sparkstack-{RAY_MODEL}"
+RAY_UNIT = f"vllm-{RAY_MODEL}.service"
 KNOBS = "/var/lib/sparkstack/huggingface/standin-knobs.json"
 TIMINGS: dict[str, float] = {}
 
@@ -61,6 +64,9 @@ def cluster(vm, artifact_servers):
     TIMINGS["worker boot"] = time.monotonic() - started
     try:
         artifact_servers.attach(WORKER)
+        from tests.standin_engine.image import load_into_vm
+        load_into_vm(ray=True)
+        artifact_servers.push_standin(ray=True)
         os.environ.update(ENV)  # test_repos reads the profiles as the cluster deploy will
         try:
             from tests.artifact_servers import test_repos
@@ -155,20 +161,24 @@ def test_a_worker_refuses_a_local_model_while_lent(cluster):
     assert refused.returncode == 1 and "switch it on its head, testcluster-head" in refused.stderr
 
 
-def test_a_dead_rank_takes_the_model_down_on_every_node(cluster):
+def kill_the_workers_rank(container: str) -> float:
+    """docker kill the worker's rank; the seconds until the group is down: the watch has stopped every rank
+    and recorded why on every node (the head's rank may end on its own first: it lost its peer)."""
     killed = time.monotonic()
-    on(WORKER, f"docker kill {CONTAINER}")
+    on(WORKER, f"docker kill {container}")
     deadline = killed + 120
 
     def group_stopped() -> bool:
-        # The head's rank may end on its own (it lost its peer); the group is down once the watch has stopped
-        # every rank and recorded why on every node.
         return (containers(HEAD) == [] and containers(WORKER) == []
                 and all(status(i)["cluster"] is None and status(i)["cluster_last"] for i in (HEAD, WORKER)))
 
     while time.monotonic() < deadline and not group_stopped():
         time.sleep(1)
-    TIMINGS["failure propagation (worker killed -> every rank stopped, recorded on both nodes)"] = time.monotonic() - killed
+    return time.monotonic() - killed
+
+
+def test_a_dead_rank_takes_the_model_down_on_every_node(cluster):
+    TIMINGS["failure propagation (worker killed -> every rank stopped, recorded on both nodes)"] = kill_the_workers_rank(CONTAINER)
     assert containers(HEAD) == [] and containers(WORKER) == []
     for instance in (HEAD, WORKER):
         assert on(instance, f"systemctl is-active {UNIT}").stdout.strip() in ("inactive", "failed")
@@ -217,6 +227,48 @@ def test_a_rank_that_fails_while_loading_fails_the_switch_everywhere(cluster):
     assert "crashing as asked" in result.stderr  # the failing node's last log lines
     assert containers(HEAD) == [] and containers(WORKER) == []
     assert status(HEAD)["cluster"] is None and status(WORKER)["cluster"] is None
+
+
+def test_over_ray_the_nodes_form_one_ray_cluster_with_one_rank_on_each(cluster):
+    result, seconds = switch("ray")
+    TIMINGS["Ray: cluster start"] = seconds
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The head's Ray first, then the worker joins it.
+    assert "the head's Ray listens at 10.77.0.1:6379" in result.stdout
+    assert result.stdout.index("rank 0 started on testcluster-head") < result.stdout.index("rank 1 started on testcluster-worker")
+    assert containers(HEAD) == [RAY_CONTAINER] and containers(WORKER) == [RAY_CONTAINER]
+    models = json.loads(on(HEAD, "curl -fsS --max-time 5 http://127.0.0.1:30003/v1/models").stdout)
+    assert [m["id"] for m in models["data"]] == [RAY_MODEL]
+    # Ray's own view, not the stand-in's: two live nodes, one per VM.
+    nodes = on(HEAD, f"docker exec {RAY_CONTAINER} python3 -c \"import ray; ray.init(address='auto', logging_level='ERROR'); "
+                     "print(sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']))\"", timeout=300)
+    assert nodes.stdout.strip().splitlines()[-1] == "['10.77.0.1', '10.77.0.2']", nodes.stdout + nodes.stderr
+    # The STRICT_SPREAD placement group put one rank on each node.
+    logs = on(HEAD, f"journalctl -u {RAY_UNIT} -o cat --no-pager").stdout
+    placed = sorted(line.rsplit(" ", 1)[1] for line in logs.splitlines() if line.startswith("standin: ray rank "))
+    assert placed == ["10.77.0.1", "10.77.0.2"], logs[-3000:]
+    assert status(WORKER)["cluster"]["model"] == RAY_MODEL
+    assert on(WORKER, "llm-switch qwen36").returncode == 1
+
+
+def test_over_ray_a_dead_worker_takes_the_model_down_on_every_node(cluster):
+    TIMINGS["Ray: failure propagation (worker killed -> every rank stopped, recorded on both nodes)"] = \
+        kill_the_workers_rank(RAY_CONTAINER)
+    assert containers(HEAD) == [] and containers(WORKER) == []
+    for instance in (HEAD, WORKER):
+        assert "rank 1 on testcluster-worker ended" in status(instance)["cluster_last"]["message"]
+
+
+def test_over_ray_a_restart_and_a_stop_take_every_node(cluster):
+    result, _ = switch(RAY_MODEL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert containers(HEAD) == [RAY_CONTAINER] and containers(WORKER) == [RAY_CONTAINER]
+    started = time.monotonic()
+    result = on(HEAD, "llm-switch none")
+    TIMINGS["Ray: cluster stop"] = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert containers(HEAD) == [] and containers(WORKER) == []
+    assert status(WORKER)["cluster"] is None
 
 
 def test_host_checks_pass_on_both_nodes(cluster, tmp_path):

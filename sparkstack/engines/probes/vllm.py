@@ -48,8 +48,14 @@ def probe():
         value_choices["--attention-backend"] = sorted([b.name.lower() for b in backends] + ["auto"])
     except SystemExit:
         pass
+    try:  # vLLM images since 0.18 do not ship Ray; the Ray backend needs it in the image
+        import importlib.metadata
+        ray = importlib.metadata.version("ray")
+    except importlib.metadata.PackageNotFoundError:
+        ray = None
     return {
         "engine": "vllm",
+        "ray": ray,
         "version": vllm.__version__,
         "actions": describe_parser(parser),  # noqa: F821 (probes/common.py is sent ahead of this file)
         "value_choices": value_choices,
