@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap shellcheck e2fsprogs openssh-client systemd python3-venv docker-registry git
+APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap shellcheck e2fsprogs openssh-client systemd python3-venv docker-registry git python3-aiohttp
 RENDER_DIR := build/render
 
 .PHONY: demo test unit-test vm-test bench deps venv clean

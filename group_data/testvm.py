@@ -10,6 +10,8 @@ The group's lock, group_data/testvm.lock.json, is written by the tests (`sparkst
 --host testvm`) and never committed: its pins exist only on the test machine.
 """
 
+import os as _os
+
 _STANDIN_ENGINE_IMAGE = "127.0.0.1:5000/sparkstack/standin-engine:latest"
 sparkstack_hf_endpoint = "http://127.0.0.1:5080"
 # The test repos are megabytes; the VM's disk is a few GB.
@@ -29,3 +31,11 @@ sparkstack_memory_wait_s = 30
 # to 0.1 GB, too close to the VM's own needs to drive it there safely in a test.
 sparkstack_memory_guard_floor_gb = 30.0
 sparkstack_switch_lock_wait_s = 300
+
+# The front door, scaled for the VM: a model stays hot at least 20 s, a request is held up to 120 s while
+# its model loads. The front door tests deploy this group once more with the door exposed (its key in the
+# secrets file) and switching on demand (tests/vm/test_9_frontdoor.py), then as it is here again.
+sparkstack_frontdoor_min_hot_s = 20
+sparkstack_frontdoor_hold_s = 120
+sparkstack_frontdoor_expose = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_EXPOSE") == "1"
+sparkstack_frontdoor_on_demand = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_ON_DEMAND") == "1"

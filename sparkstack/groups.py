@@ -82,6 +82,26 @@ class GroupSettings(StrictModel):
     earlyoom_kill_kib: int = Field(default=102400, gt=0)
     # What the memory gate, the memory guard and earlyoom scale their figures by; 1.0 on a Spark.
     switch_memory_scale: float = Field(default=1.0, gt=0, le=1)
+    # The front door (sparkstack-frontdoor): one OpenAI-compatible endpoint whatever model is hot, bound like
+    # the models (loopback unless exposed; exposed, it needs FRONTDOOR_API_KEY_ENV in the secrets file).
+    # The port is sparkstack's choice, next to the models' 30000-range ports.
+    frontdoor_port: int = Field(default=30080, ge=1024, lt=65536)
+    # Expose only the door (0.0.0.0, its key required) while the engines stay on loopback behind it: the way
+    # to reach the Spark from other machines that also covers engines with no env-var key (SGLang).
+    frontdoor_expose: bool = False
+    # A request for a model that is not hot: False answers 409 naming the hot model and the switch command;
+    # True switches to it through llm-switch, one switch at a time.
+    frontdoor_on_demand: bool = False
+    # On demand: a model stays hot at least this long, so two clients naming different models cannot make
+    # the Spark flip back and forth (each load takes minutes); earlier requests get 503 with Retry-After.
+    frontdoor_min_hot_s: int = Field(default=300, ge=0)
+    # On demand: how long a request is held while its model loads, then 503 with Retry-After. A Spark loads
+    # its biggest profiles in minutes (readiness timeouts up to 900 s), so the default holds for ten.
+    frontdoor_hold_s: int = Field(default=600, gt=0)
+    # Upstream timeouts: connecting to the engine on loopback, and the longest silence between two bytes of
+    # its answer (a long prompt's prefill sends nothing until the first token).
+    frontdoor_connect_timeout_s: float = Field(default=5.0, gt=0)
+    frontdoor_read_timeout_s: float = Field(default=600.0, gt=0)
 
     @model_validator(mode="after")
     def _cluster_addresses_match(self):
@@ -95,6 +115,10 @@ class GroupSettings(StrictModel):
             if len(set(self.cluster_addresses.values())) != len(self.cluster_addresses):
                 raise ValueError("sparkstack_cluster_addresses gives two nodes the same address")
         return self
+
+    @property
+    def frontdoor_exposed(self) -> bool:
+        return self.expose or self.frontdoor_expose
 
     @property
     def cluster_head(self) -> str | None:

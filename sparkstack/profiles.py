@@ -25,7 +25,7 @@ Engine = Literal["vllm", "sglang"]
 ENGINES = get_args(Engine)
 
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
-RESERVED_WORDS = ("none", "status", "all")
+RESERVED_WORDS = ("none", "status", "all", "serve-request")
 
 # Anything that looks like a credential must live in the secrets env file.
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY)", re.I)
@@ -123,6 +123,10 @@ class Profile(StrictModel):
     speculative: Speculative | None = None
     tools: Tools | None = None
     reasoning_parser: str | None = None
+    # What the front door (sparkstack-frontdoor) fixes in chat requests before this model's chat template
+    # sees them: merge_consecutive_turns for strict-alternation templates (user and plain assistant turns;
+    # tool calls and results never), system_first for templates that demand one system message first.
+    request_fixes: list[Literal["merge_consecutive_turns", "system_first"]] = []
     # A model too big for one Spark: how it is spread over a cluster group (see Cluster).
     cluster: Cluster | None = None
     # Which MoE kernels the engine must use, in the engine's own backend names (vLLM

@@ -47,6 +47,16 @@ EARLYOOM_PREFER = r"^(vllm|VLLM::.*|sglang::.*)$"
 EARLYOOM_AVOID = (r"^(sshd|dockerd|containerd.*|systemd.*|earlyoom|sparkstack-memg.*|llm-switch"
                   r"|Xorg|Xwayland|gnome-shell|gdm.*|sddm.*|plasmashell)$")
 REGISTRY_PATH = f"{CONFIG_DIR}/models.json"
+# The front door: one endpoint whatever model is hot (files/sparkstack-frontdoor), run as its own user; it
+# asks for on-demand switches on a root-owned socket that runs only `llm-switch serve-request`.
+FRONTDOOR_PATH = f"{LAUNCH_DIR}/sparkstack-frontdoor"
+FRONTDOOR_UNIT = "sparkstack-frontdoor.service"
+FRONTDOOR_USER = "sparkstack-door"
+SWITCH_SOCKET_UNIT = "sparkstack-switch-request.socket"
+SWITCH_REQUEST_UNIT = "sparkstack-switch-request@.service"
+SWITCH_SOCKET = "/run/sparkstack-switch.sock"
+# Set in the secrets file when the group is exposed: the key clients present at the door.
+FRONTDOOR_API_KEY_ENV = "SPARKSTACK_FRONTDOOR_API_KEY"
 WATCHTOWER_DISABLE_LABEL = "com.centurylinklabs.watchtower.enable=false"
 # The docker runtime flags a GPU model container needs on a Spark: all GPUs
 # (NVIDIA dgx-spark-playbooks, vllm and sglang READMEs) and the host IPC
@@ -247,6 +257,8 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "cluster": registry_entry(node, settings, p.cluster.nodes, p.cluster.backend) if p.cluster and node else None,
             "vision": p.vision,
             "language_model_only": p.language_model_only,
+            "context_length": p.context_length,
+            "request_fixes": p.request_fixes,
             "tools": p.tools is not None,
             "expected_decode_tok_s": {v: p.resolve(v).expected_decode_tok_s for v in p.variant_names},
             "max_tokens_per_step": {v: p.resolve(v).max_tokens_per_step for v in p.variant_names},
@@ -265,6 +277,17 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
         "model_cache_dir": settings.model_cache_dir,
         "secrets_file": SECRETS_PATH,
         "models": models,
+        "frontdoor": {
+            "bind": "0.0.0.0" if settings.frontdoor_exposed else "127.0.0.1",
+            "port": settings.frontdoor_port,
+            "api_key_env": FRONTDOOR_API_KEY_ENV if settings.frontdoor_exposed else None,
+            "on_demand": settings.frontdoor_on_demand,
+            "min_hot_s": settings.frontdoor_min_hot_s,
+            "hold_s": settings.frontdoor_hold_s,
+            "connect_timeout_s": settings.frontdoor_connect_timeout_s,
+            "read_timeout_s": settings.frontdoor_read_timeout_s,
+            "switch_socket": SWITCH_SOCKET,
+        },
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
@@ -285,6 +308,30 @@ def memory_guard_files(env: jinja2.Environment, settings: GroupSettings) -> list
         RenderedFile(f"{UNIT_DIR}/{MEMORY_GUARD_UNIT}", guard_unit, "0644", kind="guard-unit", component="memory-guards"),
         RenderedFile(EARLYOOM_DROPIN, earlyoom, "0644", kind="earlyoom-config", component="memory-guards"),
     ]
+
+
+def frontdoor_files(env: jinja2.Environment) -> list[RenderedFile]:
+    """The front door (a service, enabled), and the switch socket it asks for on-demand switches on."""
+    unit = env.get_template("frontdoor.service.j2").render(
+        frontdoor_path=FRONTDOOR_PATH, user=FRONTDOOR_USER, secrets_path=SECRETS_PATH, registry_path=REGISTRY_PATH)
+    socket_unit = env.get_template("switch-request.socket.j2").render(socket=SWITCH_SOCKET, group=FRONTDOOR_USER,
+                                                                      service=SWITCH_REQUEST_UNIT)
+    request_unit = env.get_template("switch-request@.service.j2").render(switch_path=SWITCH_PATH)
+    return [
+        RenderedFile(FRONTDOOR_PATH, (files_dir() / "sparkstack-frontdoor").read_text(encoding="utf-8"), "0755",
+                     kind="frontdoor", component="frontdoor"),
+        RenderedFile(f"{UNIT_DIR}/{FRONTDOOR_UNIT}", unit, "0644", kind="frontdoor-unit", component="frontdoor"),
+        RenderedFile(f"{UNIT_DIR}/{SWITCH_SOCKET_UNIT}", socket_unit, "0644", kind="switch-socket", component="frontdoor"),
+        RenderedFile(f"{UNIT_DIR}/{SWITCH_REQUEST_UNIT}", request_unit, "0644", kind="switch-request-unit",
+                     component="frontdoor"),
+    ]
+
+
+def check_frontdoor_port(profiles: list[Profile], settings: GroupSettings, group: str) -> None:
+    taken = [p.name for p in profiles if p.port == settings.frontdoor_port]
+    if taken:
+        raise RenderError(f"group {group!r}: sparkstack_frontdoor_port {settings.frontdoor_port} is the port of "
+                          f"{', '.join(taken)}; give the front door another port")
 
 
 def check_exposure(profiles: list[Profile], settings: GroupSettings, group: str) -> None:
@@ -318,6 +365,7 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
     chosen = [lp for lp in loaded if lp.profile.name in admitted]
     pins = pins or unpinned([lp.profile for lp in chosen], settings)
     check_exposure([lp.profile for lp in chosen], settings, group)
+    check_frontdoor_port([lp.profile for lp in chosen], settings, group)
     place = None
     if any(lp.profile.cluster for lp in chosen):
         if node is None:
@@ -345,6 +393,7 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
         files.append(RenderedFile(CLUSTER_PATH, (files_dir() / "sparkstack-cluster").read_text(encoding="utf-8"), "0755",
                                   kind="cluster-switch", component="cluster"))
     files += memory_guard_files(env, settings)
+    files += frontdoor_files(env)
     files += artifact_files()
     directories = [
         RenderedFile(CONFIG_DIR, "", "0755", kind="directory"),

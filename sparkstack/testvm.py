@@ -34,8 +34,9 @@ SUITE = "bookworm"
 PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "openssh-server", "python3", "docker.io",
     "ca-certificates", "iproute2", "procps", "kmod", "apparmor", "curl", "dbus",
-    # earlyoom comes from Debian on a Spark too; preinstalled here so the VM loop skips an apt update under TCG.
-    "earlyoom",
+    # earlyoom and the front door's aiohttp come from the distribution on a Spark too; preinstalled here so
+    # the VM loop skips an apt update under TCG.
+    "earlyoom", "python3-aiohttp",
 )
 DISK_SIZE = "8G"
 MEMORY_MB = 2048

@@ -6,6 +6,7 @@
   models           scripts, units, registry, switch           sparkstack/deployers/models.py
   cluster          the group switch's key, forced command      sparkstack/deployers/cluster.py
   memory guards    the gate, the watchdog, earlyoom            sparkstack/deployers/memory_guards.py
+  front door       one endpoint, whatever model is hot         sparkstack/deployers/frontdoor.py
 
 Each is a small `@deploy` in the pyinfra-docker style. The files come from `sparkstack.render`,
 the same objects `sparkstack render` writes for review.
@@ -19,6 +20,7 @@ from pyinfra.api import DeployError
 from sparkstack.deployers.artifacts import fetch_snapshots, locked_pins, provision_artifacts
 from sparkstack.deployers.cluster import cluster_access, cluster_preflight
 from sparkstack.deployers.engine_releases import check_engine_releases
+from sparkstack.deployers.frontdoor import frontdoor
 from sparkstack.deployers.memory_guards import memory_guards
 from sparkstack.deployers.models import install_files, register_units, remove_retired_models, report_stale_models
 from sparkstack.deployers.preflight import check_api_key, host_group, load_inputs, plan_for_host, preflight
@@ -41,8 +43,9 @@ def deploy_sparkstack() -> None:
     check_engine_releases(plan.deployable, settings, images, set(missing.images))
     fetch_snapshots(lock, needed, settings, missing)
     retired_ops = remove_retired_models(rendering)
-    unit_ops = install_files(rendering)
+    unit_ops, registry_op = install_files(rendering)
     register_units(rendering, retired_ops + unit_ops)
     cluster_access(rendering, settings)
     memory_guards(rendering)
+    frontdoor(rendering, settings, registry_op)
     report_stale_models(rendering)

@@ -18,8 +18,9 @@ from pyinfra.operations.util import any_changed
 from sparkstack.render import LAUNCH_DIR, UNIT_DIR, Rendering, config_hash
 
 @deploy("sparkstack host files")
-def install_files(rendering: Rendering) -> list:
-    """Directories, launch scripts, units, registry, switch and secrets file; returns the unit operations."""
+def install_files(rendering: Rendering) -> tuple[list, object]:
+    """Directories, launch scripts, units, registry, switch and secrets file; returns the unit operations and
+    the registry's (the front door reads the registry)."""
     for directory in rendering.directories:
         files.directory(name=f"Directory {directory.path}", path=directory.path,
                         user=directory.user, group=directory.group, mode=directory.mode)
@@ -28,12 +29,15 @@ def install_files(rendering: Rendering) -> list:
     files.file(name=f"Secrets file {secrets.path}", path=secrets.path,
                user=secrets.user, group=secrets.group, mode=secrets.mode, touch=False)
     unit_ops = []
+    registry_op = None
     for rendered in rendering.of("models"):
         op = files.put(name=f"{rendered.kind.capitalize()} {rendered.path}", src=StringIO(rendered.content),
                        dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
         if rendered.kind == "unit":
             unit_ops.append(op)
-    return unit_ops
+        elif rendered.kind == "registry":
+            registry_op = op
+    return unit_ops, registry_op
 
 
 # Every model unit sparkstack renders starts with this comment (templates/model.service.j2).

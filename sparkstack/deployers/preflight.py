@@ -16,7 +16,7 @@ from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_d
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.paths import NotARepo
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
-from sparkstack.render import SECRETS_PATH
+from sparkstack.render import FRONTDOOR_API_KEY_ENV, SECRETS_PATH
 
 SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
 # A Spark's GB10 is an ARM64 system and the pinned engine images are arm64 builds.
@@ -83,9 +83,9 @@ def plan_for_host(loaded: list[LoadedProfile], settings: GroupSettings, live_gb:
 
 def check_api_key(settings: GroupSettings) -> None:
     """An exposed endpoint needs its API key in the secrets file; count the line, never read it out."""
-    if not settings.expose:
-        return
-    for env_name in sorted(set(API_KEY_ENV.values())):
+    needed = (set(API_KEY_ENV.values()) if settings.expose else set()) | (
+        {FRONTDOOR_API_KEY_ENV} if settings.frontdoor_exposed else set())
+    for env_name in sorted(needed):
         count = host.get_fact(Command, command=f"grep -c '^{env_name}=..*' {SECRETS_PATH} 2>/dev/null || true")
         if str(count).strip() in ("", "0"):
             raise DeployError(f"{host.name}: this group exposes its endpoints, so {SECRETS_PATH} must set "

@@ -104,6 +104,20 @@ def test_earlyoom_runs_with_the_rendered_absolute_thresholds(host, rendering):
     assert " -m " not in running and " -M " in running
 
 
+def test_the_front_door_runs_unprivileged_enabled_and_bound_as_rendered(host, rendering):
+    unit = host.service("sparkstack-frontdoor.service")
+    assert unit.is_running and unit.is_enabled
+    door = json.loads(next(f for f in rendering.files if f.kind == "registry").content)["frontdoor"]
+    assert host.socket(f"tcp://{door['bind']}:{door['port']}").is_listening
+    user = host.check_output("ps -o user= -p $(systemctl show -p MainPID --value sparkstack-frontdoor.service)")
+    assert user.strip() == "sparkstack-door"
+    socket = host.service("sparkstack-switch-request.socket")
+    assert socket.is_running == door["on_demand"] and socket.is_enabled == door["on_demand"]
+    for unit_file in ("sparkstack-frontdoor.service", "sparkstack-switch-request.socket"):
+        result = host.run(f"systemd-analyze verify /etc/systemd/system/{unit_file}")
+        assert result.rc == 0 and not result.stderr.strip(), result.stderr
+
+
 def test_memory_guard_unit_verifies_on_the_host(host):
     result = host.run("systemd-analyze verify /etc/systemd/system/sparkstack-memory-guard.service")
     assert result.rc == 0 and not result.stderr.strip(), result.stderr

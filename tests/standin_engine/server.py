@@ -123,7 +123,31 @@ def weights(engine, args):
     return found
 
 
-def make_handler(served, language_only, settings, ready, engine="vllm"):
+# What the real chat templates refuse (../shared/BRIEF.md, "Clients and the host"): Mistral's tool-aware
+# templates demand strict alternation, Qwen's a system message only first. The engines answer 400.
+MISTRAL_ALTERNATION = ("After the optional system message, conversation roles must alternate user and assistant "
+                       "roles except for tool calls and results.")
+QWEN_SYSTEM_FIRST = "System message must be at the beginning."
+
+
+def template_error(model, messages):
+    """The error the model's own chat template raises for these messages, judged by the model's family."""
+    family = model.lower()
+    if "mistral" in family:
+        turns = [m for m in messages if m.get("role") in ("user", "assistant")
+                 and not m.get("tool_calls") and m.get("role") != "tool"]
+        rest = messages[1:] if messages and messages[0].get("role") == "system" else messages
+        if any(m.get("role") == "system" for m in rest):
+            return MISTRAL_ALTERNATION
+        for i, message in enumerate(turns):
+            if message.get("role") != ("user" if i % 2 == 0 else "assistant"):
+                return MISTRAL_ALTERNATION
+    if "qwen" in family and any(m.get("role") == "system" for m in messages[1:]):
+        return QWEN_SYSTEM_FIRST
+    return None
+
+
+def make_handler(served, language_only, settings, ready, engine="vllm", model=""):
     token_rate = float(settings.get("token_rate", 200))
     hang = bool(settings.get("hang"))
     zero_tokens = bool(settings.get("zero_tokens"))
@@ -207,6 +231,16 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
             if body.get("model") != served:
                 return self.send_json(404, {"error": f"model {body.get('model')!r} does not exist"})
             messages = body.get("messages") or []
+            try:  # what reached the engine, for the tests of what sits in front of it
+                os.makedirs(RECORD_DIR, exist_ok=True)
+                with open(os.path.join(RECORD_DIR, f"{served}-request.json"), "w", encoding="utf-8") as handle:
+                    json.dump(body, handle)
+            except OSError:
+                pass
+            refused = template_error(model, messages)
+            if refused:
+                return self.send_json(400, {"object": "error", "message": refused, "type": "BadRequestError", "param": None,
+                                            "code": 400})
             has_image = any(isinstance(m.get("content"), list) and any(part.get("type") == "image_url" for part in m["content"])
                             for m in messages)
             if has_image and language_only:
@@ -223,7 +257,13 @@ def make_handler(served, language_only, settings, ready, engine="vllm"):
                 tool_calls = [{"id": "call_0", "type": "function", "function": {"name": fn, "arguments": "{}"}}]
             prompt_tokens = len(text.split())
             if body.get("stream"):
-                return self.stream(pieces, finish_override or finish, prompt_tokens, body.get("stream_options") or {})
+                try:
+                    return self.stream(pieces, finish_override or finish, prompt_tokens, body.get("stream_options") or {})
+                except (BrokenPipeError, ConnectionResetError):
+                    # As the engines abort a request whose client is gone.
+                    print(f"standin: the client went away mid-stream; generation of {served} stopped", flush=True)
+                    self.close_connection = True
+                    return None
             message = {"role": "assistant", "content": "".join(t for kind, t in pieces if kind == "content") or None}
             thought = "".join(t for kind, t in pieces if kind == "reasoning")
             if thought:
@@ -520,7 +560,9 @@ def main(engine, argv):
     if not settings.get("never_ready"):
         ready.set()
     language_only = bool(getattr(args, "language_model_only", False))
-    server = ThreadingHTTPServer((args.host or "0.0.0.0", args.port or 8000), make_handler(served, language_only, settings, ready, engine))
+    model = args.model if engine == "vllm" else args.model_path
+    handler = make_handler(served, language_only, settings, ready, engine, model)
+    server = ThreadingHTTPServer((args.host or "0.0.0.0", args.port or 8000), handler)
     print(f"standin: serving {served} on {args.host}:{args.port}", flush=True)
     server.serve_forever()
 

@@ -25,8 +25,9 @@ from sparkstack.render import WATCHTOWER_DISABLE_LABEL, RenderError, render
 OFF_TARGET_MESSAGES = (
     re.compile(r"^[\w-]+\.service: Failed to create [\w-]+\.service/start: Unit docker\.service not found\.$"),
     re.compile(r"^[\w-]+\.service: Command /usr/bin/docker is not executable: No such file or directory$"),
-    re.compile(r"^[\w-]+\.service: Command /usr/local/libexec/sparkstack/(launch-[\w-]+|sparkstack-memguard) is not "
+    re.compile(r"^[\w@-]+\.service: Command /usr/local/libexec/sparkstack/(launch-[\w-]+|sparkstack-memguard) is not "
                r"executable: No such file or directory$"),
+    re.compile(r"^[\w@-]+\.service: Command /usr/local/bin/llm-switch is not executable: No such file or directory$"),
 )
 
 
@@ -67,10 +68,13 @@ def test_render_writes_byte_for_byte_what_the_deploy_puts(tree):
 
 def test_one_unit_and_one_launch_script_per_deployable_profile(tree):
     units = sorted(p.name for p in (tree / "etc/systemd/system").iterdir())
-    # the model units, the memory guard, earlyoom's drop-in directory
-    assert units == ["earlyoom.service.d", "sglang-mistral4.service", "sparkstack-memory-guard.service", "vllm-qwen36.service"]
+    # the model units, the memory guard, earlyoom's drop-in directory, the front door and its switch socket
+    assert units == ["earlyoom.service.d", "sglang-mistral4.service", "sparkstack-frontdoor.service",
+                     "sparkstack-memory-guard.service", "sparkstack-switch-request.socket",
+                     "sparkstack-switch-request@.service", "vllm-qwen36.service"]
     scripts = sorted(p.name for p in (tree / "usr/local/libexec/sparkstack").iterdir())
-    assert scripts == ["launch-mistral4", "launch-qwen36", "sparkstack-fetch", "sparkstack-hub", "sparkstack-memguard"]  # glm51 is refused by the plan
+    assert scripts == ["launch-mistral4", "launch-qwen36", "sparkstack-fetch", "sparkstack-frontdoor", "sparkstack-hub",
+                       "sparkstack-memguard"]  # glm51 is refused by the plan
 
 
 @pytest.mark.parametrize("name", ["qwen36", "mistral4"])
@@ -229,7 +233,7 @@ def _verify(tree: Path, units: list[Path]) -> list[str]:
 
 
 def test_systemd_analyze_verify_passes_on_every_rendered_unit(tree):
-    units = sorted((tree / "etc/systemd/system").glob("*.service"))
+    units = sorted((tree / "etc/systemd/system").glob("*.service")) + sorted((tree / "etc/systemd/system").glob("*.socket"))
     assert units
     assert _verify(tree, units) == []
 
