@@ -148,6 +148,36 @@ def lock_command(host: str, group: str | None, ssh_config: Path | None, upgrade:
 
 
 @main.command()
+@click.option("--group", default="spark", show_default=True, help="The group whose deployed models the clients get.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="The Spark's address as the clients reach it, or HOST:PORT through a forwarded port "
+                   "(default: the door's own loopback).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("build/clients"), show_default=True,
+              help="Directory for opencode.json, continue/config.yaml, .aider.conf.yml, .aider.model.metadata.json.")
+def clients(group: str, host: str, out: Path) -> None:
+    """Write client configs (opencode, Continue, Aider) for the front door, and print the settings for others."""
+    import os
+
+    from sparkstack.clients import endpoint, settings_text, write_configs
+
+    loaded = valid_profiles()
+    settings, plan_result = group_plan(group, loaded)
+    key = os.environ.get("SPARKSTACK_FRONTDOOR_API_KEY") if settings.frontdoor_exposed else None
+    try:
+        door = endpoint(list(plan_result.deployable), settings, host, key)
+    except ValueError as exc:
+        fail(f"clients: group {group!r}: {exc}")
+    if host.split(":")[0] not in ("127.0.0.1", "localhost") and not settings.frontdoor_exposed:
+        click.echo(f"note: group {group!r} keeps the door on the Spark's loopback; from another machine use "
+                   f"`ssh -L {settings.frontdoor_port}:127.0.0.1:{settings.frontdoor_port} <spark>` and --host 127.0.0.1, "
+                   "or set sparkstack_frontdoor_expose = True (the door then needs SPARKSTACK_FRONTDOOR_API_KEY)",
+                   err=True)
+    for path in write_configs(door, out):
+        click.echo(f"wrote {display_path(path)}")
+    click.echo(settings_text(door))
+
+
+@main.command()
 @click.option("--limit", help="Only this host group or host (as pyinfra --limit).")
 def drift(limit: str | None) -> None:
     """Dry-run the deploy: exit 0 nothing would change, 1 something would, 2 cannot tell."""

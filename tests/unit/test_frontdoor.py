@@ -152,3 +152,30 @@ def test_a_door_port_taken_by_a_model_is_refused_before_any_host():
     settings = load_group_settings("spark").model_copy(update={"frontdoor_port": 30001})
     with pytest.raises(RenderError, match="sparkstack_frontdoor_port 30001 is the port of qwen36"):
         rendering_for("spark", settings)
+
+
+def test_client_configs_carry_every_model_and_the_small_model():
+    from sparkstack.clients import ClientModel, Endpoint, aider_conf, aider_metadata, continue_config, opencode
+
+    import yaml
+
+    door = Endpoint("http://spark.local:30080/v1", "SPARKSTACK_FRONTDOOR_API_KEY",
+                    [ClientModel("mistral4", 32768, True, True), ClientModel("qwen36", 262144, False, True)],
+                    "qwen36", "the hot model")
+    oc = json.loads(opencode(door))
+    provider = oc["provider"]["sparkstack"]
+    assert provider["npm"] == "@ai-sdk/openai-compatible"
+    assert provider["options"] == {"baseURL": "http://spark.local:30080/v1", "apiKey": "{env:SPARKSTACK_FRONTDOOR_API_KEY}"}
+    assert provider["models"]["mistral4"]["modalities"]["input"] == ["text", "image"]
+    assert provider["models"]["qwen36"]["modalities"]["input"] == ["text"] and not provider["models"]["qwen36"]["attachment"]
+    assert provider["models"]["qwen36"]["limit"] == {"context": 262144, "output": 32768}
+    assert oc["small_model"] == oc["model"] == "sparkstack/qwen36"
+    cont = yaml.safe_load(continue_config(door))
+    assert cont["schema"] == "v1"
+    assert {m["model"]: m["capabilities"] for m in cont["models"]} == {"mistral4": ["tool_use", "image_input"],
+                                                                      "qwen36": ["tool_use"]}
+    assert cont["models"][0]["apiKey"] == "${{ secrets.SPARKSTACK_FRONTDOOR_API_KEY }}"
+    assert yaml.safe_load(aider_conf(door))["weak-model"] == "openai/qwen36"
+    meta = json.loads(aider_metadata(door))
+    assert meta["openai/mistral4"]["supports_vision"] and not meta["openai/qwen36"]["supports_vision"]
+    assert meta["openai/qwen36"]["max_input_tokens"] == 262144

@@ -1,0 +1,246 @@
+"""The front door in the VM: one endpoint for whatever model is hot, driven by raw HTTP and by the `openai` package.
+
+The door listens on the VM's 127.0.0.1:30080; an `ssh -L` puts it on this machine's loopback, where the real
+`openai` client talks to it. The stand-in engine behaves like the real chat templates (strict alternation for
+Mistral, system first for Qwen, 400 for an image to a language-only start) and logs a client that goes away.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+
+import openai
+import pytest
+import requests
+
+from sparkstack import testvm
+from sparkstack.remote import free_port
+from tests.vm.conftest import deploy, vm_ssh
+
+DOOR_PORT = 30080
+KNOBS = "/var/lib/sparkstack/huggingface/standin-knobs.json"
+RECORDS = "/var/lib/sparkstack/huggingface/standin-records"
+SECRETS = "/etc/sparkstack/secrets.env"
+DOOR_KEY = "sk-door-test-not-a-real-key-0123456789"
+# opencode's title request: two user turns in a row, which Mistral's template refuses.
+TITLE_REQUEST = [{"role": "system", "content": "You are a title generator."},
+                 {"role": "user", "content": "Generate a title for this conversation:"},
+                 {"role": "user", "content": "fix the flaky test"}]
+IMAGE = [{"role": "user", "content": [{"type": "text", "text": "what is this?"},
+                                      {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]
+
+
+def switch(word: str) -> None:
+    result = vm_ssh(f"llm-switch {word}")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def door_models(base: str, key: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return {m["name"]: m for m in requests.get(f"{base}/v1/models", headers=headers, timeout=10).json()["data"]}
+
+
+def wait_until_hot(base: str, name: str, key: str | None = None, wait_s: float = 20) -> None:
+    """The door polls the engines once a second; wait until it has seen the switch."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if door_models(base, key)[name]["hot"]:
+                return
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the door did not see {name} hot within {wait_s} s")
+
+
+def engine_log(unit: str, since: str) -> str:
+    return vm_ssh(f"journalctl -u {unit} -o cat --no-pager --since '{since}'").stdout
+
+
+@pytest.fixture(scope="module")
+def door(vm):
+    """The test VM deployed as the testvm group (the cluster tests leave it as a cluster head), and the door
+    on this machine's loopback through ssh -L."""
+    result = deploy()
+    assert not result.errors
+    local = free_port()
+    command = testvm.ssh_command()
+    tunnel = subprocess.Popen(command[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-L",
+                                             f"127.0.0.1:{local}:127.0.0.1:{DOOR_PORT}"] + command[1:],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{local}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            requests.get(f"{base}/health", timeout=2)
+            break
+        except requests.RequestException:
+            time.sleep(0.5)
+    vm_ssh(f"rm -f {KNOBS}")
+    yield base
+    tunnel.terminate()
+    tunnel.wait(10)
+    vm_ssh(f"rm -f {KNOBS}; llm-switch none")
+
+
+def client(base: str, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def test_the_door_is_enabled_unprivileged_and_lists_every_model_with_its_state(door):
+    assert vm_ssh("systemctl is-enabled sparkstack-frontdoor.service").stdout.strip() == "enabled"
+    pid = vm_ssh("systemctl show -p MainPID --value sparkstack-frontdoor.service").stdout.strip()
+    assert vm_ssh(f"ps -o user= -p {pid}").stdout.strip() == "sparkstack-door"
+    assert "127.0.0.1:30080" in vm_ssh("ss -ltnH 'sport = :30080'").stdout
+    switch("qwen")
+    wait_until_hot(door, "qwen36")
+    models = door_models(door)
+    assert set(models) == {"qwen36", "mistral4"}
+    assert models["qwen36"]["hot"] and not models["mistral4"]["hot"] and models["mistral4"]["state"] == "stopped"
+    assert models["mistral4"]["aliases"] == ["mistral"] and models["mistral4"]["capabilities"]["vision"] is True
+    assert models["qwen36"]["capabilities"] == {"vision": False, "tools": True, "context_length": 262144}
+    # The real client library sees the same list.
+    assert {m.id for m in client(door).models.list()} == {"qwen36", "mistral4"}
+
+
+def test_a_model_that_is_not_hot_gets_409_naming_the_hot_one_and_the_command(door):
+    with pytest.raises(openai.ConflictError) as caught:
+        client(door).chat.completions.create(model="mistral", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+    message = str(caught.value)
+    assert "model mistral4 is not hot: the hot model is qwen36" in message and "`llm-switch mistral4`" in message
+
+
+def test_an_image_to_the_language_only_model_gets_the_doors_400_naming_the_vision_models(door):
+    before = vm_ssh(f"stat -c %Y {RECORDS}/qwen36-request.json 2>/dev/null || echo none").stdout.strip()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(door).chat.completions.create(model="qwen", messages=IMAGE, max_tokens=4)
+    assert "model qwen36 takes no image input; models with vision here: mistral4" in str(caught.value)
+    after = vm_ssh(f"stat -c %Y {RECORDS}/qwen36-request.json 2>/dev/null || echo none").stdout.strip()
+    assert before == after  # the engine never saw it
+
+
+def test_a_double_user_turn_reaches_mistral_merged_and_succeeds(door):
+    switch("mistral")
+    wait_until_hot(door, "mistral4")
+    # Straight to the engine, the template refuses it: the strictness is real.
+    direct = vm_ssh(f"curl -s http://127.0.0.1:30000/v1/chat/completions -H 'Content-Type: application/json' "
+                    f"-d '{json.dumps({'model': 'mistral4', 'messages': TITLE_REQUEST, 'max_tokens': 4})}'")
+    assert "conversation roles must alternate" in direct.stdout
+    answer = client(door).chat.completions.create(model="mistral", messages=TITLE_REQUEST, max_tokens=4)
+    assert answer.choices[0].message.content
+    seen = json.loads(vm_ssh(f"cat {RECORDS}/mistral4-request.json").stdout)
+    assert seen["model"] == "mistral4"  # the alias, rewritten to the served name
+    assert seen["messages"] == [TITLE_REQUEST[0], {"role": "user", "content":
+                                "Generate a title for this conversation:\n\nfix the flaky test"}]
+
+
+def test_a_stream_arrives_chunk_by_chunk(door):
+    vm_ssh(f"echo '{json.dumps({'qwen36': {'token_rate': 10}})}' > {KNOBS}")
+    switch("qwen")  # the stand-in reads its knobs at start
+    wait_until_hot(door, "qwen36")
+    arrivals = []
+    stream = client(door).chat.completions.create(model="qwen36", messages=[{"role": "user", "content": "count"}],
+                                                  max_tokens=12, stream=True)
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            arrivals.append(time.monotonic())
+    assert len(arrivals) == 12
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    # Paced at 10 tokens/s by the engine: a door that buffered would deliver them together at the end.
+    assert arrivals[-1] - arrivals[0] > 0.8 and sorted(gaps)[len(gaps) // 2] > 0.05, gaps
+
+
+def test_a_client_that_goes_away_cancels_the_upstream_request(door):
+    since = vm_ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    host, port = door.removeprefix("http://").split(":")
+    body = json.dumps({"model": "qwen36", "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": "x"}]})
+    with socket.create_connection((host, int(port)), timeout=30) as raw:
+        raw.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: door\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        received = b""
+        while received.count(b"data: ") < 3:
+            received += raw.recv(4096)
+    # 200 tokens at 10/s would take 20 s; the engine must stop long before.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and "went away mid-stream" not in engine_log("vllm-qwen36.service", since):
+        time.sleep(1)
+    assert "the client went away mid-stream; generation of qwen36 stopped" in engine_log("vllm-qwen36.service", since)
+
+
+def test_the_door_survives_a_switch_and_a_restart(door):
+    vm_ssh(f"rm -f {KNOBS}")
+    switch("mistral")
+    wait_until_hot(door, "mistral4")
+    assert client(door).chat.completions.create(model="mistral4", messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=3).choices[0].message.content
+    vm_ssh("systemctl restart sparkstack-frontdoor.service")
+    wait_until_hot(door, "mistral4")
+    switch("qwen")
+    wait_until_hot(door, "qwen36")
+    answer = client(door).chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"},
+                                                                         {"role": "system", "content": "be brief"}],
+                                                  max_tokens=3)
+    assert answer.choices[0].message.content  # and Qwen's system-first template got its system message first
+    seen = json.loads(vm_ssh(f"cat {RECORDS}/qwen36-request.json").stdout)
+    assert [m["role"] for m in seen["messages"]] == ["system", "user"]
+
+
+def test_client_configs_make_the_hot_model_the_small_one(door, tmp_path):
+    from tests.vm.conftest import BIN, run
+
+    switch("qwen")
+    wait_until_hot(door, "qwen36")
+    host = door.removeprefix("http://")
+    result = run([str(BIN / "sparkstack"), "clients", "--group", "testvm", "--host", host, "--out", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    assert "small/weak model: qwen36 (the hot model, as the door reported it)" in result.stdout
+    opencode = json.loads((tmp_path / "opencode.json").read_text())
+    assert opencode["small_model"] == "sparkstack/qwen36"
+    assert opencode["provider"]["sparkstack"]["options"]["baseURL"] == f"{door}/v1"
+    # The config's base URL and model names work with the real client as written.
+    answer = client(door).chat.completions.create(model=opencode["small_model"].split("/", 1)[1], max_tokens=3,
+                                                  messages=[{"role": "user", "content": "hi"}])
+    assert answer.choices[0].message.content
+
+
+def test_exposed_the_door_needs_its_key_and_on_demand_it_switches(door):
+    vm_ssh(f"echo 'SPARKSTACK_FRONTDOOR_API_KEY={DOOR_KEY}' >> {SECRETS}")
+    env = {"SPARKSTACK_TEST_FRONTDOOR_EXPOSE": "1", "SPARKSTACK_TEST_FRONTDOOR_ON_DEMAND": "1"}
+    try:
+        result = deploy(env=env)
+        assert not result.errors
+        assert any("Restart sparkstack-frontdoor.service" in name for name in result.changed)
+        assert "0.0.0.0:30080" in vm_ssh("ss -ltnH 'sport = :30080'").stdout
+        assert vm_ssh("systemctl is-active sparkstack-switch-request.socket").stdout.strip() == "active"
+        wait_until_hot(door, "qwen36", key=DOOR_KEY)
+        assert requests.get(f"{door}/v1/models", timeout=10).status_code == 401
+        with pytest.raises(openai.AuthenticationError):
+            client(door, "sk-wrong").models.list()
+        # The door's key is not in its unit or its command line (systemd reads it from the secrets file).
+        assert DOOR_KEY not in vm_ssh("cat /etc/systemd/system/sparkstack-frontdoor.service; "
+                                      "ps -o args= -u sparkstack-door").stdout
+        # On demand: qwen36 has been hot less than the minimum (20 s here), so the door refuses to flip yet.
+        switch("none")
+        switch("qwen")
+        wait_until_hot(door, "qwen36", key=DOOR_KEY)
+        with pytest.raises(openai.InternalServerError) as refused:
+            client(door, DOOR_KEY).chat.completions.create(model="mistral4", messages=[{"role": "user", "content": "hi"}],
+                                                           max_tokens=3)
+        assert refused.value.status_code == 503 and "the door keeps a model hot at least 20 s" in str(refused.value)
+        assert int(refused.value.response.headers["Retry-After"]) >= 1
+        time.sleep(21)
+        started = time.monotonic()
+        answer = client(door, DOOR_KEY).chat.completions.create(model="mistral4", max_tokens=3,
+                                                                messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content and time.monotonic() - started < 120
+        assert json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] == "mistral4"
+        assert "switching to mistral4 on demand" in vm_ssh("journalctl -u sparkstack-frontdoor -o cat --no-pager").stdout
+    finally:
+        vm_ssh(f"sed -i '/^SPARKSTACK_FRONTDOOR_API_KEY=/d' {SECRETS}")
+        back = deploy()
+        assert not back.errors
+    assert "127.0.0.1:30080" in vm_ssh("ss -ltnH 'sport = :30080'").stdout
+    assert vm_ssh("systemctl is-active sparkstack-switch-request.socket").stdout.strip() != "active"
