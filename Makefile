@@ -41,11 +41,16 @@ demo: deps venv
 	$(BIN)/pyinfra -y inventory.py deploy.py --limit testvm
 	$(BIN)/sparkstack testvm ssh llm-switch qwen
 	$(BIN)/sparkstack testvm ssh llm-switch status
+	@echo "asking the hot model through the front door (127.0.0.1:30080 on the Spark):"
+	$(BIN)/sparkstack testvm ssh -- curl -fsS --retry 10 --retry-delay 1 --retry-all-errors http://127.0.0.1:30080/v1/chat/completions \
+		-H "'Content-Type: application/json'" \
+		-d "'{\"model\": \"qwen\", \"max_tokens\": 8, \"messages\": [{\"role\": \"user\", \"content\": \"What is 12*17?\"}]}'"
 
 bench: deps venv
 	$(BIN)/python benchmarks/bench_deploy.py
 	$(BIN)/python benchmarks/bench_switch.py
 	$(BIN)/python benchmarks/bench_artifacts.py
+	$(BIN)/python benchmarks/bench_frontdoor.py
 
 clean:
 	-$(BIN)/python tests/artifact_servers.py down
