@@ -257,18 +257,9 @@ def test_over_ray_a_dead_worker_takes_the_model_down_on_every_node(cluster):
     assert containers(HEAD) == [] and containers(WORKER) == []
     for instance in (HEAD, WORKER):
         assert "rank 1 on testcluster-worker ended" in status(instance)["cluster_last"]["message"]
-
-
-def test_over_ray_a_restart_and_a_stop_take_every_node(cluster):
-    result, _ = switch(RAY_MODEL)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert containers(HEAD) == [RAY_CONTAINER] and containers(WORKER) == [RAY_CONTAINER]
-    started = time.monotonic()
-    result = on(HEAD, "llm-switch none")
-    TIMINGS["Ray: cluster stop"] = time.monotonic() - started
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert containers(HEAD) == [] and containers(WORKER) == []
-    assert status(WORKER)["cluster"] is None
+        assert status(instance)["cluster"] is None
+    # A restart, a stop and the way back to a local model are the group switch's, whatever the backend: the
+    # native tests above cover them (a Ray start costs over a minute under TCG).
 
 
 def test_host_checks_pass_on_both_nodes(cluster, tmp_path):
