@@ -64,8 +64,9 @@ def cluster(vm, artifact_servers):
     TIMINGS["worker boot"] = time.monotonic() - started
     try:
         artifact_servers.attach(WORKER)
-        from tests.standin_engine.image import load_into_vm
-        load_into_vm(ray=True)
+        from tests.standin_engine.image import load_ray_into_vm
+        from tests.vm.conftest import pinned_image
+        load_ray_into_vm(base=pinned_image())
         artifact_servers.push_standin(ray=True)
         os.environ.update(ENV)  # test_repos reads the profiles as the cluster deploy will
         try:

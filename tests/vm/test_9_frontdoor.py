@@ -56,6 +56,16 @@ def wait_until_hot(base: str, name: str, key: str | None = None, wait_s: float =
     raise AssertionError(f"the door did not see {name} hot within {wait_s} s")
 
 
+def door_listens_on(address: str, wait_s: float = 30) -> bool:
+    """The door is a Type=exec service: it listens a moment after systemd has started it."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if f"{address}:{DOOR_PORT}" in vm_ssh(f"ss -ltnH 'sport = :{DOOR_PORT}'").stdout:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 def engine_log(unit: str, since: str) -> str:
     return vm_ssh(f"journalctl -u {unit} -o cat --no-pager --since '{since}'").stdout
 
@@ -94,7 +104,7 @@ def test_the_door_is_enabled_unprivileged_and_lists_every_model_with_its_state(d
     assert vm_ssh("systemctl is-enabled sparkstack-frontdoor.service").stdout.strip() == "enabled"
     pid = vm_ssh("systemctl show -p MainPID --value sparkstack-frontdoor.service").stdout.strip()
     assert vm_ssh(f"ps -o user= -p {pid}").stdout.strip() == "sparkstack-door"
-    assert "127.0.0.1:30080" in vm_ssh("ss -ltnH 'sport = :30080'").stdout
+    assert door_listens_on("127.0.0.1")
     switch("qwen")
     wait_until_hot(door, "qwen36")
     models = door_models(door)
@@ -213,7 +223,7 @@ def test_exposed_the_door_needs_its_key_and_on_demand_it_switches(door):
         result = deploy(env=env)
         assert not result.errors
         assert any("Restart sparkstack-frontdoor.service" in name for name in result.changed)
-        assert "0.0.0.0:30080" in vm_ssh("ss -ltnH 'sport = :30080'").stdout
+        assert door_listens_on("0.0.0.0")
         assert vm_ssh("systemctl is-active sparkstack-switch-request.socket").stdout.strip() == "active"
         wait_until_hot(door, "qwen36", key=DOOR_KEY)
         assert requests.get(f"{door}/v1/models", timeout=10).status_code == 401
@@ -242,5 +252,5 @@ def test_exposed_the_door_needs_its_key_and_on_demand_it_switches(door):
         vm_ssh(f"sed -i '/^SPARKSTACK_FRONTDOOR_API_KEY=/d' {SECRETS}")
         back = deploy()
         assert not back.errors
-    assert "127.0.0.1:30080" in vm_ssh("ss -ltnH 'sport = :30080'").stdout
+    assert door_listens_on("127.0.0.1")
     assert vm_ssh("systemctl is-active sparkstack-switch-request.socket").stdout.strip() != "active"
