@@ -137,15 +137,15 @@ def load_ray_into_vm(base: str) -> None:
     testvm.progress(f"building {RAY_IMAGE} in the VM: {base} + the Ray layer")
     dockerfile = f"FROM {base}\nADD ray-layer.tar /\nLABEL {HASH_LABEL}={key}\n".encode()
     build = subprocess.Popen(testvm.ssh_command() + [f"docker build -q -t {RAY_IMAGE} -"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with tarfile.open(fileobj=build.stdin, mode="w|") as context:
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(dockerfile)
         context.addfile(info, io.BytesIO(dockerfile))
         context.add(layer, arcname="ray-layer.tar")
     build.stdin.close()
-    _, err = build.communicate(timeout=900)
-    if build.returncode != 0:
+    err = build.stderr.read()
+    if build.wait(timeout=900) != 0:
         sys.exit(f"docker build of {RAY_IMAGE} failed: {err.decode(errors='replace').strip()[-800:]}")
     testvm.progress(f"built {RAY_IMAGE} ({key})")
 
