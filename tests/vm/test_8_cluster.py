@@ -230,12 +230,20 @@ def test_a_rank_that_fails_while_loading_fails_the_switch_everywhere(cluster):
     assert status(HEAD)["cluster"] is None and status(WORKER)["cluster"] is None
 
 
+# Ray 2.60 gives a starting node 30 s to register with the head (hard-coded in ray/_private/node.py). Two TCG
+# VMs on two shared cores can miss it; on a Spark it takes about a second. Only that failure is retried, once.
+RAY_REGISTRATION_TIMEOUT = "The current node timed out during startup"
+
+
 def test_over_ray_the_nodes_form_one_ray_cluster_with_one_rank_on_each(cluster):
     result, seconds = switch("ray")
+    if result.returncode != 0 and RAY_REGISTRATION_TIMEOUT in result.stderr:
+        TIMINGS["Ray: a start that missed Ray's 30 s registration window under TCG (retried)"] = seconds
+        result, seconds = switch("ray")
     TIMINGS["Ray: cluster start"] = seconds
     assert result.returncode == 0, result.stdout + result.stderr
     # The head's Ray first, then the worker joins it.
-    assert "the head's Ray listens at 10.77.0.1:6379" in result.stdout
+    assert "the head's Ray is up at 10.77.0.1:6379" in result.stdout
     assert result.stdout.index("rank 0 started on testcluster-head") < result.stdout.index("rank 1 started on testcluster-worker")
     assert containers(HEAD) == [RAY_CONTAINER] and containers(WORKER) == [RAY_CONTAINER]
     models = json.loads(on(HEAD, "curl -fsS --max-time 5 http://127.0.0.1:30003/v1/models").stdout)
