@@ -396,6 +396,31 @@ def interconnect_env():
     return host_ip
 
 
+def wait_for_ray_nodes(world, bound):
+    """Until `world` nodes are alive in the Ray cluster, asked of the GCS as `ray start` asks it, before
+    the stand-in becomes a driver. Not what vLLM does (it connects at once and waits for its placement
+    group); a test-VM accommodation: a driver's start on the head (its core worker and the workers Ray
+    prestarts for it) kept the head's GCS from answering a joining worker within Ray's hard-coded 30 s
+    registration window ("Failed to get node info b'RPC error: Deadline Exceeded'") on two TCG VMs
+    sharing two cores. Bounded like the placement below; on timeout the placement reports who is alive."""
+    from ray._private.services import canonicalize_bootstrap_address_or_die
+    from ray._raylet import GcsClient
+    from ray.core.generated.gcs_pb2 import GcsNodeInfo
+
+    gcs = GcsClient(address=canonicalize_bootstrap_address_or_die("auto"))
+    deadline = time.monotonic() + bound
+    alive = 0
+    while time.monotonic() < deadline:
+        try:
+            alive = len(gcs.get_all_node_info(timeout=5, state_filter=GcsNodeInfo.GcsNodeState.ALIVE))
+        except Exception as exc:  # the GCS is busy or restarting: ask again
+            print(f"standin: asking the GCS for its nodes: {exc}", flush=True)
+        if alive >= world:
+            print(f"standin: {alive} Ray nodes alive; joining as the driver", flush=True)
+            return
+        time.sleep(2)
+
+
 def ray_placement(args, settings):
     """vLLM over Ray, played for real: join the Ray cluster the launch script started on this node and the
     workers joined (`ray.init(address="auto")`), reserve one bundle per rank in a STRICT_SPREAD placement
@@ -409,6 +434,7 @@ def ray_placement(args, settings):
     world = int(args.tensor_parallel_size or 1) * int(args.pipeline_parallel_size or 1)
     host_ip = interconnect_env()
     bound = float(settings.get("rendezvous_timeout_s", 120))
+    wait_for_ray_nodes(world, bound)
     ray.init(address="auto", logging_level="WARNING", log_to_driver=False)
     print(f"standin: joined the Ray cluster from {host_ip}; placing {world} ranks STRICT_SPREAD (at most {bound:g} s)",
           flush=True)

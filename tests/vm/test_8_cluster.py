@@ -10,6 +10,7 @@ master address and port for real (tests/standin_engine/server.py `rendezvous`).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,7 +58,6 @@ def switch(word: str) -> tuple[subprocess.CompletedProcess, float]:
 @pytest.fixture(scope="module")
 def cluster(vm, artifact_servers):
     """Both VMs deployed as the testcluster group, from the same lock."""
-    import os
     keep = os.environ.get("SPARKSTACK_KEEP_VM") == "1"
     started = time.monotonic()
     testvm.up(fresh=not keep, instance=WORKER)
@@ -272,9 +272,15 @@ def test_over_ray_a_dead_worker_takes_the_model_down_on_every_node(cluster):
 
 
 def test_host_checks_pass_on_both_nodes(cluster, tmp_path):
+    # Both nodes at once: the checks wait on each VM's commands, not on this machine.
+    checks = {}
     for instance, node in ((HEAD, "testcluster-head"), (WORKER, "testcluster-worker")):
         config = testvm.run_dir(instance).ssh_config_file
-        result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host", "-m", "not switching",
-                      f"--hosts=ssh://{testvm.alias(instance)}", f"--ssh-config={config}"],
-                     env=ENV | {"SPARKSTACK_GROUP": GROUP, "SPARKSTACK_NODE": node})
-        assert result.returncode == 0, f"{node}:\n{result.stdout[-3000:]}"
+        checks[node] = subprocess.Popen(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host", "-m", "not switching",
+             f"--hosts=ssh://{testvm.alias(instance)}", f"--ssh-config={config}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root(),
+            env=os.environ | ENV | {"SPARKSTACK_GROUP": GROUP, "SPARKSTACK_NODE": node})
+    for node, check in checks.items():
+        output, _ = check.communicate(timeout=900)
+        assert check.returncode == 0, f"{node}:\n{output[-3000:]}"
