@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from io import StringIO
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.server import Command
 from pyinfra.operations import files, server
 
+from sparkstack.deployers.helpers import put_rendered
 from sparkstack.artifacts import Intents, Pins, intents, snapshot_dir
 from sparkstack.groups import GroupSettings
 from sparkstack.lockfile import Lock, LockError, load_lock, lock_problems, pins
@@ -127,8 +127,7 @@ def provision_artifacts(rendering: Rendering, lock: Lock, needed: Intents, setti
     check_disk(missing, settings)
     files.directory(name=f"Directory {LAUNCH_DIR}", path=LAUNCH_DIR, user="root", group="root", mode="0755")
     for rendered in rendering.of(COMPONENT):
-        files.put(name=f"{rendered.kind.capitalize()} program {rendered.path}", src=StringIO(rendered.content),
-                  dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
+        put_rendered(rendered, f"{rendered.kind.capitalize()} program")
     for pinned, nbytes in missing.images.items():
         server.shell(name=f"Pull image {pinned} ({size(nbytes)} unpacked)",
                      commands=[f"{FETCH_PATH} image {shlex.quote(pinned)}"])

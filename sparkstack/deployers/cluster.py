@@ -22,6 +22,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import files, python, server
 
 from sparkstack.cluster import CLUSTER_DIR, CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, ClusterNode
+from sparkstack.deployers.helpers import put_component
 from sparkstack.groups import GroupSettings
 from sparkstack.render import CLUSTER_PATH, Rendering
 
@@ -72,9 +73,7 @@ def cluster_access(rendering: Rendering, settings: GroupSettings) -> None:
     if node is None:
         return
     group = rendering.group
-    for rendered in rendering.of("cluster"):
-        files.put(name=f"{rendered.kind.capitalize()} {rendered.path}", src=StringIO(rendered.content),
-                  dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
+    put_component(rendering, "cluster")
     files.directory(name=f"Directory {CLUSTER_DIR}", path=CLUSTER_DIR, user="root", group="root", mode="0700")
     head = _run_host(node.head)
     head_key = (head.get_fact(Command, command=f"cat {CLUSTER_KEY}.pub 2>/dev/null || true") or "").strip()

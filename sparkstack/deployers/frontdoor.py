@@ -8,15 +8,11 @@ program, its unit or the registry it reads changed.
 
 from __future__ import annotations
 
-from io import StringIO
-
-from pyinfra import host
-from pyinfra.api import DeployError, deploy
-from pyinfra.facts.deb import DebPackage
-from pyinfra.facts.server import Which
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.api import deploy
+from pyinfra.operations import server, systemd
 from pyinfra.operations.util import any_changed
 
+from sparkstack.deployers.helpers import distribution_package, put_component
 from sparkstack.groups import GroupSettings
 from sparkstack.render import FRONTDOOR_UNIT, FRONTDOOR_USER, SWITCH_SOCKET_UNIT, Rendering
 
@@ -26,20 +22,12 @@ PACKAGE = "python3-aiohttp"
 
 @deploy("sparkstack front door")
 def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op) -> None:
-    if not host.get_fact(Which, command="apt-get"):
-        raise DeployError(f"{host.name}: sparkstack installs the front door's {PACKAGE} with apt; this host has no apt-get")
-    if not host.get_fact(DebPackage, package=PACKAGE):
-        # Only a host without the package pays for an index update; a converged host changes nothing.
-        apt.update(name=f"Update the package index ({PACKAGE} is missing)")
-    apt.packages(name=f"{PACKAGE}, the front door's HTTP server and client", packages=[PACKAGE])
+    distribution_package(PACKAGE, "the front door's HTTP server and client")
     server.group(name=f"Group {FRONTDOOR_USER} (may ask for switches on the switch socket)", group=FRONTDOOR_USER,
                  system=True)
     server.user(name=f"User {FRONTDOOR_USER} (runs the front door)", user=FRONTDOOR_USER, group=FRONTDOOR_USER,
                 system=True, shell="/usr/sbin/nologin", home="/nonexistent", create_home=False)
-    ops = {}
-    for rendered in rendering.of(COMPONENT):
-        ops[rendered.kind] = files.put(name=f"{rendered.kind.capitalize()} {rendered.path}", src=StringIO(rendered.content),
-                                       dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
+    ops = put_component(rendering, COMPONENT)
     systemd.daemon_reload(name="Reload systemd (a front door unit changed)",
                           _if=any_changed(ops["frontdoor-unit"], ops["switch-socket"], ops["switch-request-unit"]))
     on_demand = settings.frontdoor_on_demand

@@ -10,14 +10,11 @@ OOM-killing. Three layers, each installed here:
 
 from __future__ import annotations
 
-from io import StringIO
-
-from pyinfra import host
-from pyinfra.api import DeployError, deploy
-from pyinfra.facts.server import Which
-from pyinfra.operations import apt, files, systemd
+from pyinfra.api import deploy
+from pyinfra.operations import systemd
 from pyinfra.operations.util import any_changed
 
+from sparkstack.deployers.helpers import distribution_package, put_component
 from sparkstack.render import MEMORY_GUARD_UNIT, Rendering
 
 COMPONENT = "memory-guards"
@@ -25,16 +22,8 @@ COMPONENT = "memory-guards"
 
 @deploy("sparkstack memory guards")
 def memory_guards(rendering: Rendering) -> None:
-    if not host.get_fact(Which, command="apt-get"):
-        raise DeployError(f"{host.name}: sparkstack installs earlyoom with apt; this host has no apt-get")
-    if not host.get_fact(Which, command="earlyoom"):
-        # Only a host without the package pays for an index update; a converged host changes nothing.
-        apt.update(name="Update the package index (earlyoom is missing)")
-    apt.packages(name="earlyoom, the kernel-level backstop", packages=["earlyoom"])
-    ops = {}
-    for rendered in rendering.of(COMPONENT):
-        ops[rendered.kind] = files.put(name=f"{rendered.kind.capitalize()} {rendered.path}", src=StringIO(rendered.content),
-                                       dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
+    distribution_package("earlyoom", "the kernel-level backstop")
+    ops = put_component(rendering, COMPONENT)
     systemd.daemon_reload(name="Reload systemd (a memory-guard unit changed)",
                           _if=any_changed(ops["guard-unit"], ops["earlyoom-config"]))
     systemd.service(name=f"Run {MEMORY_GUARD_UNIT}, enabled at boot", service=MEMORY_GUARD_UNIT, running=True, enabled=True)

@@ -5,7 +5,6 @@ Model units are installed disabled and never started here: starting a model is l
 
 from __future__ import annotations
 
-from io import StringIO
 from pathlib import PurePosixPath
 
 from pyinfra import host
@@ -15,6 +14,7 @@ from pyinfra.facts.server import Command
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from sparkstack.deployers.helpers import put_rendered
 from sparkstack.render import LAUNCH_DIR, UNIT_DIR, Rendering, config_hash
 
 @deploy("sparkstack host files")
@@ -31,8 +31,7 @@ def install_files(rendering: Rendering) -> tuple[list, object]:
     unit_ops = []
     registry_op = None
     for rendered in rendering.of("models"):
-        op = files.put(name=f"{rendered.kind.capitalize()} {rendered.path}", src=StringIO(rendered.content),
-                       dest=rendered.path, user=rendered.user, group=rendered.group, mode=rendered.mode)
+        op = put_rendered(rendered)
         if rendered.kind == "unit":
             unit_ops.append(op)
         elif rendered.kind == "registry":
