@@ -34,7 +34,7 @@ sparkstack_switch_lock_wait_s = 300
 
 # The front door, scaled for the VM: a model stays hot at least 20 s, a request is held up to 120 s while
 # its model loads. The front door tests deploy this group once more with the door exposed (its key in the
-# secrets file) and switching on demand (tests/vm/test_9_frontdoor.py), then as it is here again.
+# secrets file) and switching on demand (tests/vm/test_8_frontdoor.py), then as it is here again.
 sparkstack_frontdoor_min_hot_s = 20
 sparkstack_frontdoor_hold_s = 120
 sparkstack_frontdoor_expose = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_EXPOSE") == "1"

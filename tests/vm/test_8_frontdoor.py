@@ -72,7 +72,7 @@ def engine_log(unit: str, since: str) -> str:
 
 @pytest.fixture(scope="module")
 def door(vm):
-    """The test VM deployed as the testvm group (the cluster tests leave it as a cluster head), and the door
+    """The test VM deployed as the testvm group (earlier modules may leave it otherwise), and the door
     on this machine's loopback through ssh -L."""
     result = deploy()
     assert not result.errors
