@@ -253,7 +253,9 @@ def test_over_ray_the_nodes_form_one_ray_cluster_with_one_rank_on_each(cluster):
                      "print(sorted(n['NodeManagerAddress'] for n in ray.nodes() if n['Alive']))\"", timeout=300)
     assert nodes.stdout.strip().splitlines()[-1] == "['10.77.0.1', '10.77.0.2']", nodes.stdout + nodes.stderr
     # The STRICT_SPREAD placement group put one rank on each node.
-    logs = on(HEAD, f"journalctl -u {RAY_UNIT} -o cat --no-pager").stdout
+    # This start's lines only (a retried start, or an earlier run on a kept VM, logged placements too).
+    logs = on(HEAD, f"journalctl _SYSTEMD_INVOCATION_ID=$(systemctl show -p InvocationID --value {RAY_UNIT}) "
+                    "-o cat --no-pager").stdout
     placed = sorted(line.rsplit(" ", 1)[1] for line in logs.splitlines() if line.startswith("standin: ray rank "))
     assert placed == ["10.77.0.1", "10.77.0.2"], logs[-3000:]
     assert status(WORKER)["cluster"]["model"] == RAY_MODEL
