@@ -1,12 +1,13 @@
-# sparkstack: `make demo` runs the main job against the test VM; `make test` runs every test.
+# sparkstack: `make demo` runs the main job against a container test host; `make test` runs every tier.
 # Both install what they need: Debian packages (as root or with sudo), then a venv.
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap shellcheck e2fsprogs openssh-client systemd python3-venv docker-registry git python3-aiohttp
+APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap shellcheck e2fsprogs openssh-client systemd python3-venv docker-registry git python3-aiohttp \
+	docker.io lxcfs iproute2
 RENDER_DIR := build/render
 
-.PHONY: demo test unit-test vm-test bench deps venv clean
+.PHONY: demo test unit-test hosts-test vm-test bench deps venv clean
 
 deps:
 	@missing=""; for pkg in $(APT_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
@@ -24,25 +25,32 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
+# Each tier alone: `make unit-test`, `make hosts-test`, `make vm-test`; `make test` runs all three and prints
+# each one's time and slowest tests (tools/test_tiers.sh).
 unit-test: deps venv
-	$(BIN)/pytest tests/unit
+	TIERS=unit tools/test_tiers.sh
+
+hosts-test: deps venv
+	TIERS=hosts tools/test_tiers.sh
 
 vm-test: deps venv
-	$(BIN)/pytest tests/vm --durations=25
+	TIERS=vm tools/test_tiers.sh
 
-test: unit-test vm-test
+test: deps venv
+	tools/test_tiers.sh
 
 demo: deps venv
 	$(BIN)/sparkstack validate
 	$(BIN)/sparkstack plan
 	rm -rf $(RENDER_DIR) && $(BIN)/sparkstack render --group spark --out $(RENDER_DIR)/spark
-	$(BIN)/sparkstack testvm up
+	tools/host_services.sh start
+	$(BIN)/sparkstack testhost up --driver container
 	$(BIN)/python tests/artifact_servers.py up
-	$(BIN)/pyinfra -y inventory.py deploy.py --limit testvm
-	$(BIN)/sparkstack testvm ssh llm-switch qwen
-	$(BIN)/sparkstack testvm ssh llm-switch status
+	$(BIN)/pyinfra -y inventory.py deploy.py --limit testhost
+	$(BIN)/sparkstack testhost ssh llm-switch qwen
+	$(BIN)/sparkstack testhost ssh llm-switch status
 	@echo "asking the hot model through the front door (127.0.0.1:30080 on the Spark):"
-	$(BIN)/sparkstack testvm ssh -- curl -fsS --retry 10 --retry-delay 1 --retry-all-errors http://127.0.0.1:30080/v1/chat/completions \
+	$(BIN)/sparkstack testhost ssh -- curl -fsS --retry 10 --retry-delay 1 --retry-all-errors http://127.0.0.1:30080/v1/chat/completions \
 		-H "'Content-Type: application/json'" \
 		-d "'{\"model\": \"qwen\", \"max_tokens\": 8, \"messages\": [{\"role\": \"user\", \"content\": \"What is 12*17?\"}]}'"
 
@@ -54,5 +62,6 @@ bench: deps venv
 
 clean:
 	-$(BIN)/python tests/artifact_servers.py down
-	-$(BIN)/sparkstack testvm down
+	-$(BIN)/sparkstack testhost down
+	-tools/host_services.sh stop
 	rm -rf $(VENV) build

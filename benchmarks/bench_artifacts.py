@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
-from sparkstack import testvm  # noqa: E402
+from sparkstack import testhost  # noqa: E402
 from sparkstack.groups import load_group_settings  # noqa: E402
 from sparkstack.paths import files_dir, repo_root  # noqa: E402
 from sparkstack.render import FETCH_PATH, HUB_PATH, LAUNCH_DIR  # noqa: E402
@@ -38,7 +38,7 @@ MANIFEST_TYPES = ("application/vnd.docker.distribution.manifest.v2+json,applicat
 
 
 def vm(command: str, timeout: float = 1800) -> str:
-    result = testvm.ssh(command, timeout=timeout)
+    result = testhost.ssh(command, timeout=timeout)
     if result.returncode != 0:
         sys.exit(f"in the VM: {command[:120]}... failed: {result.stderr.strip()[-500:]}")
     return result.stdout
@@ -59,7 +59,7 @@ def layer_blobs(pinned: str) -> list[tuple[str, int]]:
 
 def main() -> None:
     ArtifactServers(repo_root() / "build" / "artifact-servers").stop()  # left running by bench_deploy or make demo
-    testvm.up(fresh=True)
+    testhost.up(fresh=True)
     state = repo_root() / "build" / "bench-artifacts"
     servers = prepare(state, weights_bytes=WEIGHTS_MB * 1024 * 1024)
     try:
@@ -69,8 +69,8 @@ def main() -> None:
 
 
 def run(servers) -> None:
-    lock = json.loads((repo_root() / "group_data" / "testvm.lock.json").read_text())
-    cache = load_group_settings("testvm").model_cache_dir
+    lock = json.loads((repo_root() / "group_data" / "testhost.lock.json").read_text())
+    cache = load_group_settings("testhost").model_cache_dir
     pinned = next(iter(lock["images"].values()))["pinned"]
     path = pinned.split("@")[0].split("/", 1)[1]
     blobs = layer_blobs(pinned)
@@ -86,7 +86,7 @@ def run(servers) -> None:
     # The fetch programs as the deploy installs them (byte for byte from files/), nothing else.
     for name, target in (("sparkstack-fetch", FETCH_PATH), ("sparkstack-hub", HUB_PATH)):
         content = (files_dir() / name).read_text()
-        subprocess.run(testvm.ssh_command() + [f"mkdir -p {LAUNCH_DIR} && cat > {target} && chmod 0755 {target}"],
+        subprocess.run(testhost.ssh_command() + [f"mkdir -p {LAUNCH_DIR} && cat > {target} && chmod 0755 {target}"],
                        input=content, text=True, check=True)
     before = servers.served()
     image_s = timed_vm(f"{FETCH_PATH} image {pinned}")
@@ -97,7 +97,7 @@ def run(servers) -> None:
         snapshot_s += timed_vm(f"{FETCH_PATH} snapshot {pinned} {shlex.quote(json.dumps(spec))}")
     provisioned = servers.served()
 
-    deploy = [str(BIN / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", "testvm"]
+    deploy = [str(BIN / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", "testhost"]
     subprocess.run(deploy, capture_output=True, text=True, cwd=repo_root(), check=True)  # installs the rest of the files
     served_before = servers.served()
     started = time.monotonic()

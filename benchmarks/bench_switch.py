@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import write_section  # noqa: E402
-from sparkstack import testvm  # noqa: E402
+from sparkstack import testhost  # noqa: E402
 
 LOAD_DELAY_S = 5
 RUNS = 5
@@ -25,7 +25,7 @@ def timed_switch(target: str) -> float:
     clock = ("import subprocess, sys, time; s = time.monotonic(); "
              f"r = subprocess.run(['llm-switch', '{target}'], capture_output=True); "
              "print(r.returncode, time.monotonic() - s)")
-    out = testvm.ssh(f'python3 -c "{clock}"', timeout=600)
+    out = testhost.ssh(f'python3 -c "{clock}"', timeout=600)
     code, seconds = out.stdout.split()
     if code != "0":
         raise SystemExit(f"llm-switch {target} failed: {out.stderr}")
@@ -33,16 +33,16 @@ def timed_switch(target: str) -> float:
 
 
 def main() -> None:
-    testvm.ssh(f"echo '{json.dumps({'qwen36': {'load_delay_s': LOAD_DELAY_S}, 'mistral4': {'load_delay_s': LOAD_DELAY_S}})}' > {KNOBS}")
-    testvm.ssh("llm-switch none")
+    testhost.ssh(f"echo '{json.dumps({'qwen36': {'load_delay_s': LOAD_DELAY_S}, 'mistral4': {'load_delay_s': LOAD_DELAY_S}})}' > {KNOBS}")
+    testhost.ssh("llm-switch none")
     cold, swap = [], []
     try:
         for _ in range(RUNS):
             cold.append(timed_switch("qwen") - LOAD_DELAY_S)      # from nothing hot
             swap.append(timed_switch("mistral") - LOAD_DELAY_S)   # stop qwen, start mistral
-            testvm.ssh("llm-switch none")
+            testhost.ssh("llm-switch none")
     finally:
-        testvm.ssh(f"rm -f {KNOBS}; llm-switch none")
+        testhost.ssh(f"rm -f {KNOBS}; llm-switch none")
     body = f"""Stand-in load delay {LOAD_DELAY_S} s, subtracted; {RUNS} runs each, clocked inside the VM.
 
 | switch | median overhead | runs (s) |

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -87,7 +88,7 @@ def plan(groups: tuple[str, ...]) -> None:
 
 
 @main.command("render")
-@click.option("--group", required=True, help="Host group whose files to render (e.g. spark, testvm).")
+@click.option("--group", required=True, help="Host group whose files to render (e.g. spark, testhost).")
 @click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Directory to write the tree into.")
 def render_command(group: str, out: Path) -> None:
     """Write the exact files a deploy puts on a host of GROUP, as a tree under OUT."""
@@ -116,21 +117,21 @@ def render_command(group: str, out: Path) -> None:
 
 
 @main.command("lock")
-@click.option("--host", required=True, help="A host of the group, as ssh reaches it (alias or user@address; `testvm`).")
-@click.option("--group", help="The group to lock (default: testvm for the test VM, else spark).")
+@click.option("--host", required=True, help="A host of the group, as ssh reaches it (alias or user@address; `sparkstack-testhost`).")
+@click.option("--group", help="The group to lock (default: testhost for the test host, else spark).")
 @click.option("--ssh-config", type=click.Path(path_type=Path, dir_okay=False), help="ssh config file for --host.")
 @click.option("--upgrade", is_flag=False, flag_value="*", default=None, metavar="[NAME]",
               help="Re-resolve every entry, or only those of profile NAME (default: only unlocked and stale ones).")
 def lock_command(host: str, group: str | None, ssh_config: Path | None, upgrade: str | None) -> None:
     """Resolve the group's images to digests and model repos to commits on HOST; write group_data/GROUP.lock.json."""
-    from sparkstack import testvm as vm
+    from sparkstack import testhost
     from sparkstack.lock_cli import run_lock
     from sparkstack.profiles import find_profile
     from sparkstack.remote import RemoteError
 
-    group = group or ("testvm" if host == vm.HOST_ALIAS else "spark")
-    if ssh_config is None and host == vm.HOST_ALIAS and vm.run_dir().ssh_config_file.is_file():
-        ssh_config = vm.run_dir().ssh_config_file
+    group = group or ("testhost" if host == testhost.HOST_ALIAS else "spark")
+    if ssh_config is None and host == testhost.HOST_ALIAS and testhost.ssh_config_file().is_file():
+        ssh_config = testhost.ssh_config_file()
     loaded = valid_profiles()
     settings, plan_result = group_plan(group, loaded)
     deployable = list(plan_result.deployable)
@@ -220,76 +221,149 @@ def verify_command(host, url, model, variant, ssh_config, runs, max_tokens, read
                         api_key_env, as_json, show_history, history_file, variant))
 
 
+NODE_OPTION = click.option("--node", type=click.IntRange(1, 4), default=1, show_default=True,
+                           help="Which node: 1 is the main one (the `testhost` group, a cluster's head).")
+
+
+def _testhost_driver(driver: str | None) -> None:
+    if driver:
+        os.environ["SPARKSTACK_TESTHOST_DRIVER"] = driver
+
+
+def _node_instance(node: int) -> str:
+    return "" if node == 1 else str(node)
+
+
 @main.group()
+def testhost() -> None:
+    """Test hosts: real Debian 12 systemd hosts with sshd and docker, reached by ssh like a Spark.
+
+    The container driver (default) runs one systemd container per node at native speed; the vm driver boots
+    the QEMU VM (TCG). SPARKSTACK_TESTHOST_DRIVER or --driver picks; the driver of the last `up` is remembered.
+    """
+
+
+DRIVER_OPTION = click.option("--driver", type=click.Choice(["container", "vm"]), default=None,
+                             help="container (default) or vm; default: the driver of the last `up`.")
+
+
+@testhost.command("up")
+@DRIVER_OPTION
+@click.option("--nodes", type=click.IntRange(1, 4), default=1, show_default=True,
+              help="How many nodes (the container driver runs up to 4, the vm driver 2).")
+@click.option("--fresh", is_flag=True, help="Replace running nodes with fresh ones.")
+def testhost_up(driver: str | None, nodes: int, fresh: bool) -> None:
+    """Build the image (once, cached) and start NODES nodes; print each one's ssh target."""
+    from sparkstack import testhost as th
+
+    os.environ["SPARKSTACK_TESTHOST_DRIVER"] = driver or th.driver_name()
+    try:
+        for instance in th.instances(nodes):
+            info = th.up(fresh=fresh, instance=instance)
+            click.echo(f"{info['host']} (ssh -F {info['ssh_config']} {info['host']}) link {info['link_address']} "
+                       f"system {info.get('system_state')}")
+    except th.TestHostError as exc:
+        fail(f"testhost: {exc}")
+
+
+@testhost.command("down")
+@DRIVER_OPTION
+@click.option("--nodes", type=click.IntRange(1, 4), default=4, show_default=True, help="Stop nodes 1..NODES.")
+def testhost_down(driver: str | None, nodes: int) -> None:
+    """Stop the nodes that `up` started."""
+    from sparkstack import testhost as th
+
+    _testhost_driver(driver)
+    stopped = [th.alias(i) for i in th.instances(min(nodes, th.max_nodes())) if th.down(i)]
+    click.echo(f"stopped {', '.join(stopped)}" if stopped else "not running")
+
+
+@testhost.command("status")
+@DRIVER_OPTION
+@NODE_OPTION
+@click.option("--json", "as_json", is_flag=True)
+def testhost_status(driver: str | None, node: int, as_json: bool) -> None:
+    """Whether a node runs, where, and its systemd state."""
+    import json
+
+    from sparkstack import testhost as th
+
+    _testhost_driver(driver)
+    info = th.status(_node_instance(node))
+    if as_json:
+        click.echo(json.dumps(info))
+    elif info["running"]:
+        click.echo(f"running ({info['driver']}): {info['host']}, ssh -F {info['ssh_config']}, system {info['system_state']}")
+    else:
+        click.echo(f"not running ({info['driver']}; image {'cached' if info['image_cached'] else 'not built yet'}: "
+                   f"{info['image']})")
+        sys.exit(1)
+
+
+@testhost.command("ssh-config")
+@DRIVER_OPTION
+@NODE_OPTION
+def testhost_ssh_config(driver: str | None, node: int) -> None:
+    """Print an ssh_config block for a running node (for ssh, testinfra and friends)."""
+    from sparkstack import testhost as th
+
+    _testhost_driver(driver)
+    instance = _node_instance(node)
+    if th.inventory_entry(instance) is None:
+        fail("testhost: not running; start it with `sparkstack testhost up`", 1)
+    click.echo(th.ssh_config_file(instance).read_text(), nl=False)
+
+
+@testhost.command("ssh", context_settings={"ignore_unknown_options": True})
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@DRIVER_OPTION
+@NODE_OPTION
+def testhost_ssh(command: tuple[str, ...], driver: str | None, node: int) -> None:
+    """Run COMMAND on a node over ssh; exits with its exit code."""
+    import subprocess
+
+    from sparkstack import testhost as th
+
+    _testhost_driver(driver)
+    instance = _node_instance(node)
+    if th.inventory_entry(instance) is None:
+        fail("testhost: not running; start it with `sparkstack testhost up`", 1)
+    sys.exit(subprocess.call(th.ssh_command(instance) + list(command)))
+
+
+@main.group(invoke_without_command=False)
 def testvm() -> None:
-    """The test VM: a real Debian 12 host with systemd, sshd and docker under qemu."""
+    """The test host's vm driver: `sparkstack testhost ... --driver vm` (the QEMU VM under TCG)."""
+    os.environ["SPARKSTACK_TESTHOST_DRIVER"] = "vm"
 
 
 @testvm.command("up")
 @click.option("--fresh", is_flag=True, help="Stop a running VM and boot a fresh one.")
-@click.option("--worker", is_flag=True, help="The second VM (the cluster tests' worker), joined to the main one by a private link.")
-def testvm_up(fresh: bool, worker: bool) -> None:
+@click.option("--worker", is_flag=True, help="The second VM (node 2), joined to the main one by a private link.")
+@click.pass_context
+def testvm_up(ctx, fresh: bool, worker: bool) -> None:
     """Build (once, cached) and boot the VM; print its ssh target."""
-    from sparkstack import testvm as vm
+    from sparkstack import testhost as th
 
     try:
-        info = vm.up(fresh=fresh, instance=vm.WORKER if worker else vm.MAIN)
-    except vm.TestVMError as exc:
+        info = th.up(fresh=fresh, instance=th.WORKER if worker else th.MAIN)
+    except th.TestHostError as exc:
         fail(f"testvm: {exc}")
     click.echo(f"{info['host']} (ssh -F {info['ssh_config']} {info['host']}) system {info.get('system_state')}")
 
 
 @testvm.command("down")
-@click.option("--worker", is_flag=True, help="The second VM (the cluster tests' worker), joined to the main one by a private link.")
+@click.option("--worker", is_flag=True, help="The second VM (node 2).")
 def testvm_down(worker: bool) -> None:
     """Stop the VM that `up` started."""
-    from sparkstack import testvm as vm
+    from sparkstack import testhost as th
 
-    click.echo("stopped" if vm.down(vm.WORKER if worker else vm.MAIN) else "not running")
-
-
-@testvm.command("status")
-@click.option("--json", "as_json", is_flag=True)
-def testvm_status(as_json: bool) -> None:
-    """Whether the VM runs, where, and its systemd state."""
-    import json
-
-    from sparkstack import testvm as vm
-
-    info = vm.status()
-    if as_json:
-        click.echo(json.dumps(info))
-    elif info["running"]:
-        click.echo(f"running: pid {info['pid']}, ssh 127.0.0.1:{info['port']}, system {info['system_state']}")
-    else:
-        click.echo(f"not running (image {'cached' if info['image_cached'] else 'not built yet'}: {info['image']})")
-        sys.exit(1)
+    click.echo("stopped" if th.down(th.WORKER if worker else th.MAIN) else "not running")
 
 
-@testvm.command("ssh-config")
-def testvm_ssh_config() -> None:
-    """Print an ssh_config block for the running VM (for ssh, testinfra and friends)."""
-    from sparkstack import testvm as vm
-
-    info = vm.status()
-    if not info["running"]:
-        fail("testvm: not running; start it with `sparkstack testvm up`", 1)
-    click.echo(vm.ssh_config_text(info["port"], Path(info["key"])), nl=False)
-
-
-@testvm.command("ssh", context_settings={"ignore_unknown_options": True})
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@click.option("--worker", is_flag=True, help="The second VM (the cluster tests' worker), joined to the main one by a private link.")
-def testvm_ssh(command: tuple[str, ...], worker: bool) -> None:
-    """Run COMMAND in the VM over ssh; exits with its exit code."""
-    import subprocess
-
-    from sparkstack import testvm as vm
-
-    instance = vm.WORKER if worker else vm.MAIN
-    if vm.inventory_entry(instance) is None:
-        fail("testvm: not running; start it with `sparkstack testvm up`", 1)
-    sys.exit(subprocess.call(vm.ssh_command(instance) + list(command)))
+testvm.add_command(testhost_status, "status")
+testvm.add_command(testhost_ssh_config, "ssh-config")
+testvm.add_command(testhost_ssh, "ssh")
 
 
 if __name__ == "__main__":

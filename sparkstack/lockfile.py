@@ -105,7 +105,7 @@ def repo_is_current(entry: LockedRepo | None, intent) -> bool:
 
 def lock_problems(lock: Lock | None, needed: Intents, group: str) -> list[str]:
     """One line per profile whose artifacts are unlocked or stale, naming the command that fixes it."""
-    command = f"sparkstack lock --host HOST{' --group ' + group if group not in ('spark', 'testvm') else ''}"
+    command = f"sparkstack lock --host HOST{' --group ' + group if group not in ('spark', 'testhost') else ''}"
     problems = []
     users: dict[str, list[str]] = {}
     for ref, profiles in needed.images.items():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sparkstack.remote import free_port, ssh_base
 
-HOST_ALIAS = "sparkstack-testvm"
+HOST_ALIAS = "sparkstack-testhost"  # the same names as the container driver (sparkstack/testhost.py)
 # The VMs: the main one (every test, the demo) and a second one, the cluster tests' worker. They are joined
 # by a private link that touches no host network: a qemu socket netdev on a loopback port, the main VM
 # listening (it starts first), each VM with its own address on it.
@@ -223,6 +223,10 @@ def ssh_config_text(port: int, key: Path, instance: str = MAIN) -> str:
             f"  LogLevel ERROR\n  ConnectTimeout 10\n")
 
 
+def ssh_config_file(instance: str = MAIN) -> Path:
+    return run_dir(instance).ssh_config_file
+
+
 def ssh_command(instance: str = MAIN) -> list[str]:
     """The ssh invocation for the running VM; append a remote command."""
     return ssh_base(alias(instance), run_dir(instance).ssh_config_file)
@@ -343,12 +347,12 @@ def down(instance: str = MAIN) -> bool:
     return True
 
 
-def status() -> dict:
-    run = run_dir()
+def status(instance: str = MAIN) -> dict:
+    run = run_dir(instance)
     pid = _pid(run)
     if pid is None:
         return {"running": False, "image_cached": image().complete, "image": str(image().root)}
-    return _state(run) | {"running": True, "system_state": system_state(), "image_cached": True}
+    return _state(run) | {"running": True, "system_state": system_state(instance), "image_cached": True}
 
 
 def inventory_entry(instance: str = MAIN, name: str | None = None) -> tuple[str, dict] | None:

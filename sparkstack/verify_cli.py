@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from sparkstack import testvm
+from sparkstack import testhost
 from sparkstack.profiles import ProfileErrors, find_profile, load_profiles
 from sparkstack.remote import RemoteError, Tunnel, ssh_output
 from sparkstack.render import REGISTRY_PATH
@@ -94,8 +94,8 @@ def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, reg
         e = e or Expectations(names[0] if names else (model or "unknown"), tokens_per_chunk_max=None)
         report = run_checks(client, e, runs, max_tokens, regression_share)
     else:
-        if ssh_config is None and host == testvm.HOST_ALIAS and testvm.run_dir().ssh_config_file.is_file():
-            ssh_config = testvm.run_dir().ssh_config_file
+        if ssh_config is None and host == testhost.HOST_ALIAS and testhost.ssh_config_file().is_file():
+            ssh_config = testhost.ssh_config_file()
         try:
             e, port = expectations_from_host(host, ssh_config, model)
             with Tunnel(host, ssh_config, port) as tunnel:

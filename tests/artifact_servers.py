@@ -5,7 +5,7 @@
   hub       olah (PyPI) in offline mode, serving plain local git repos as a Hugging Face endpoint
 
 Both listen on free ports on 127.0.0.1 here; one `ssh -R` puts them on the VM's 127.0.0.1:5000 and
-127.0.0.1:5080 (the addresses group_data/testvm.py gives the deploy), where docker treats the
+127.0.0.1:5080 (the addresses group_data/testhost.py gives the deploy), where docker treats the
 registry as insecure by default and containers started with --network host find the hub.
 
 `python tests/artifact_servers.py up` starts them for `make demo` (state under build/artifact-servers),
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from sparkstack import testvm  # noqa: E402
+from sparkstack import testhost  # noqa: E402
 from sparkstack.remote import free_port  # noqa: E402
 
 VM_REGISTRY = "127.0.0.1:5000"
@@ -103,15 +103,15 @@ class ArtifactServers:
         wait_for_port(self.hub_port, hub, "olah", hub_log)
         self._pids = {"registry": registry.pid, "hub": hub.pid}
         self.open_tunnel()
-        testvm.progress(f"registry and hub reachable in the VM at {VM_REGISTRY} and 127.0.0.1:{VM_HUB_PORT}")
+        testhost.progress(f"registry and hub reachable in the VM at {VM_REGISTRY} and 127.0.0.1:{VM_HUB_PORT}")
 
-    def open_tunnel(self, wait_s: float = 30, instance: str = testvm.MAIN) -> None:
+    def open_tunnel(self, wait_s: float = 30, instance: str = testhost.MAIN) -> None:
         """One `ssh -R` for both servers into one VM. A VM reboot ends it: `reachable()` opens a new one."""
         tunnel_log = self.root / f"tunnel{instance}.log"
         # A tunnel left by an interrupted run (a kept VM) would hold the VM's ports: end its sshd session.
-        testvm.ssh("for p in 5000 5080; do ss -ltnpH \"sport = :$p\" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | "
+        testhost.ssh("for p in 5000 5080; do ss -ltnpH \"sport = :$p\" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u | "
                    "xargs -r kill; done; true", instance=instance)
-        command = testvm.ssh_command(instance)
+        command = testhost.ssh_command(instance)
         tunnel = subprocess.Popen(
             command[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
                            "-o", "ServerAliveCountMax=3",
@@ -139,8 +139,8 @@ class ArtifactServers:
             tunnel.terminate()
             tunnel.wait(timeout=10)
 
-    def _answers(self, instance: str = testvm.MAIN) -> bool:
-        probe = testvm.ssh(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{VM_REGISTRY}/v2/ && "
+    def _answers(self, instance: str = testhost.MAIN) -> bool:
+        probe = testhost.ssh(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{VM_REGISTRY}/v2/ && "
                            f"curl -s -m 5 -o /dev/null -w ' %{{http_code}}' http://127.0.0.1:{VM_HUB_PORT}/api/models/none/none",
                            instance=instance)
         return probe.stdout.startswith("200")
@@ -150,7 +150,7 @@ class ArtifactServers:
         for instance, tunnel in list(self._tunnels.items()):
             if tunnel.poll() is None and self._answers(instance):
                 continue
-            testvm.progress(f"the tunnel to {testvm.alias(instance)} is gone (a reboot?); opening a new one")
+            testhost.progress(f"the tunnel to {testhost.alias(instance)} is gone (a reboot?); opening a new one")
             if tunnel.poll() is None:
                 tunnel.terminate()
                 tunnel.wait(timeout=10)
@@ -218,14 +218,14 @@ class ArtifactServers:
     def push_standin(self, ray: bool = False) -> str:
         """Push the stand-in engine (loaded in the VM) to the registry under the tag the test groups use."""
         local, pushed = (STANDIN_RAY_LOCAL, STANDIN_RAY_PUSHED) if ray else (STANDIN_LOCAL, STANDIN_PUSHED)
-        result = testvm.ssh(f"docker tag {local} {pushed} && docker push -q {pushed} "
+        result = testhost.ssh(f"docker tag {local} {pushed} && docker push -q {pushed} "
                             f"&& docker image inspect --format '{{{{json .RepoDigests}}}}' {pushed}", timeout=900)
         if result.returncode != 0:
             raise RuntimeError(f"docker push in the VM failed: {result.stderr.strip()[-800:]}")
         return json.loads(result.stdout.strip().splitlines()[-1])[0]
 
 
-def test_repos(group: str = "testvm") -> list[str]:
+def test_repos(group: str = "testhost") -> list[str]:
     """Every model and draft repo a test group deploys, read from the profiles (SPARKSTACK_MODELS_DIR applies)."""
     from sparkstack.artifacts import intents
     from sparkstack.groups import load_group_settings
@@ -241,8 +241,8 @@ def wipe_artifacts() -> None:
     """What a wiped Spark has: no engine images and an empty model cache (the VM keeps its OS)."""
     from sparkstack.groups import load_group_settings
 
-    cache = load_group_settings("testvm").model_cache_dir
-    result = testvm.ssh("docker ps -aq | xargs -r docker rm -f >/dev/null; docker image prune -af >/dev/null; "
+    cache = load_group_settings("testhost").model_cache_dir
+    result = testhost.ssh("docker ps -aq | xargs -r docker rm -f >/dev/null; docker image prune -af >/dev/null; "
                         f"rm -rf {cache}/hub; docker images -aq | wc -l", timeout=300)
     assert result.stdout.strip() == "0", result.stdout + result.stderr
 
@@ -267,11 +267,11 @@ def _prepare(servers: ArtifactServers, weights_bytes: int, load_into_vm) -> None
         servers.make_repo(repo, weights_bytes)
     load_into_vm()
     servers.push_standin()
-    lock = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "lock", "--host", testvm.HOST_ALIAS, "--upgrade"],
+    lock = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "lock", "--host", testhost.HOST_ALIAS, "--upgrade"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if lock.returncode != 0:
         raise RuntimeError(f"sparkstack lock failed:\n{lock.stdout}\n{lock.stderr[-3000:]}")
-    testvm.progress(lock.stdout.strip().splitlines()[-1])
+    testhost.progress(lock.stdout.strip().splitlines()[-1])
     wipe_artifacts()
 
 

@@ -26,7 +26,7 @@ CPU_ONLY_ARCHITECTURES = ("aarch64", "x86_64")
 
 def host_group() -> str:
     """The host's sparkstack group, for messages and the plan heading."""
-    groups = [g for g in host.groups if g in ("spark", "testvm")]
+    groups = [g for g in host.groups if g in ("spark", "testhost")]
     return groups[0] if groups else (host.groups[0] if host.groups else "all")
 
 

@@ -1,7 +1,7 @@
 """Host checks: testinfra against any inventory host, the test VM in CI or a Spark by hand.
 
-    sparkstack testvm ssh-config > build/testvm.ssh
-    pytest tests/host --hosts=ssh://sparkstack-testvm --ssh-config=build/testvm.ssh
+    sparkstack testhost ssh-config > build/testhost.ssh
+    pytest tests/host --hosts=ssh://sparkstack-testhost --ssh-config=build/testhost.ssh
 
     # a real Spark (group spark), as root or with sudo:
     SPARKSTACK_GROUP=spark pytest tests/host --hosts=ssh://spark-1 --sudo
@@ -26,7 +26,7 @@ from sparkstack.memory import make_plan
 from sparkstack.profiles import load_profiles
 from sparkstack.render import render
 
-GROUP = os.environ.get("SPARKSTACK_GROUP", "testvm")
+GROUP = os.environ.get("SPARKSTACK_GROUP", "testhost")
 _LOADED = load_profiles()
 _SETTINGS = load_group_settings(GROUP)
 _PLAN = make_plan(GROUP, [lp.profile for lp in _LOADED], _SETTINGS)

@@ -79,7 +79,7 @@ def test_llm_switch_is_installed_on_path(host):
 @pytest.mark.switching
 def test_switching_to_a_model_leaves_exactly_it_running(host, profile, pins):
     if profile.cluster:
-        pytest.skip("a cluster model starts on every node from the head (tests/vm/test_9_cluster.py drives it)")
+        pytest.skip("a cluster model starts on every node from the head (tests/hosts/test_9_cluster.py drives it)")
     alias = profile.aliases[0] if profile.aliases else profile.name
     result = host.run(f"llm-switch {alias}")
     assert result.rc == 0, result.stdout + result.stderr

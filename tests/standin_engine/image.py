@@ -22,7 +22,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from sparkstack import testvm
+from sparkstack import testhost
 
 HERE = Path(__file__).resolve().parent
 IMAGE = "sparkstack-standin-engine:latest"
@@ -47,11 +47,11 @@ def sources_hash(ray: bool = False) -> str:
 
 def tarball() -> Path:
     key = sources_hash()
-    target = testvm.cache_root() / "standin" / f"standin-{key}.tar"
+    target = testhost.cache_root() / "standin" / f"standin-{key}.tar"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    testvm.progress("building the stand-in engine image with mmdebstrap (about a minute)")
+    testhost.progress("building the stand-in engine image with mmdebstrap (about a minute)")
     partial = target.with_name(f"partial-{target.name}")  # mmdebstrap picks the format from the suffix
     # tini as PID 1 forwards SIGTERM at once, even while python is still starting (docker stop stays quick).
     hooks = [
@@ -77,31 +77,31 @@ def load_into_vm() -> None:
     """docker import the stand-in into the running VM unless the same build is already there."""
     key = sources_hash()
     image = IMAGE
-    current = testvm.ssh(f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {image} 2>/dev/null")
+    current = testhost.ssh(f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {image} 2>/dev/null")
     if current.stdout.strip() == key:
-        testvm.progress(f"stand-in image {image} ({key}) already loaded")
+        testhost.progress(f"stand-in image {image} ({key}) already loaded")
         return
     tar = tarball()
-    testvm.progress(f"importing {image} into the VM")
+    testhost.progress(f"importing {image} into the VM")
     with tar.open("rb") as handle:
         result = subprocess.run(
-            testvm.ssh_command() + [
+            testhost.ssh_command() + [
              f"docker import --change 'LABEL {HASH_LABEL}={key}' --change 'ENTRYPOINT [\"/usr/bin/tini\", \"--\"]' - {image}"],
             stdin=handle, capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         sys.exit(f"docker import failed: {result.stderr.strip()}")
-    testvm.progress(f"loaded {image} ({key})")
+    testhost.progress(f"loaded {image} ({key})")
 
 
 def ray_layer() -> Path:
     """A tar of what the Ray image adds to the plain one (cached, keyed like the image): Ray and its
     dependencies in /usr/local/lib/python3.11/dist-packages and a `ray` command."""
     key = sources_hash(ray=True)
-    target = testvm.cache_root() / "standin" / f"ray-layer-{key}.tar"
+    target = testhost.cache_root() / "standin" / f"ray-layer-{key}.tar"
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    testvm.progress(f"building the stand-in's Ray layer ({RAY} from PyPI)")
+    testhost.progress(f"building the stand-in's Ray layer ({RAY} from PyPI)")
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         site = root / "usr/local/lib/python3.11/dist-packages"
@@ -126,17 +126,17 @@ def load_ray_into_vm(base: str) -> None:
     """Build the Ray image in the running VM from `base` (the plain stand-in as the registry serves it, by
     digest; pulled if the VM lacks it) plus the Ray layer, unless the same build is already there."""
     key = sources_hash(ray=True)
-    current = testvm.ssh(f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {RAY_IMAGE} 2>/dev/null")
+    current = testhost.ssh(f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {RAY_IMAGE} 2>/dev/null")
     if current.stdout.strip() == key:
-        testvm.progress(f"stand-in image {RAY_IMAGE} ({key}) already built")
+        testhost.progress(f"stand-in image {RAY_IMAGE} ({key}) already built")
         return
     layer = ray_layer()
-    pulled = testvm.ssh(f"docker image inspect {base} >/dev/null 2>&1 || docker pull -q {base}", timeout=600)
+    pulled = testhost.ssh(f"docker image inspect {base} >/dev/null 2>&1 || docker pull -q {base}", timeout=600)
     if pulled.returncode != 0:
         sys.exit(f"the plain stand-in {base} is not in the VM and could not be pulled: {pulled.stderr.strip()}")
-    testvm.progress(f"building {RAY_IMAGE} in the VM: {base} + the Ray layer")
+    testhost.progress(f"building {RAY_IMAGE} in the VM: {base} + the Ray layer")
     dockerfile = f"FROM {base}\nADD ray-layer.tar /\nLABEL {HASH_LABEL}={key}\n".encode()
-    build = subprocess.Popen(testvm.ssh_command() + [f"docker build -q -t {RAY_IMAGE} -"], stdin=subprocess.PIPE,
+    build = subprocess.Popen(testhost.ssh_command() + [f"docker build -q -t {RAY_IMAGE} -"], stdin=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with tarfile.open(fileobj=build.stdin, mode="w|") as context:
         info = tarfile.TarInfo("Dockerfile")
@@ -147,7 +147,7 @@ def load_ray_into_vm(base: str) -> None:
     err = build.stderr.read()
     if build.wait(timeout=900) != 0:
         sys.exit(f"docker build of {RAY_IMAGE} failed: {err.decode(errors='replace').strip()[-800:]}")
-    testvm.progress(f"built {RAY_IMAGE} ({key})")
+    testhost.progress(f"built {RAY_IMAGE} ({key})")
 
 
 if __name__ == "__main__":

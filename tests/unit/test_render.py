@@ -39,7 +39,7 @@ def rendering_for(group: str, settings: GroupSettings | None = None, models_dir:
     return render(group, loaded, settings, plan, group_pins(group, plan.deployable, settings) if pinned else None)
 
 
-@pytest.fixture(scope="module", params=["spark", "testvm"])
+@pytest.fixture(scope="module", params=["spark", "testhost"])
 def tree(request, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp(f"render-{request.param}")
     result = CliRunner().invoke(main, ["render", "--group", request.param, "--out", str(out)])
@@ -155,9 +155,9 @@ def test_units_are_docker_wrapped_and_not_started_at_boot_by_default(tree):
     assert "StartLimitIntervalSec=" in unit_section  # start limits belong in [Unit]
 
 
-def test_testvm_differs_from_spark_only_in_image_and_gpus(tmp_path):
+def test_testhost_differs_from_spark_only_in_image_and_gpus(tmp_path):
     spark = {f.path: f.content for f in rendering_for("spark", pinned=False).files}
-    testvm = {f.path: f.content for f in rendering_for("testvm", pinned=False).files}
+    testvm = {f.path: f.content for f in rendering_for("testhost", pinned=False).files}
     assert spark.keys() == testvm.keys()
     standin = "127.0.0.1:5000/sparkstack/standin-engine:latest"
     for path in spark:

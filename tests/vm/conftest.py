@@ -1,120 +1,18 @@
-"""The test VM loop: one fresh VM per session, the stand-in engine loaded, helpers to deploy and check.
+"""The vm tier: the hosts tier's session fixtures, on the QEMU VM instead of a container.
 
-Set SPARKSTACK_KEEP_VM=1 to leave the VM running afterwards (and reuse a running one).
+A container shares this machine's kernel; the VM boots its own (Debian's, under TCG), with its own systemd as
+PID 1, udev and a real disk. The smoke checks that the deploy holds on such a host; everything else is the
+hosts tier's (tests/README.md).
 """
 
-from __future__ import annotations
-
-import json
 import os
-import subprocess
-import sys
-from dataclasses import dataclass
-from pathlib import Path
 
-import pytest
+os.environ["SPARKSTACK_TESTHOST_DRIVER"] = "vm"
 
-from sparkstack import testvm
-from sparkstack.paths import repo_root
-from tests.artifact_servers import ArtifactServers, prepare
-
-BIN = Path(sys.executable).parent
-
-
-@dataclass
-class DeployResult:
-    changed: list[str]
-    unchanged: int
-    errors: list[str]
-    seconds: float
-
-
-def run(command: list[str], env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    full_env = os.environ | (env or {})
-    return subprocess.run(command, capture_output=True, text=True, cwd=repo_root(), env=full_env, timeout=timeout)
-
-
-# The session's registry and hub (set by the `vm` fixture): every deploy may need them.
-SERVERS: list[ArtifactServers] = []
-
-
-def servers_reachable() -> None:
-    for servers in SERVERS:
-        servers.reachable()
-
-
-def deploy(env: dict | None = None, limit: str = "testvm") -> DeployResult:
-    """`pyinfra -y inventory.py deploy.py --limit testvm`, with pyinfra's own count of changes."""
-    import time
-
-    servers_reachable()
-    started = time.monotonic()
-    result = run([str(BIN / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", limit], env=env)
-    seconds = time.monotonic() - started
-    assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(result.stdout)["results"]
-    changed = [op["name"] for op in results["operations"] if op["success"]]
-    errors = [op["name"] for op in results["operations"] if op["error"]]
-    return DeployResult(changed, results["totals"]["no_change"], errors, seconds)
-
-
-def drift(env: dict | None = None, limit: str | None = "testvm") -> subprocess.CompletedProcess:
-    return run([str(BIN / "sparkstack"), "drift", *(["--limit", limit] if limit else [])], env=env)
-
-
-def vm_ssh(command: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return testvm.ssh(command, timeout=timeout)
-
-
-# Each test repo's weight file; small, so the loop stays quick (the benchmark uses larger ones).
-WEIGHTS_BYTES = 4 * 1024 * 1024
-
-
-@pytest.fixture(scope="session")
-def vm(tmp_path_factory):
-    """A fresh VM with the registry and hub reachable from it, the group locked there, and no artifacts on it
-    (a wiped Spark): the first deploy pulls and fetches everything."""
-    keep = os.environ.get("SPARKSTACK_KEEP_VM") == "1"
-    info = testvm.up(fresh=not keep)
-    servers = prepare(tmp_path_factory.mktemp("artifact-servers"), WEIGHTS_BYTES)
-    info["servers"] = servers
-    SERVERS.append(servers)
-    yield info
-    SERVERS.clear()
-    servers.stop()
-    if not keep:
-        testvm.down()
-
-
-@pytest.fixture(scope="session")
-def artifact_servers(vm) -> ArtifactServers:
-    return vm["servers"]
-
-
-@pytest.fixture(autouse=True)
-def registry_and_hub_reachable(request):
-    """Tests that reboot the VM end the tunnel; every VM test starts with the servers reachable."""
-    if SERVERS:
-        servers_reachable()
-
-
-def locked() -> dict:
-    """The test VM's lock as `sparkstack lock` wrote it."""
-    return json.loads((repo_root() / "group_data" / "testvm.lock.json").read_text())
-
-
-def pinned_image() -> str:
-    return next(iter(locked()["images"].values()))["pinned"]
-
-
-@pytest.fixture(scope="session")
-def deployed(vm):
-    """The VM after a first deploy; records how that deploy went."""
-    return deploy()
-
-
-@pytest.fixture(scope="session")
-def ssh_config(vm, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ssh") / "testvm.ssh"
-    path.write_text(testvm.ssh_config_text(vm["port"], Path(vm["key"])))
-    return path
+from tests.hosts.conftest import (  # noqa: E402,F401 (fixtures, used by name)
+    artifact_servers,
+    deployed,
+    main_node,
+    registry_and_hub_reachable,
+    ssh_config,
+)

@@ -14,7 +14,7 @@ import pytest
 
 from sparkstack.paths import models_dir
 from tests.artifact_servers import STANDIN_PUSHED
-from tests.vm.conftest import BIN, deploy, pinned_image, run, vm_ssh
+from tests.hosts.conftest import BIN, deploy, pinned_image, run, vm_ssh
 
 PROBE_CACHE = "/var/lib/sparkstack/engine-probes"
 WATCHED = "/usr/local/libexec/sparkstack/launch-qwen36 /etc/systemd/system/vllm-qwen36.service /etc/sparkstack/models.json"
@@ -32,7 +32,7 @@ def profiles_with(tmp_path: Path, qwen36_extra: str) -> dict:
 
 
 def attempt_deploy(env: dict):
-    return run([str(BIN / "pyinfra"), "-y", "inventory.py", "deploy.py", "--limit", "testvm"], env=env)
+    return run([str(BIN / "pyinfra"), "-y", "inventory.py", "deploy.py", "--limit", "testhost"], env=env)
 
 
 def host_files_digest() -> str:
@@ -71,7 +71,7 @@ def test_the_deploy_refuses_what_the_image_would_refuse_before_changing_anything
 
 
 def lock_upgrade() -> None:
-    result = run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testvm", "--upgrade"])
+    result = run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testhost", "--upgrade"])
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -110,7 +110,7 @@ def test_an_image_carrying_another_release_is_refused(image_claiming_another_rel
 def test_verify_on_the_host_reports_the_release_and_the_moe_guard(deployed, ssh_config):
     switched = vm_ssh("llm-switch qwen")
     assert switched.returncode == 0, switched.stdout + switched.stderr
-    result = run([sys.executable, "-m", "sparkstack.cli", "verify", "--host", "sparkstack-testvm", "--ssh-config",
+    result = run([sys.executable, "-m", "sparkstack.cli", "verify", "--host", "sparkstack-testhost", "--ssh-config",
                   str(ssh_config), "--runs", "1", "--max-tokens", "16"])
     engine_line = next((line for line in result.stdout.splitlines() if line.startswith("engine")), "")
     assert "vllm 0.33.0" in engine_line and "MoE guard in force: --moe-backend marlin" in engine_line, result.stdout

@@ -2,7 +2,7 @@
 
 The registry (Debian's docker-registry) and the hub (olah, offline, serving local git repos) run on this
 machine's loopback and reach the VM's through ssh (tests/artifact_servers.py); the session's lock was
-written by `sparkstack lock --host sparkstack-testvm` against them, then the VM's copies were wiped.
+written by `sparkstack lock --host sparkstack-testhost` against them, then the VM's copies were wiped.
 """
 
 from __future__ import annotations
@@ -17,20 +17,20 @@ import pytest
 from sparkstack.artifacts import repo_cache_dir, snapshot_dir
 from sparkstack.groups import load_group_settings
 from tests.artifact_servers import STANDIN_PUSHED
-from tests.vm.conftest import BIN, deploy, drift, locked, pinned_image, run, vm_ssh
+from tests.hosts.conftest import BIN, deploy, drift, locked, pinned_image, run, vm_ssh
 
-CACHE = load_group_settings("testvm").model_cache_dir
+CACHE = load_group_settings("testhost").model_cache_dir
 QWEN = "rdtand/Qwen3.6-35B-A3B-PrismaQuant-4.75bit-vllm"
 MISTRAL = "mistralai/Mistral-Small-4-119B-2603-NVFP4"
 FETCH = "/usr/local/libexec/sparkstack/sparkstack-fetch"
 
 
 def attempt_deploy(env: dict | None = None) -> subprocess.CompletedProcess:
-    return run([str(BIN / "pyinfra"), "-y", "inventory.py", "deploy.py", "--limit", "testvm"], env=env)
+    return run([str(BIN / "pyinfra"), "-y", "inventory.py", "deploy.py", "--limit", "testhost"], env=env)
 
 
 def sparkstack_lock(*args: str) -> subprocess.CompletedProcess:
-    return run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testvm", *args])
+    return run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testhost", *args])
 
 
 def snapshot_file(repo: str, name: str) -> str:
@@ -218,7 +218,7 @@ def test_the_hf_token_stays_in_the_secrets_file(no_model_running):
                      f"&& rm -rf {repo_cache_dir(CACHE, MISTRAL)}")
     assert planted.returncode == 0
     try:
-        result = run([str(BIN / "pyinfra"), "-y", "-vvv", "inventory.py", "deploy.py", "--limit", "testvm"])
+        result = run([str(BIN / "pyinfra"), "-y", "-vvv", "inventory.py", "deploy.py", "--limit", "testhost"])
         assert result.returncode == 0, result.stderr[-2000:]
         assert f"Fetch {MISTRAL}" in result.stdout + result.stderr
         assert token not in result.stdout + result.stderr
@@ -241,7 +241,7 @@ def test_a_repo_the_hub_does_not_have_gets_one_line_naming_it(deployed, tmp_path
             text = text.replace(f"model: {QWEN}", "model: nobody/no-such-model")
         (models / source.name).write_text(text)
     before = locked()
-    result = run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testvm"], env={"SPARKSTACK_MODELS_DIR": str(models)})
+    result = run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testhost"], env={"SPARKSTACK_MODELS_DIR": str(models)})
     output = result.stdout + result.stderr
     assert result.returncode == 2
     assert "sparkstack-hub: nobody/no-such-model: the hub answered" in output, output

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sparkstack.paths import models_dir
-from tests.vm.conftest import BIN, deploy, drift, run, vm_ssh
+from tests.hosts.conftest import BIN, deploy, drift, run, vm_ssh
 
 
 def test_fresh_deploy_changes_the_host(deployed):
@@ -18,9 +18,9 @@ def test_fresh_deploy_changes_the_host(deployed):
     assert any("Switch /usr/local/bin/llm-switch" in name for name in deployed.changed)
 
 
-def test_host_checks_pass_against_the_deployed_vm(deployed, ssh_config):
+def test_host_checks_pass_against_the_deployed_host(deployed, ssh_config):
     result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host",
-                  "--hosts=paramiko://sparkstack-testvm", f"--ssh-config={ssh_config}"])
+                  "--hosts=paramiko://sparkstack-testhost", f"--ssh-config={ssh_config}"])
     assert result.returncode == 0, result.stdout[-4000:]
 
 
@@ -128,7 +128,7 @@ def test_drift_cannot_tell_when_profiles_are_invalid(deployed, tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     (models / "qwen36.yaml").write_text((models_dir() / "qwen36.yaml").read_text().replace("engine: vllm", "engine: tgi"))
-    result = run([str(BIN / "sparkstack"), "drift", "--limit", "testvm"], env={"SPARKSTACK_MODELS_DIR": str(models)})
+    result = run([str(BIN / "sparkstack"), "drift", "--limit", "testhost"], env={"SPARKSTACK_MODELS_DIR": str(models)})
     assert result.returncode == 2
     assert re.search(r"qwen36\.yaml:\d+: engine: engine 'tgi' is not supported", result.stderr), result.stderr
 
@@ -146,4 +146,4 @@ def test_drift_never_passes_when_no_host_matched(deployed, limit, env):
 def test_clean_drift_names_the_hosts_it_checked(deployed):
     result = drift()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "on 1 host(s): sparkstack-testvm" in result.stdout
+    assert "on 1 host(s): sparkstack-testhost" in result.stdout

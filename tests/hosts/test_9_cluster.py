@@ -2,7 +2,7 @@
 
 The test VM is the head and a second VM (`sparkstack testvm up --worker`) the worker; they share a
 private link (a qemu socket netdev on loopback, 10.77.0.1 and .2 on eth1) and nothing else. The
-group is `testcluster` (group_data/testcluster.py) with the profiles in tests/vm/cluster_models: qwen36
+group is `testcluster` (group_data/testcluster.py) with the profiles in tests/hosts/cluster_models: qwen36
 and glm51-pair, GLM-5.1's profile on two nodes. The stand-in engine plays the ranks and meets at vLLM's
 master address and port for real (tests/standin_engine/server.py `rendezvous`).
 """
@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from sparkstack import testvm
+from sparkstack import testhost
 from sparkstack.paths import repo_root
-from tests.vm.conftest import BIN, deploy, run
+from tests.hosts.conftest import BIN, deploy, run
 
 MODELS_DIR = str(Path(__file__).resolve().parent / "cluster_models")
 ENV = {"SPARKSTACK_MODELS_DIR": MODELS_DIR}
 GROUP = "testcluster"
-HEAD, WORKER = testvm.MAIN, testvm.WORKER
+HEAD, WORKER = testhost.MAIN, testhost.WORKER
 MODEL = "glm51-pair"
 CONTAINER = f"sparkstack-{MODEL}"
 UNIT = f"vllm-{MODEL}.service"
@@ -37,7 +37,7 @@ TIMINGS: dict[str, float] = {}
 
 
 def on(instance: str, command: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return testvm.ssh(command, timeout=timeout, instance=instance)
+    return testhost.ssh(command, timeout=timeout, instance=instance)
 
 
 def status(instance: str) -> dict:
@@ -56,16 +56,16 @@ def switch(word: str) -> tuple[subprocess.CompletedProcess, float]:
 
 
 @pytest.fixture(scope="module")
-def cluster(vm, artifact_servers):
+def cluster(main_node, artifact_servers):
     """Both VMs deployed as the testcluster group, from the same lock."""
     keep = os.environ.get("SPARKSTACK_KEEP_VM") == "1"
     started = time.monotonic()
-    testvm.up(fresh=not keep, instance=WORKER)
+    testhost.up(fresh=not keep, instance=WORKER)
     TIMINGS["worker boot"] = time.monotonic() - started
     try:
         artifact_servers.attach(WORKER)
         from tests.standin_engine.image import load_ray_into_vm
-        from tests.vm.conftest import pinned_image
+        from tests.hosts.conftest import pinned_image
         load_ray_into_vm(base=pinned_image())
         artifact_servers.push_standin(ray=True)
         os.environ.update(ENV)  # test_repos reads the profiles as the cluster deploy will
@@ -75,7 +75,7 @@ def cluster(vm, artifact_servers):
                 artifact_servers.make_repo(repo, 1024 * 1024)
         finally:
             del os.environ["SPARKSTACK_MODELS_DIR"]
-        lock = run([str(BIN / "sparkstack"), "lock", "--host", testvm.HOST_ALIAS, "--group", GROUP], env=ENV, timeout=1800)
+        lock = run([str(BIN / "sparkstack"), "lock", "--host", testhost.HOST_ALIAS, "--group", GROUP], env=ENV, timeout=1800)
         assert lock.returncode == 0, lock.stdout + lock.stderr
         started = time.monotonic()
         first = deploy(env=ENV, limit=GROUP)
@@ -85,7 +85,7 @@ def cluster(vm, artifact_servers):
         on(HEAD, "llm-switch none", timeout=300)
         artifact_servers.detach(WORKER)
         if not keep:
-            testvm.down(WORKER)
+            testhost.down(WORKER)
         (repo_root() / "group_data" / f"{GROUP}.lock.json").unlink(missing_ok=True)
         # Kept for the record (the closing note of a change quotes them); pytest would swallow a print.
         timings = repo_root() / "build" / "cluster-timings.json"
@@ -123,7 +123,7 @@ def test_the_switch_key_opens_only_the_member_command(cluster):
     assert answer["ok"] and answer["active"] == "inactive"
     # Only from the head's interconnect address: the same key used from the worker's own address is refused.
     key = on(HEAD, "cat /etc/sparkstack/cluster/id_ed25519").stdout
-    subprocess.run(testvm.ssh_command(WORKER) + ["umask 077 && cat > /root/copied_key"], input=key, text=True,
+    subprocess.run(testhost.ssh_command(WORKER) + ["umask 077 && cat > /root/copied_key"], input=key, text=True,
                    check=True, timeout=60)  # on stdin: a key never goes on a command line
     try:
         copied = on(WORKER, "ssh -i /root/copied_key -o BatchMode=yes -o StrictHostKeyChecking=no "
@@ -277,10 +277,10 @@ def test_host_checks_pass_on_both_nodes(cluster, tmp_path):
     # Both nodes at once: the checks wait on each VM's commands, not on this machine.
     checks = {}
     for instance, node in ((HEAD, "testcluster-head"), (WORKER, "testcluster-worker")):
-        config = testvm.run_dir(instance).ssh_config_file
+        config = testhost.ssh_config_file(instance)
         checks[node] = subprocess.Popen(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host", "-m", "not switching",
-             f"--hosts=ssh://{testvm.alias(instance)}", f"--ssh-config={config}"],
+             f"--hosts=ssh://{testhost.alias(instance)}", f"--ssh-config={config}"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=repo_root(),
             env=os.environ | ENV | {"SPARKSTACK_GROUP": GROUP, "SPARKSTACK_NODE": node})
     for node, check in checks.items():

@@ -1,4 +1,4 @@
-"""The test VM that `sparkstack testvm up` boots: a GPU-less stand-in for a Spark.
+"""The test host that `sparkstack testhost up` starts (a systemd container, or the VM): a GPU-less stand-in for a Spark.
 
 Only what a GPU-less host cannot take is changed here: the model images become the
 stand-in engine (tests/standin_engine/, which accepts the same command lines), served by
@@ -6,8 +6,8 @@ the VM's own registry, the model repos come from the VM's own Hugging Face-compa
 hub, and `--gpus all` is dropped. Every other flag, env var and label is rendered exactly
 as for a Spark. The registry (Debian's docker-registry) and the hub (olah) run on the
 test machine's loopback and reach the VM's loopback through ssh (tests/artifact_servers.py).
-The group's lock, group_data/testvm.lock.json, is written by the tests (`sparkstack lock
---host testvm`) and never committed: its pins exist only on the test machine.
+The group's lock, group_data/testhost.lock.json, is written by the tests (`sparkstack lock
+--host sparkstack-testhost`) and never committed: its pins exist only on the test machine.
 """
 
 import os as _os
@@ -34,7 +34,7 @@ sparkstack_switch_lock_wait_s = 300
 
 # The front door, scaled for the VM: a model stays hot at least 20 s, a request is held up to 120 s while
 # its model loads. The front door tests deploy this group once more with the door exposed (its key in the
-# secrets file) and switching on demand (tests/vm/test_8_frontdoor.py), then as it is here again.
+# secrets file) and switching on demand (tests/hosts/test_8_frontdoor.py), then as it is here again.
 sparkstack_frontdoor_min_hot_s = 20
 sparkstack_frontdoor_hold_s = 120
 sparkstack_frontdoor_expose = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_EXPOSE") == "1"

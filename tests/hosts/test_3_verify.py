@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from sparkstack import testvm
-from tests.vm.conftest import BIN, pinned_image, run, vm_ssh
+from sparkstack import testhost
+from tests.hosts.conftest import BIN, pinned_image, run, vm_ssh
 
 
 def verify(*args: str, history) -> tuple[int, dict | str]:
-    result = run([str(BIN / "sparkstack"), "verify", "--host", testvm.HOST_ALIAS, "--runs", "3",
+    result = run([str(BIN / "sparkstack"), "verify", "--host", testhost.HOST_ALIAS, "--runs", "3",
                   "--history-file", str(history), *args])
     if "--json" in args:
         return result.returncode, json.loads(result.stdout) if result.stdout.strip() else result.stderr

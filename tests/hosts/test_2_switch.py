@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from sparkstack import testvm
-from tests.vm.conftest import vm_ssh
+from sparkstack import testhost
+from tests.hosts.conftest import vm_ssh
 
 KNOBS = "/var/lib/sparkstack/huggingface/standin-knobs.json"
 REGISTRY = "/etc/sparkstack/models.json"
@@ -205,7 +205,7 @@ def test_after_a_reboot_no_model_runs_and_status_says_none(deployed):
             now = vm_ssh("cat /proc/sys/kernel/random/boot_id", timeout=20)
         except Exception:
             continue
-        if now.returncode == 0 and now.stdout.strip() not in ("", boot_id) and testvm.system_state() in ("running", "degraded"):
+        if now.returncode == 0 and now.stdout.strip() not in ("", boot_id) and testhost.system_state() in ("running", "degraded"):
             break
     else:
         pytest.fail("the VM did not come back after reboot")

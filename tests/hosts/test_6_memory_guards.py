@@ -2,7 +2,7 @@
 
 Real memory pressure in the 2 GB VM: a `hog` process allocates and touches memory and holds it,
 for a while (memory an engine frees late) or for good. The group's figures are scaled by 0.01
-(group_data/testvm.py): qwen36 needs 0.67 + 0.08 GB, mistral4 0.82 + 0.08 GB, the guard's floor
+(group_data/testhost.py): qwen36 needs 0.67 + 0.08 GB, mistral4 0.82 + 0.08 GB, the guard's floor
 is 0.3 GB and the wait for room is bounded at 30 s.
 """
 
@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from sparkstack.paths import models_dir
-from tests.vm.conftest import deploy, drift, vm_ssh
-from tests.vm.test_2_switch import KNOBS, running, set_knobs, status, switch
+from tests.hosts.conftest import deploy, drift, vm_ssh
+from tests.hosts.test_2_switch import KNOBS, running, set_knobs, status, switch
 
 HOG = "sparkstack-test-hog"
 

@@ -16,9 +16,9 @@ import openai
 import pytest
 import requests
 
-from sparkstack import testvm
+from sparkstack import testhost
 from sparkstack.remote import free_port
-from tests.vm.conftest import deploy, vm_ssh
+from tests.hosts.conftest import deploy, vm_ssh
 
 DOOR_PORT = 30080
 KNOBS = "/var/lib/sparkstack/huggingface/standin-knobs.json"
@@ -71,13 +71,13 @@ def engine_log(unit: str, since: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def door(vm):
-    """The test VM deployed as the testvm group (earlier modules may leave it otherwise), and the door
+def door(main_node):
+    """The test VM deployed as the testhost group (earlier modules may leave it otherwise), and the door
     on this machine's loopback through ssh -L."""
     result = deploy()
     assert not result.errors
     local = free_port()
-    command = testvm.ssh_command()
+    command = testhost.ssh_command()
     tunnel = subprocess.Popen(command[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-L",
                                              f"127.0.0.1:{local}:127.0.0.1:{DOOR_PORT}"] + command[1:],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -199,12 +199,12 @@ def test_the_door_survives_a_switch_and_a_restart(door):
 
 
 def test_client_configs_make_the_hot_model_the_small_one(door, tmp_path):
-    from tests.vm.conftest import BIN, run
+    from tests.hosts.conftest import BIN, run
 
     switch("qwen")
     wait_until_hot(door, "qwen36")
     host = door.removeprefix("http://")
-    result = run([str(BIN / "sparkstack"), "clients", "--group", "testvm", "--host", host, "--out", str(tmp_path)])
+    result = run([str(BIN / "sparkstack"), "clients", "--group", "testhost", "--host", host, "--out", str(tmp_path)])
     assert result.returncode == 0, result.stderr
     assert "small/weak model: qwen36 (the hot model, as the door reported it)" in result.stdout
     opencode = json.loads((tmp_path / "opencode.json").read_text())

@@ -6,7 +6,7 @@ import sys
 
 from sparkstack.paths import models_dir
 from sparkstack.render import SECRETS_PATH
-from tests.vm.conftest import run, vm_ssh
+from tests.hosts.conftest import run, vm_ssh
 
 PLANTED = "hf_sparkstackPlantedSecret0123456789abcdef"
 
@@ -22,7 +22,7 @@ def test_a_failing_env_check_does_not_print_the_secrets_file(deployed, ssh_confi
         (models / source.name).write_text(text)
     try:
         result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host",
-                      "--hosts=paramiko://sparkstack-testvm", f"--ssh-config={ssh_config}",
+                      "--hosts=paramiko://sparkstack-testhost", f"--ssh-config={ssh_config}",
                       "-k", "switching_to_a_model and qwen36", "-vv"],
                      env={"SPARKSTACK_MODELS_DIR": str(models)})
         output = result.stdout + result.stderr

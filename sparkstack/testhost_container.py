@@ -1,0 +1,333 @@
+"""The container test host: a real Debian 12 systemd host with sshd and docker, in a docker container.
+
+Each node is one systemd container, reached over ssh at its own address like a Spark. Native speed: this
+machine has no usable KVM, and the VM under TCG costs 10-50x (see sparkstack/testvm.py, now the smoke).
+
+  image      an mmdebstrap rootfs (the VM's packages, less the kernel) loaded with `docker import`, cached
+             as a tarball keyed by the recipe below, as the VM image is
+  networks   two docker networks that the driver creates: `sparkstack-hosts` (eth0, ssh from this machine,
+             like the VM's user network) and `sparkstack-link` (eth1, internal, the nodes' private link with
+             the VM's addresses 10.77.0.N)
+  node N     its own address on each network, its own /var/lib/docker (a bind mount, so inner docker gets
+             overlay2), a memory limit with lxcfs's /proc/meminfo bound over its own, and sshd with the test key
+  inner docker   dockerd's cgroup parent is the node's own cgroup, so what the node's containers touch counts
+             against the node's memory limit and shows in its /proc/meminfo, as on a Spark
+
+`--privileged` fails on these machines (no CAP_SYS_RESOURCE); the flags below are what works (issue 20).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sparkstack.remote import ssh_base
+
+HOST_ALIAS = "sparkstack-testhost"
+MAIN = ""
+WORKER = "2"
+MAX_NODES = 4
+LINK_INTERFACE = "eth1"
+HOSTS_NETWORK = ("sparkstack-hosts", "10.78.0")
+LINK_NETWORK = ("sparkstack-link", "10.77.0")
+SUITE = "bookworm"
+# The VM's packages (sparkstack/testvm.py) less what a container does not boot: the kernel, udev, kmod, apparmor.
+PACKAGES = (
+    "systemd-sysv", "dbus", "openssh-server", "python3", "docker.io", "ca-certificates", "iproute2", "procps",
+    "curl", "earlyoom", "python3-aiohttp",
+)
+MEMORY = "2g"
+BOOT_TIMEOUT_S = 120
+LXCFS_ROOT = Path("/var/lib/lxcfs")
+# Units that cannot work in a container and would leave systemd `degraded`; the host checks want `running`.
+MASKED_UNITS = ("systemd-modules-load.service", "sys-kernel-config.mount", "sys-kernel-debug.mount",
+                "sys-kernel-tracing.mount", "systemd-remount-fs.service", "getty@tty1.service",
+                "console-getty.service", "systemd-sysctl.service")
+# Bump when the recipe changes in a way the package list above does not show.
+RECIPE_VERSION = "2"
+# What works here as root without CAP_SYS_RESOURCE (issue 20's measurements).
+RUN_FLAGS = (
+    "--cap-add=ALL", "--cap-drop=SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
+    "--security-opt", "apparmor=unconfined", "--security-opt", "systempaths=unconfined",
+    "--device-cgroup-rule=a *:* rwm", "--cgroupns=host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp", "-e", "container=docker",
+    "--stop-signal", "SIGRTMIN+3", "--restart", "on-failure",
+)
+
+REQUIRED_TOOLS = {
+    "mmdebstrap": "apt-get install mmdebstrap",
+    "docker": "apt-get install docker.io",
+    "ssh": "apt-get install openssh-client",
+    "ssh-keygen": "apt-get install openssh-client",
+}
+
+
+class TestHostError(Exception):
+    pass
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SPARKSTACK_CACHE", Path.home() / ".cache" / "sparkstack"))
+
+
+def recipe_key() -> str:
+    recipe = json.dumps([RECIPE_VERSION, SUITE, PACKAGES, MASKED_UNITS])
+    return hashlib.sha256(recipe.encode()).hexdigest()[:16]
+
+
+def image_dir() -> Path:
+    return cache_root() / "testhost-images" / recipe_key()
+
+
+def image_tag() -> str:
+    return f"sparkstack-testhost:{recipe_key()}"
+
+
+def node_number(instance: str = MAIN) -> int:
+    return int(instance) if instance else 1
+
+
+def instance_of(number: int) -> str:
+    return "" if number == 1 else str(number)
+
+
+def instances(nodes: int) -> list[str]:
+    return [instance_of(n) for n in range(1, nodes + 1)]
+
+
+def alias(instance: str = MAIN) -> str:
+    return f"{HOST_ALIAS}-{instance}" if instance else HOST_ALIAS
+
+
+def container_name(instance: str = MAIN) -> str:
+    return alias(instance)
+
+
+def address(instance: str = MAIN) -> str:
+    return f"{HOSTS_NETWORK[1]}.{node_number(instance)}"
+
+
+def link_address(instance: str = MAIN) -> str:
+    return f"{LINK_NETWORK[1]}.{node_number(instance)}"
+
+
+LINK_ADDRESSES = {instance_of(n): link_address(instance_of(n)) for n in range(1, MAX_NODES + 1)}
+
+
+def run_dir(instance: str = MAIN) -> Path:
+    return cache_root() / (f"testhost-run-{instance}" if instance else "testhost-run")
+
+
+def ssh_config_file(instance: str = MAIN) -> Path:
+    return run_dir(instance) / "ssh_config"
+
+
+def progress(message: str) -> None:
+    print(f"testhost: {message}", file=sys.stderr, flush=True)
+
+
+def docker(*args: str, check: bool = True, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise TestHostError(f"docker {' '.join(args[:3])} ... exited {result.returncode}: {result.stderr.strip()[-800:]}")
+    return result
+
+
+def require_tools() -> None:
+    missing = [f"{tool} (install: {how})" for tool, how in REQUIRED_TOOLS.items() if shutil.which(tool) is None]
+    if missing:
+        raise TestHostError("missing tools for the container test host: " + "; ".join(missing)
+                            + ". `make test` and `make demo` install them (Debian/Ubuntu, as root or with sudo).")
+    if docker("info", "--format", "{{.ServerVersion}}", check=False, timeout=30).returncode != 0:
+        raise TestHostError("no docker daemon answers; `make test` starts one (tools/host_services.sh start)")
+    if not (LXCFS_ROOT / "proc" / "meminfo").is_file():
+        raise TestHostError(f"lxcfs is not mounted at {LXCFS_ROOT}; `make test` starts it (tools/host_services.sh start)")
+
+
+# --- the image ------------------------------------------------------------
+
+def key_file() -> Path:
+    return image_dir() / "id_ed25519"
+
+
+def build_image() -> None:
+    """mmdebstrap a rootfs, customise it, pack it as a tarball; cached by recipe."""
+    root = image_dir()
+    for stale in root.parent.glob("*"):
+        if stale.is_dir() and stale != root:  # images of older recipes: a cache, not an archive
+            shutil.rmtree(stale)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sparkstack-testhost", "-f", str(key_file())],
+                   check=True)
+    rootfs = root / "rootfs"
+    progress(f"building the host image with mmdebstrap ({SUITE}; about a minute) into {root}")
+    started = time.monotonic()
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs)],
+                   check=True)
+    _customise(rootfs, key_file().with_suffix(".pub").read_text())
+    subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(root / "rootfs.tar"), "."], check=True)
+    shutil.rmtree(rootfs)
+    (root / "COMPLETE").write_text(json.dumps({"recipe": recipe_key(), "built_s": round(time.monotonic() - started)}))
+    progress(f"image built in {time.monotonic() - started:.0f} s")
+
+
+def _customise(rootfs: Path, public_key: str) -> None:
+    ssh_dir = rootfs / "root/.ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(public_key)
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    (rootfs / "etc/ssh/sshd_config.d/sparkstack.conf").write_text("PermitRootLogin prohibit-password\nUseDNS no\n")
+    subprocess.run(["chroot", str(rootfs), "systemctl", "enable", "ssh", "docker"], check=True, capture_output=True)
+    subprocess.run(["chroot", str(rootfs), "systemctl", "mask", *MASKED_UNITS], check=True, capture_output=True)
+    # Host keys are made at first boot, one set per node (the package's postinst made one set for every node).
+    for host_key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        host_key.unlink()
+    dropin = rootfs / "etc/systemd/system/ssh.service.d"
+    dropin.mkdir(parents=True)
+    (dropin / "hostkeys.conf").write_text(
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n")
+
+
+def ensure_image() -> None:
+    if not (image_dir() / "COMPLETE").is_file():
+        build_image()
+    if docker("image", "inspect", image_tag(), check=False).returncode != 0:
+        progress(f"loading {image_tag()} into docker")
+        docker("import", "-c", 'CMD ["/sbin/init"]', str(image_dir() / "rootfs.tar"), image_tag(), timeout=600)
+
+
+def ensure_networks() -> None:
+    for (name, prefix), internal in ((HOSTS_NETWORK, False), (LINK_NETWORK, True)):
+        if docker("network", "inspect", name, check=False).returncode != 0:
+            docker("network", "create", "--subnet", f"{prefix}.0/24", "--gateway", f"{prefix}.254",
+                   *(["--internal"] if internal else []), name)
+
+
+# --- nodes ----------------------------------------------------------------
+
+def ssh_config_text(instance: str = MAIN) -> str:
+    return (f"Host {alias(instance)}\n"
+            f"  HostName {address(instance)}\n  Port 22\n  User root\n  IdentityFile {key_file()}\n"
+            f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+            f"  LogLevel ERROR\n  ConnectTimeout 10\n")
+
+
+def ssh_command(instance: str = MAIN) -> list[str]:
+    return ssh_base(alias(instance), ssh_config_file(instance))
+
+
+def ssh(command: str, timeout: float = 60, instance: str = MAIN) -> subprocess.CompletedProcess:
+    return subprocess.run(ssh_command(instance) + [command], capture_output=True, text=True, timeout=timeout)
+
+
+def running(instance: str = MAIN) -> bool:
+    result = docker("inspect", "-f", "{{.State.Running}}", container_name(instance), check=False)
+    return result.returncode == 0 and result.stdout.strip() == "true"
+
+
+def system_state(instance: str = MAIN) -> str | None:
+    try:
+        result = ssh("systemctl is-system-running", timeout=20, instance=instance)
+    except subprocess.TimeoutExpired:
+        return None
+    if result.returncode == 255:
+        return None
+    return result.stdout.strip() or None
+
+
+def _cgroup_parent(instance: str) -> str:
+    """The node's own memory cgroup (cgroupfs driver), as the node's dockerd must name it."""
+    full_id = docker("inspect", "-f", "{{.Id}}", container_name(instance)).stdout.strip()
+    return f"/docker/{full_id}/inner-docker"
+
+
+def up(fresh: bool = False, instance: str = MAIN, memory: str = MEMORY) -> dict:
+    """Start node `instance` (building the image first if needed) and wait until systemd is `running`."""
+    if running(instance) and not fresh:
+        state = system_state(instance)
+        progress(f"reusing the running node {alias(instance)} (system {state})")
+        return state_of(instance) | {"system_state": state}
+    require_tools()
+    down(instance)
+    ensure_image()
+    ensure_networks()
+    run = run_dir(instance)
+    if run.exists():
+        shutil.rmtree(run)
+    (run / "docker").mkdir(parents=True)
+    ssh_config_file(instance).write_text(ssh_config_text(instance))
+    started = time.monotonic()
+    docker("create", "--name", container_name(instance), "--hostname", alias(instance),
+           "--network", HOSTS_NETWORK[0], "--ip", address(instance), "--memory", memory, "--memory-swap", memory,
+           *RUN_FLAGS, "-v", f"{run / 'docker'}:/var/lib/docker",
+           "-v", f"{LXCFS_ROOT}/proc/meminfo:/proc/meminfo:ro", "-v", f"{LXCFS_ROOT}/proc/uptime:/proc/uptime:ro",
+           "--label", "sparkstack.testhost=1", image_tag())
+    docker("network", "connect", "--ip", link_address(instance), LINK_NETWORK[0], container_name(instance))
+    # The node's dockerd puts its containers under the node's cgroup (see the module's docstring).
+    (run / "daemon.json").write_text(json.dumps({"cgroup-parent": _cgroup_parent(instance)}))
+    docker("cp", str(run / "daemon.json"), f"{container_name(instance)}:/etc/docker/daemon.json")
+    docker("start", container_name(instance))
+    state = None
+    while time.monotonic() - started < BOOT_TIMEOUT_S:
+        state = system_state(instance)
+        if state in ("running", "degraded"):
+            break
+        if not running(instance):
+            logs = docker("logs", "--tail", "40", container_name(instance), check=False)
+            raise TestHostError(f"{alias(instance)} exited during boot: {(logs.stdout + logs.stderr)[-1500:]}")
+        time.sleep(0.5)
+    else:
+        raise TestHostError(f"{alias(instance)} did not finish booting within {BOOT_TIMEOUT_S} s (last state: {state})")
+    boot_s = round(time.monotonic() - started, 1)
+    if state == "degraded":
+        failed = ssh("systemctl --failed --no-legend --plain | cut -d' ' -f1", instance=instance).stdout.split()
+        progress(f"{alias(instance)} is degraded; failed units: {', '.join(failed) or 'unknown'}")
+    info = state_of(instance) | {"boot_s": boot_s}
+    (run / "state.json").write_text(json.dumps(info))
+    progress(f"{alias(instance)} up after {boot_s} s at {address(instance)} (link {link_address(instance)}): "
+             f"system {state}; ssh -F {ssh_config_file(instance)} {alias(instance)}")
+    return info | {"system_state": state}
+
+
+def state_of(instance: str = MAIN) -> dict:
+    return {"host": alias(instance), "address": address(instance), "port": 22, "key": str(key_file()),
+            "ssh_config": str(ssh_config_file(instance)), "link_address": link_address(instance),
+            "container": container_name(instance), "driver": "container"}
+
+
+def down(instance: str = MAIN) -> bool:
+    """Remove the node's container and its docker state; True when one existed."""
+    existed = docker("rm", "-f", "-v", container_name(instance), check=False).returncode == 0
+    run = run_dir(instance)
+    if run.exists():
+        shutil.rmtree(run, ignore_errors=True)
+    return existed
+
+
+def status(instance: str = MAIN) -> dict:
+    if not running(instance):
+        cached = (image_dir() / "COMPLETE").is_file()
+        return {"running": False, "image_cached": cached, "image": str(image_dir()), "driver": "container"}
+    return state_of(instance) | {"running": True, "system_state": system_state(instance), "image_cached": True}
+
+
+def inventory_entry(instance: str = MAIN, name: str | None = None) -> tuple[str, dict] | None:
+    """The pyinfra inventory entry for a running node, or None."""
+    if not ssh_config_file(instance).is_file() or shutil.which("docker") is None or not running(instance):
+        return None
+    return name or alias(instance), {
+        "ssh_hostname": address(instance),
+        "ssh_port": 22,
+        "ssh_user": "root",
+        "ssh_key": str(key_file()),
+        "ssh_known_hosts_file": "/dev/null",
+        "ssh_strict_host_key_checking": "no",
+    }
