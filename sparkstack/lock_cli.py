@@ -22,18 +22,22 @@ import click
 
 from sparkstack.artifacts import Intents, intents
 from sparkstack.lockfile import Lock, LockedImage, LockedRepo, LockError, load_lock, lock_path, repo_is_current, save_lock
-from sparkstack.paths import display_path, files_dir
+from sparkstack.paths import display_path, files_dir, repo_root
 from sparkstack.remote import RemoteError, ssh_base
 
 MARK = "SPARKSTACK-HUB "
 
 
 def upload_tools(host: str, ssh_config: Path | None) -> str:
-    """Copy sparkstack-fetch and sparkstack-hub into a fresh temporary directory on the host."""
+    """Copy sparkstack-fetch, sparkstack-hub and the host package they run from into a fresh temporary
+    directory on the host (the fetch shim finds the package beside itself)."""
     directory = _ssh(host, ssh_config, "mktemp -d /tmp/sparkstack-lock.XXXXXX").stdout.strip()
     for name in ("sparkstack-fetch", "sparkstack-hub"):
         content = (files_dir() / name).read_text(encoding="utf-8")
         _ssh(host, ssh_config, f"cat > {directory}/{name}", stdin=content)
+    _ssh(host, ssh_config, f"mkdir {directory}/sparkstack_host")
+    for module in sorted((repo_root() / "sparkstack_host").glob("*.py")):
+        _ssh(host, ssh_config, f"cat > {directory}/sparkstack_host/{module.name}", stdin=module.read_text(encoding="utf-8"))
     return directory
 
 

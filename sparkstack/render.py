@@ -24,19 +24,24 @@ from sparkstack.memory import Plan
 from sparkstack.paths import files_dir, repo_root, templates_dir
 from sparkstack.profiles import LoadedProfile, Profile
 
-CONFIG_DIR = "/etc/sparkstack"
-SECRETS_PATH = f"{CONFIG_DIR}/secrets.env"
-LAUNCH_DIR = "/usr/local/libexec/sparkstack"
-UNIT_DIR = "/etc/systemd/system"
-SWITCH_PATH = "/usr/local/bin/llm-switch"
-MEMGUARD_PATH = f"{LAUNCH_DIR}/sparkstack-memguard"
+from sparkstack_host.contract import (  # noqa: E402 (the host paths: one definition, shared with the host)
+    CLUSTER_PATH,
+    CONFIG_DIR,
+    FETCH_PATH,
+    FRONTDOOR_PATH,
+    HOST_LIB,
+    HUB_PATH,
+    LAUNCH_DIR,
+    MEMGUARD_PATH,
+    REGISTRY_FORMAT,
+    REGISTRY_PATH,
+    SECRETS_PATH,
+    SWITCH_PATH,
+    SWITCH_SOCKET,
+    UNIT_DIR,
+)
+
 MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
-# The artifact fetchers: the host side (image pulls, runs the hub side in an engine image) and the
-# hub side (huggingface_hub, which every engine image ships).
-FETCH_PATH = f"{LAUNCH_DIR}/sparkstack-fetch"
-HUB_PATH = f"{LAUNCH_DIR}/sparkstack-hub"
-# The group switch for cluster models: the head's side and the workers' forced command (files/sparkstack-cluster).
-CLUSTER_PATH = f"{LAUNCH_DIR}/sparkstack-cluster"
 EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
 # earlyoom picks these first: the engine processes that hold the model, by their 15-character process
 # names. vLLM names them VLLM::<role> (vllm/utils/system_utils.py set_process_title) and its CLI is
@@ -46,15 +51,12 @@ EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
 EARLYOOM_PREFER = r"^(vllm|VLLM::.*|sglang::.*)$"
 EARLYOOM_AVOID = (r"^(sshd|dockerd|containerd.*|systemd.*|earlyoom|sparkstack-memg.*|llm-switch"
                   r"|Xorg|Xwayland|gnome-shell|gdm.*|sddm.*|plasmashell)$")
-REGISTRY_PATH = f"{CONFIG_DIR}/models.json"
 # The front door: one endpoint whatever model is hot (files/sparkstack-frontdoor), run as its own user; it
 # asks for on-demand switches on a root-owned socket that runs only `llm-switch serve-request`.
-FRONTDOOR_PATH = f"{LAUNCH_DIR}/sparkstack-frontdoor"
 FRONTDOOR_UNIT = "sparkstack-frontdoor.service"
 FRONTDOOR_USER = "sparkstack-door"
 SWITCH_SOCKET_UNIT = "sparkstack-switch-request.socket"
 SWITCH_REQUEST_UNIT = "sparkstack-switch-request@.service"
-SWITCH_SOCKET = "/run/sparkstack-switch.sock"
 # Set in the secrets file when the group is exposed: the key clients present at the door.
 FRONTDOOR_API_KEY_ENV = "SPARKSTACK_FRONTDOOR_API_KEY"
 WATCHTOWER_DISABLE_LABEL = "com.centurylinklabs.watchtower.enable=false"
@@ -267,6 +269,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "stop_timeout_s": p.stop_timeout_s,
         }
     document = {
+        "format": REGISTRY_FORMAT,
         "os_reserve_gb": round(settings.os_reserve_gb * settings.switch_memory_scale, 3),
         "drop_caches": settings.drop_caches,
         "lock_wait_s": settings.switch_lock_wait_s,
@@ -347,6 +350,14 @@ def check_exposure(profiles: list[Profile], settings: GroupSettings, group: str)
             f"({', '.join(f'{e}: {v}' for e, v in API_KEY_ENV.items())})")
 
 
+def host_package_files() -> list[RenderedFile]:
+    """sparkstack_host, byte for byte, under HOST_LIB: what the shims in files/ run."""
+    package = repo_root() / "sparkstack_host"
+    return [RenderedFile(f"{HOST_LIB}/sparkstack_host/{module.name}", module.read_text(encoding="utf-8"), "0644",
+                         kind=f"host-package:{module.stem}", component="host-package")
+            for module in sorted(package.glob("*.py"))]
+
+
 def artifact_files() -> list[RenderedFile]:
     return [
         RenderedFile(FETCH_PATH, (files_dir() / "sparkstack-fetch").read_text(encoding="utf-8"), "0755",
@@ -395,6 +406,7 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
     files += memory_guard_files(env, settings)
     files += frontdoor_files(env)
     files += artifact_files()
+    files += host_package_files()
     directories = [
         RenderedFile(CONFIG_DIR, "", "0755", kind="directory"),
         RenderedFile(LAUNCH_DIR, "", "0755", kind="directory"),

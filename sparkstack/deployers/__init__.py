@@ -21,6 +21,7 @@ from sparkstack.deployers.artifacts import fetch_snapshots, locked_pins, provisi
 from sparkstack.deployers.cluster import cluster_access, cluster_preflight
 from sparkstack.deployers.engine_releases import check_engine_releases
 from sparkstack.deployers.frontdoor import frontdoor
+from sparkstack.deployers.host_package import host_package
 from sparkstack.deployers.memory_guards import memory_guards
 from sparkstack.deployers.models import install_files, register_units, remove_retired_models, report_stale_models
 from sparkstack.deployers.preflight import check_api_key, host_group, load_inputs, plan_for_host, preflight
@@ -38,6 +39,7 @@ def deploy_sparkstack() -> None:
     except RenderError as exc:
         raise DeployError(str(exc)) from None
     cluster_preflight(rendering, settings)
+    package_ops = host_package(rendering)
     missing = provision_artifacts(rendering, lock, needed, settings)
     images = {p.name: pins.image(settings.image_for(p.engine, p.image)) for p in plan.deployable}
     check_engine_releases(plan.deployable, settings, images, set(missing.images))
@@ -46,6 +48,6 @@ def deploy_sparkstack() -> None:
     unit_ops, registry_op = install_files(rendering)
     register_units(rendering, retired_ops + unit_ops)
     cluster_access(rendering, settings)
-    memory_guards(rendering)
-    frontdoor(rendering, settings, registry_op)
+    memory_guards(rendering, package_ops)
+    frontdoor(rendering, settings, registry_op, package_ops)
     report_stale_models(rendering)

@@ -21,7 +21,7 @@ PACKAGE = "python3-aiohttp"
 
 
 @deploy("sparkstack front door")
-def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op) -> None:
+def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op, package_ops: list) -> None:
     distribution_package(PACKAGE, "the front door's HTTP server and client")
     server.group(name=f"Group {FRONTDOOR_USER} (may ask for switches on the switch socket)", group=FRONTDOOR_USER,
                  system=True)
@@ -34,5 +34,6 @@ def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op) -> Non
     systemd.service(name=f"{SWITCH_SOCKET_UNIT} {'listening' if on_demand else 'off'} (on-demand switching "
                          f"{'on' if on_demand else 'off'})", service=SWITCH_SOCKET_UNIT, running=on_demand, enabled=on_demand)
     systemd.service(name=f"Run {FRONTDOOR_UNIT}, enabled at boot", service=FRONTDOOR_UNIT, running=True, enabled=True)
-    systemd.service(name=f"Restart {FRONTDOOR_UNIT} (its program, unit or the registry changed)", service=FRONTDOOR_UNIT,
-                    restarted=True, _if=any_changed(ops["frontdoor"], ops["frontdoor-unit"], registry_op))
+    systemd.service(name=f"Restart {FRONTDOOR_UNIT} (its program, the host package, its unit or the registry changed)",
+                    service=FRONTDOOR_UNIT, restarted=True,
+                    _if=any_changed(ops["frontdoor"], ops["frontdoor-unit"], registry_op, *package_ops))

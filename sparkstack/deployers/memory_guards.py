@@ -21,14 +21,15 @@ COMPONENT = "memory-guards"
 
 
 @deploy("sparkstack memory guards")
-def memory_guards(rendering: Rendering) -> None:
+def memory_guards(rendering: Rendering, package_ops: list) -> None:
     distribution_package("earlyoom", "the kernel-level backstop")
     ops = put_component(rendering, COMPONENT)
     systemd.daemon_reload(name="Reload systemd (a memory-guard unit changed)",
                           _if=any_changed(ops["guard-unit"], ops["earlyoom-config"]))
     systemd.service(name=f"Run {MEMORY_GUARD_UNIT}, enabled at boot", service=MEMORY_GUARD_UNIT, running=True, enabled=True)
-    systemd.service(name=f"Restart {MEMORY_GUARD_UNIT} (its program or unit changed)", service=MEMORY_GUARD_UNIT,
-                    restarted=True, _if=any_changed(ops["memguard"], ops["guard-unit"]))
+    systemd.service(name=f"Restart {MEMORY_GUARD_UNIT} (its program, the host package or its unit changed)",
+                    service=MEMORY_GUARD_UNIT, restarted=True,
+                    _if=any_changed(ops["memguard"], ops["guard-unit"], *package_ops))
     systemd.service(name="Run earlyoom.service, enabled at boot", service="earlyoom.service", running=True, enabled=True)
     systemd.service(name="Restart earlyoom.service (its thresholds changed)", service="earlyoom.service",
                     restarted=True, _if=any_changed(ops["earlyoom-config"]))

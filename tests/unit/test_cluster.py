@@ -18,7 +18,7 @@ from sparkstack.profiles import ProfileErrors, load_profiles
 from sparkstack.render import RenderError, render
 from tests.unit.test_render import _verify
 
-CLUSTER_MODELS = Path(__file__).resolve().parents[1] / "vm" / "cluster_models"
+CLUSTER_MODELS = Path(__file__).resolve().parents[1] / "hosts" / "cluster_models"
 NODES = ("testcluster-head", "testcluster-worker")
 
 

@@ -1,4 +1,4 @@
-"""The front door's request fixes and routing rules (files/sparkstack-frontdoor), and what the deploy renders for it.
+"""The front door's request fixes and routing rules (sparkstack_host/frontdoor.py), and what the deploy renders for it.
 
 The fixes are checked against the stand-in's copy of the templates' rules (tests/standin_engine/server.py
 `template_error`): what the door sends on must be what a strict template accepts.
@@ -6,26 +6,15 @@ The fixes are checked against the stand-in's copy of the templates' rules (tests
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 
 import pytest
 
-from sparkstack.paths import files_dir
 from tests.standin_engine.server import MISTRAL_ALTERNATION, QWEN_SYSTEM_FIRST, template_error
+from sparkstack_host import frontdoor as door
 from tests.unit.test_render import rendering_for
 
 
-def _load_door():
-    loader = importlib.machinery.SourceFileLoader("sparkstack_frontdoor", str(files_dir() / "sparkstack-frontdoor"))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
-
-
-door = _load_door()
 MISTRAL = "mistralai/Mistral-Small-4-119B-2603-NVFP4"
 QWEN = "Qwen/Qwen3.6-35B-A3B-FP8"
 

@@ -1,0 +1,68 @@
+"""The contract between the kit and the host: every host path and state file, and the registry's format.
+
+The kit (sparkstack/render.py) imports these to render; the host programs import them to run. One definition
+each, so the two cannot disagree. /etc/sparkstack/models.json carries REGISTRY_FORMAT; a host program refuses a
+registry of another format with a line that says to deploy again (tests/unit/test_host_contract.py checks that
+what render writes is what this package reads).
+"""
+
+import json
+
+CONFIG_DIR = "/etc/sparkstack"
+REGISTRY_PATH = f"{CONFIG_DIR}/models.json"
+SECRETS_PATH = f"{CONFIG_DIR}/secrets.env"
+LAUNCH_DIR = "/usr/local/libexec/sparkstack"
+UNIT_DIR = "/etc/systemd/system"
+SWITCH_PATH = "/usr/local/bin/llm-switch"
+MEMGUARD_PATH = f"{LAUNCH_DIR}/sparkstack-memguard"
+FETCH_PATH = f"{LAUNCH_DIR}/sparkstack-fetch"
+HUB_PATH = f"{LAUNCH_DIR}/sparkstack-hub"
+CLUSTER_PATH = f"{LAUNCH_DIR}/sparkstack-cluster"
+FRONTDOOR_PATH = f"{LAUNCH_DIR}/sparkstack-frontdoor"
+# Where the deploy installs this package (the shims in files/ add it to sys.path).
+HOST_LIB = "/usr/local/lib/sparkstack"
+SWITCH_SOCKET = "/run/sparkstack-switch.sock"
+
+# Runtime state: tmpfs, so a reboot forgets it, as it should (no model runs after a boot).
+STATE_DIR = "/run/sparkstack"
+LOCK_DIR = f"{STATE_DIR}/lock"
+GUARD_STATE = f"{STATE_DIR}/memory-guard.json"
+CLUSTER_LENT = f"{STATE_DIR}/cluster.json"
+CLUSTER_LAST = f"{STATE_DIR}/cluster-last.json"
+
+# Bump when a key below changes meaning or goes away; the deploy rewrites the registry and restarts the door.
+REGISTRY_FORMAT = 1
+REGISTRY_KEYS = frozenset({
+    "format", "os_reserve_gb", "drop_caches", "lock_wait_s", "memory_wait_s", "memory_guard_floor_gb", "memguard",
+    "cluster_switch", "model_cache_dir", "secrets_file", "models", "frontdoor",
+})
+MODEL_KEYS = frozenset({
+    "aliases", "engine", "engine_version", "moe_backend", "image", "snapshots", "api_key_env", "unit", "container",
+    "port", "served_model_name", "variants", "default_variant", "readiness_timeout_s", "required_memory_gb",
+    "cluster", "vision", "language_model_only", "context_length", "request_fixes", "tools", "expected_decode_tok_s",
+    "max_tokens_per_step", "launch_script", "unit_path", "stop_timeout_s",
+})
+FRONTDOOR_KEYS = frozenset({
+    "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",
+    "switch_socket",
+})
+
+
+class RegistryError(Exception):
+    pass
+
+
+def read_registry(path: str = REGISTRY_PATH) -> dict:
+    """The deployed registry, or RegistryError with one line that says what to do."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            registry = json.load(handle)
+    except FileNotFoundError:
+        raise RegistryError(f"{path} is missing; run the sparkstack deploy for this host") from None
+    except ValueError as exc:
+        raise RegistryError(f"{path} is not valid JSON ({exc}); run the sparkstack deploy for this host") from None
+    found = registry.get("format") if isinstance(registry, dict) else None
+    if found != REGISTRY_FORMAT:
+        raise RegistryError(f"{path} has format {found!r}, these programs read format {REGISTRY_FORMAT}; "
+                            "run the sparkstack deploy for this host")
+    return registry

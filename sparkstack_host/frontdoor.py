@@ -1,0 +1,445 @@
+"""sparkstack-frontdoor: one OpenAI-compatible endpoint on this host, whatever model is hot.
+
+  GET  /v1/models     every deployed model: its aliases, whether it is hot, its capabilities
+  POST /v1/...        to the hot model when the body's "model" names it or an alias (rewritten to the
+                      served name), with the fixes its profile declares; streams pass through as they come
+  GET  /health        the door itself
+
+A request for a model that is not hot gets 409 naming the hot model and the switch command, or, with
+on-demand switching, a switch through llm-switch (one at a time, a minimum hot time, the request held
+up to a bound, else 503 with Retry-After). An image sent to a model without vision gets 400 naming the
+models that have it. Settings come from the registry's "frontdoor" block (/etc/sparkstack/models.json).
+
+Built on aiohttp from the distribution (python3-aiohttp): an async server and client that stream both
+ways, notice a client that goes away, and take bounded connect and read timeouts; the standard library
+has no async HTTP client. Runs as an unprivileged user; switching goes through a root-owned socket
+(sparkstack-switch-request.socket) that runs only `llm-switch serve-request`. Installed by sparkstack
+as sparkstack_host/frontdoor.py behind files/sparkstack-frontdoor.
+"""
+
+import argparse
+import asyncio
+import hmac
+import json
+import os
+import sys
+import time
+
+from sparkstack_host import contract
+
+REGISTRY = contract.REGISTRY_PATH
+POLL_S = 1.0
+
+# --- request fixes (pure functions: the unit tests import them without aiohttp) ---------------------
+
+
+def _is_plain(message, role):
+    """A turn that may be merged: this role, text content, no tool calls (tool calls and results never merge)."""
+    return (message.get("role") == role and not message.get("tool_calls") and not message.get("tool_call_id")
+            and (isinstance(message.get("content"), str) or _text_parts(message.get("content")) is not None))
+
+
+def _text_parts(content):
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+        return [p.get("text", "") for p in content]
+    return None
+
+
+def _text(content):
+    return content if isinstance(content, str) else "\n\n".join(_text_parts(content))
+
+
+def merge_consecutive_turns(messages):
+    """Consecutive user turns, and consecutive plain assistant turns, become one turn each (joined with a blank
+    line, as mistral-common joins them): strict-alternation templates refuse them. Tool calls, tool results and
+    turns carrying images are never merged."""
+    merged = []
+    for message in messages:
+        previous = merged[-1] if merged else None
+        role = message.get("role")
+        if (previous is not None and role in ("user", "assistant") and _is_plain(previous, role)
+                and _is_plain(message, role)):
+            merged[-1] = {**previous, "content": _text(previous["content"]) + "\n\n" + _text(message["content"])}
+        else:
+            merged.append(message)
+    return merged
+
+
+def system_first(messages):
+    """Every system message moved to one at the start (joined with a blank line, in order): templates that
+    demand it refuse a system message anywhere else."""
+    system = [m for m in messages if m.get("role") == "system"]
+    if not system or (len(system) == 1 and messages[0].get("role") == "system"):
+        return messages
+    text = "\n\n".join(_text(m.get("content") or "") for m in system
+                       if isinstance(m.get("content"), str) or _text_parts(m.get("content")) is not None)
+    return [{"role": "system", "content": text}] + [m for m in messages if m.get("role") != "system"]
+
+
+FIXES = {"merge_consecutive_turns": merge_consecutive_turns, "system_first": system_first}
+
+
+def apply_fixes(body, fixes):
+    """The body with the profile's declared fixes applied to its messages (system first, then merging), and
+    whether anything changed."""
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not fixes:
+        return body, False
+    fixed = messages
+    for name in ("system_first", "merge_consecutive_turns"):
+        if name in fixes:
+            fixed = FIXES[name](fixed)
+    if fixed == messages:
+        return body, False
+    return {**body, "messages": fixed}, True
+
+
+def has_image(body):
+    """Does a chat request carry an image part (OpenAI's image_url, or input_image)?"""
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            for part in content:
+                if isinstance(part, dict) and part.get("type") in ("image_url", "input_image", "image"):
+                    return True
+    return False
+
+
+def find_model(models, word):
+    """The registry name of the model a request names (its name, served name or an alias), else None."""
+    for name, model in models.items():
+        if word in (name, model["served_model_name"], *model.get("aliases", ())):
+            return name
+    return None
+
+
+def error_body(message, kind, code):
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+# --- the service ------------------------------------------------------------------------------------
+
+
+class Door:
+    def __init__(self, registry, web, client):
+        self.web, self.client = web, client
+        config = self.config = registry["frontdoor"]
+        # Cluster models are served by their head; a worker's door does not offer them.
+        self.models = {n: m for n, m in registry["models"].items() if not m.get("cluster") or m["cluster"]["rank"] == 0}
+        self.states = {name: "stopped" for name in self.models}
+        self.hot_since = {}
+        self.switch_lock = asyncio.Lock()
+        self.switching = None  # (name, task) of the switch under way
+        self.key = os.environ.get(config["api_key_env"]) if config.get("api_key_env") else None
+        self.session = None
+        self.wake = asyncio.Event()
+
+    # - state --------------------------------------------------------------------------------------
+    def hot(self):
+        return next((n for n, s in self.states.items() if s == "hot"), None)
+
+    def upstream_headers(self, model):
+        """The engine's key (from the secrets file systemd read into the door's environment), when it has one."""
+        name = model.get("api_key_env")
+        key = os.environ.get(name) if name else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def unit_states(self):
+        """unit -> (ActiveState, ActiveEnterTimestampMonotonic in s) from systemd, in one call."""
+        units = [m["unit"] for m in self.models.values()]
+        process = await asyncio.create_subprocess_exec(
+            "systemctl", "show", "--property=Id,ActiveState,ActiveEnterTimestampMonotonic", *units,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        out, _ = await process.communicate()
+        states = {}
+        for block in out.decode().split("\n\n"):
+            fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            if "Id" in fields:
+                entered = int(fields.get("ActiveEnterTimestampMonotonic") or 0) / 1e6
+                states[fields["Id"]] = (fields.get("ActiveState", "unknown"), entered)
+        return states
+
+    async def answers(self, model):
+        """Does the engine's /v1/models list the model (it is loaded and serving)?"""
+        try:
+            async with self.session.get(f"http://127.0.0.1:{model['port']}/v1/models", headers=self.upstream_headers(model),
+                                        timeout=self.client.ClientTimeout(total=2)) as response:
+                if response.status != 200:
+                    return False
+                listed = await response.json(content_type=None)
+                return any(m.get("id") == model["served_model_name"] for m in listed.get("data", []))
+        except (self.client.ClientError, asyncio.TimeoutError, ValueError):
+            return False
+
+    async def refresh(self):
+        try:
+            units = await self.unit_states()
+        except OSError:
+            units = {}
+        for name, model in self.models.items():
+            active, entered = units.get(model["unit"], ("unknown", 0))
+            if await self.answers(model):
+                state = "hot"
+            elif active in ("active", "activating", "reloading"):
+                state = "loading"
+            elif active == "failed":
+                state = "failed"
+            else:
+                state = "stopped"
+            if state == "hot" and self.states.get(name) != "hot":
+                # Hot since its unit started (or since the door first saw it, without systemd).
+                self.hot_since[name] = entered if entered else time.monotonic()
+            self.states[name] = state
+
+    async def poll(self):
+        while True:
+            try:
+                await self.refresh()
+            except Exception as exc:  # the door keeps serving on its last view
+                print(f"sparkstack-frontdoor: refresh failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), POLL_S)
+            except asyncio.TimeoutError:
+                pass
+
+    # - handlers -----------------------------------------------------------------------------------
+    def json(self, code, body, headers=None):
+        return self.web.json_response(body, status=code, headers=headers)
+
+    def authorized(self, request):
+        if self.key is None:
+            return True
+        given = request.headers.get("Authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {self.key}".encode())
+
+    def unauthorized(self):
+        return self.json(401, error_body("this endpoint needs its API key: Authorization: Bearer <key>",
+                                         "authentication_error", 401))
+
+    async def health(self, request):
+        return self.json(200, {"status": "ok", "hot": self.hot()})
+
+    async def list_models(self, request):
+        if not self.authorized(request):
+            return self.unauthorized()
+        data = []
+        for name, model in self.models.items():
+            data.append({
+                "id": model["served_model_name"], "object": "model", "owned_by": "sparkstack",
+                "name": name, "aliases": model.get("aliases", []),
+                "hot": self.states[name] == "hot", "state": self.states[name],
+                "capabilities": {"vision": bool(model.get("vision")) and not model.get("language_model_only"),
+                                 "tools": bool(model.get("tools")), "context_length": model.get("context_length")},
+            })
+        return self.json(200, {"object": "list", "data": data})
+
+    def vision_models(self):
+        return [n for n, m in self.models.items() if m.get("vision") and not m.get("language_model_only")]
+
+    def not_hot(self, name):
+        hot = self.hot()
+        loading = [n for n, s in self.states.items() if s == "loading"]
+        where = (f"the hot model is {hot}" if hot else
+                 f"{loading[0]} is loading" if loading else "no model is hot")
+        message = (f"model {name} is not hot: {where}. Switch with `llm-switch {name}` on this host"
+                   + (f" (it stops {hot})" if hot else "")
+                   + ", or set sparkstack_frontdoor_on_demand = True in the group's data to let the door switch")
+        return self.json(409, {"error": {"message": message, "type": "model_not_hot", "code": 409,
+                                         "hot": hot, "requested": name}})
+
+    def unavailable(self, name, why, retry_after=None):
+        state = self.states.get(name, "unknown")
+        headers = {"Retry-After": str(max(1, int(retry_after)))} if retry_after else None
+        return self.json(503, {"error": {"message": f"model {name} is {state}: {why}", "type": "model_unavailable",
+                                         "code": 503, "state": state}}, headers)
+
+    async def switch(self, name):
+        """Ask root's switch socket for `llm-switch NAME`; (ok, last lines)."""
+        reader, writer = await asyncio.open_unix_connection(self.config["switch_socket"])
+        writer.write(f"{name}\n".encode())
+        await writer.drain()
+        output = (await reader.read()).decode(errors="replace")
+        writer.close()
+        lines = [line for line in output.splitlines() if line.strip()]
+        try:
+            result = json.loads(lines[-1]) if lines else {}
+        except ValueError:
+            result = {}
+        return bool(result.get("ok")), result.get("message") or " / ".join(lines[-3:]) or "no answer from the switch"
+
+    async def switch_on_demand(self, name):
+        """None once `name` is hot; else the response to give (503 with Retry-After)."""
+        hold = self.config["hold_s"]
+        async with self.switch_lock:
+            await self.refresh()
+            if self.states[name] == "hot":
+                return None
+            if self.switching is None or self.switching[0] != name or self.switching[1].done():
+                hot = self.hot()
+                if hot is not None:
+                    held = time.monotonic() - self.hot_since.get(hot, time.monotonic())
+                    if held < self.config["min_hot_s"]:
+                        wait = self.config["min_hot_s"] - held
+                        return self.unavailable(name, f"{hot} has been hot for {held:.0f} s and the door keeps a model "
+                                                f"hot at least {self.config['min_hot_s']} s; retry in {wait:.0f} s", wait)
+                if self.switching is not None and not self.switching[1].done():
+                    return self.unavailable(name, f"the door is switching to {self.switching[0]}", 10)
+                print(f"sparkstack-frontdoor: switching to {name} on demand (hot: {hot or 'none'})", flush=True)
+                self.switching = (name, asyncio.ensure_future(self.switch(name)))
+            task = self.switching[1]
+        try:
+            ok, message = await asyncio.wait_for(asyncio.shield(task), hold)
+        except asyncio.TimeoutError:
+            return self.unavailable(name, f"switching to it, not ready within the door's hold of {hold} s", 15)
+        except OSError as exc:
+            return self.unavailable(name, f"the switch socket does not answer ({exc})")
+        self.wake.set()
+        await self.refresh()
+        if not ok or self.states[name] != "hot":
+            return self.unavailable(name, f"the switch did not make it hot: {message}")
+        return None
+
+    async def forward(self, request):
+        if not self.authorized(request):
+            return self.unauthorized()
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return self.json(400, error_body("the request body is not JSON", "invalid_request_error", 400))
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return self.json(400, error_body("the request names no model (\"model\")", "invalid_request_error", 400))
+        name = find_model(self.models, body["model"])
+        if name is None:
+            known = ", ".join(f"{n} ({', '.join(m.get('aliases', []))})" if m.get("aliases") else n
+                              for n, m in self.models.items())
+            return self.json(404, error_body(f"no model {body['model']!r} on this host; it has: {known}",
+                                             "model_not_found", 404))
+        model = self.models[name]
+        if has_image(body) and (not model.get("vision") or model.get("language_model_only")):
+            with_vision = self.vision_models()
+            return self.json(400, error_body(
+                f"model {name} takes no image input; " + (f"models with vision here: {', '.join(with_vision)}"
+                                                           if with_vision else "no model here has vision"),
+                "invalid_request_error", 400))
+        if self.states[name] != "hot":
+            if self.config["on_demand"]:
+                refusal = await self.switch_on_demand(name)
+                if refusal is not None:
+                    return refusal
+            else:
+                return self.not_hot(name)
+        changed = body["model"] != model["served_model_name"]
+        body["model"] = model["served_model_name"]
+        body, fixed = apply_fixes(body, model.get("request_fixes") or [])
+        data = json.dumps(body).encode() if (changed or fixed) else raw
+        return await self.proxy(request, name, model, data)
+
+    async def proxy(self, request, name, model, data):
+        headers = {"Content-Type": "application/json", **self.upstream_headers(model)}
+        if "Accept" in request.headers:
+            headers["Accept"] = request.headers["Accept"]
+        timeout = self.client.ClientTimeout(total=None, sock_connect=self.config["connect_timeout_s"],
+                                            sock_read=self.config["read_timeout_s"])
+        url = f"http://127.0.0.1:{model['port']}{request.path_qs}"
+        try:
+            async with self.session.post(url, data=data, headers=headers, timeout=timeout) as upstream:
+                content_type = upstream.headers.get("Content-Type", "application/json")
+                if not content_type.startswith("text/event-stream"):
+                    payload = await upstream.read()
+                    return self.web.Response(status=upstream.status, body=payload, content_type=content_type.split(";")[0])
+                response = self.web.StreamResponse(status=upstream.status, headers={
+                    "Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                await response.prepare(request)
+                try:
+                    # As it comes: each piece the engine sends is written on at once, never gathered.
+                    async for piece in upstream.content.iter_any():
+                        await response.write(piece)
+                except (ConnectionResetError, asyncio.CancelledError):
+                    # The client went away: leaving this block closes the upstream connection, and the
+                    # engine aborts the request when its socket closes.
+                    upstream.close()
+                    raise
+                except (asyncio.TimeoutError, self.client.ClientError) as exc:
+                    # Mid-stream the status is sent: the client sees the stream end without [DONE].
+                    print(f"sparkstack-frontdoor: {name}: the stream broke off ({type(exc).__name__})", flush=True)
+                    upstream.close()
+                    return response
+                await response.write_eof()
+                return response
+        except self.client.ClientConnectorError as exc:
+            self.wake.set()
+            return self.unavailable(name, f"its engine does not accept connections ({exc.os_error or exc})", 10)
+        except (asyncio.TimeoutError, self.client.ServerTimeoutError):
+            return self.json(504, error_body(f"model {name} did not answer within the door's read timeout "
+                                             f"({self.config['read_timeout_s']} s)", "timeout", 504))
+        except self.client.ClientError as exc:
+            return self.json(502, error_body(f"model {name}: the engine broke the connection ({exc})", "bad_gateway", 502))
+
+    async def start(self, app):
+        self.session = self.client.ClientSession(connector=self.client.TCPConnector(limit=0), auto_decompress=False)
+        await self.refresh()
+        app["poller"] = asyncio.ensure_future(self.poll())
+
+    async def stop(self, app):
+        app["poller"].cancel()
+        await self.session.close()
+
+
+def make_app(registry):
+    import aiohttp  # the distribution's python3-aiohttp
+    from aiohttp import web
+
+    door = Door(registry, web, aiohttp)
+    app = web.Application(client_max_size=64 * 1024 * 1024)  # images travel inline as base64
+    app.router.add_get("/health", door.health)
+    app.router.add_get("/v1/models", door.list_models)
+    app.router.add_post("/v1/{tail:.+}", door.forward)
+    app.on_startup.append(door.start)
+    app.on_cleanup.append(door.stop)
+    return app
+
+
+async def serve(registry):
+    from aiohttp import web
+
+    config = registry["frontdoor"]
+    app = make_app(registry)
+    import aiohttp
+
+    # aiohttp 3.9 made cancelling the handler of a client that went away opt-in (3.8 always does it); an
+    # unknown keyword would only fail per connection, so ask by version.
+    version = tuple(int(part) for part in aiohttp.__version__.split(".")[:2])
+    options = {"handler_cancellation": True} if version >= (3, 9) else {}
+    runner = web.AppRunner(app, access_log=None, **options)
+    await runner.setup()
+    site = web.TCPSite(runner, config["bind"], config["port"])
+    await site.start()
+    print(f"sparkstack-frontdoor: listening on {config['bind']}:{config['port']} for "
+          f"{', '.join(registry['models'])} ({'switching on demand' if config['on_demand'] else '409 for a model not hot'})",
+          flush=True)
+    await asyncio.Event().wait()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="sparkstack-frontdoor", description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", default=REGISTRY)
+    args = parser.parse_args(argv)
+    try:
+        registry = contract.read_registry(args.registry)
+    except contract.RegistryError as exc:
+        sys.exit(f"sparkstack-frontdoor: {exc}")
+    if "frontdoor" not in registry:
+        sys.exit(f"sparkstack-frontdoor: {args.registry} has no frontdoor settings; deploy again")
+    if registry["frontdoor"].get("api_key_env") and not os.environ.get(registry["frontdoor"]["api_key_env"]):
+        sys.exit(f"sparkstack-frontdoor: the door is exposed but {registry['frontdoor']['api_key_env']} is not set "
+                 f"(it comes from {registry['secrets_file']})")
+    try:
+        asyncio.run(serve(registry))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
