@@ -45,7 +45,8 @@ class Tunnel:
 
     def __enter__(self) -> "Tunnel":
         command = ssh_base(self.host, self.ssh_config)
-        command[1:1] = ["-N", "-o", "ExitOnForwardFailure=yes",
+        # A connection of its own (never a multiplexing master's), so the forward ends with this process.
+        command[1:1] = ["-N", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ExitOnForwardFailure=yes",
                         "-L", f"127.0.0.1:{self.local_port}:127.0.0.1:{self.remote_port}"]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + self.wait_s

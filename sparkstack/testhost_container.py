@@ -217,7 +217,10 @@ def ssh_config_text(instance: str = MAIN) -> str:
     return (f"Host {alias(instance)}\n"
             f"  HostName {address(instance)}\n  Port 22\n  User root\n  IdentityFile {key_file()}\n"
             f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
-            f"  LogLevel ERROR\n  ConnectTimeout 10\n")
+            f"  LogLevel ERROR\n  ConnectTimeout 10\n"
+            # One connection per node, reused by every ssh the tests and the tools make (a handshake and a PAM
+            # session cost a third of a second each; the suites make thousands).
+            f"  ControlMaster auto\n  ControlPath {run_dir(instance) / 'ssh-%C'}\n  ControlPersist 120\n")
 
 
 def ssh_command(instance: str = MAIN) -> list[str]:

@@ -48,17 +48,22 @@ def meminfo_gb():
 
 
 def container_of(pid):
-    """The docker container a process runs in (by its cgroup), or None."""
+    """The docker container a process runs in (by its cgroup), or None.
+
+    The container is the last segment of the cgroup path when that segment is a container's: `/docker/<id>`
+    (cgroupfs) or `/system.slice/docker-<id>.scope` (systemd). A process of the host itself is in no container,
+    even when the host is itself a container (a test host: `/docker/<host>/system.slice/ssh.service`)."""
     try:
         with open(f"/proc/{pid}/cgroup", encoding="ascii") as handle:
             text = handle.read()
     except OSError:
         return None
-    for part in text.replace("/", " ").replace(".", " ").split():
-        if part.startswith("docker-") and len(part) > 19:
-            return part[len("docker-"):][:12]
-        if len(part) == 64 and all(c in "0123456789abcdef" for c in part):
-            return part[:12]
+    for line in text.splitlines():
+        last = line.rpartition(":")[2].rstrip("/").rpartition("/")[2]
+        if last.startswith("docker-") and last.endswith(".scope"):
+            return last[len("docker-"):][:12]
+        if len(last) == 64 and all(c in "0123456789abcdef" for c in last):
+            return last[:12]
     return None
 
 

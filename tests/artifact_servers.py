@@ -113,7 +113,8 @@ class ArtifactServers:
                    "xargs -r kill; done; true", instance=instance)
         command = testhost.ssh_command(instance)
         tunnel = subprocess.Popen(
-            command[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
+            command[:1] + ["-N", "-o", "ControlMaster=no", "-o", "ControlPath=none",
+                           "-o", "ExitOnForwardFailure=yes", "-o", "ServerAliveInterval=5",
                            "-o", "ServerAliveCountMax=3",
                            "-R", f"{VM_REGISTRY}:127.0.0.1:{self.registry_port}",
                            "-R", f"127.0.0.1:{VM_HUB_PORT}:127.0.0.1:{self.hub_port}"]

@@ -118,5 +118,5 @@ def deployed(main_node):
 @pytest.fixture(scope="session")
 def ssh_config(main_node, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ssh") / "testhost.ssh"
-    path.write_text(testhost.ssh_config_text(vm["port"], Path(vm["key"])))
+    path.write_text(testhost.ssh_config_file().read_text())
     return path

@@ -78,7 +78,7 @@ def door(main_node):
     assert not result.errors
     local = free_port()
     command = testhost.ssh_command()
-    tunnel = subprocess.Popen(command[:1] + ["-N", "-o", "ExitOnForwardFailure=yes", "-L",
+    tunnel = subprocess.Popen(command[:1] + ["-N", "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ExitOnForwardFailure=yes", "-L",
                                              f"127.0.0.1:{local}:127.0.0.1:{DOOR_PORT}"] + command[1:],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{local}"
