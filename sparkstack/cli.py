@@ -251,12 +251,16 @@ DRIVER_OPTION = click.option("--driver", type=click.Choice(["container", "vm"]),
 @DRIVER_OPTION
 @click.option("--nodes", type=click.IntRange(1, 4), default=1, show_default=True,
               help="How many nodes (the container driver runs up to 4, the vm driver 2).")
+@click.option("--release", type=click.Choice(["bookworm", "trixie"]), default=None,
+              help="The container driver's Debian release (default bookworm, or SPARKSTACK_TESTHOST_RELEASE).")
 @click.option("--fresh", is_flag=True, help="Replace running nodes with fresh ones.")
-def testhost_up(driver: str | None, nodes: int, fresh: bool) -> None:
+def testhost_up(driver: str | None, nodes: int, release: str | None, fresh: bool) -> None:
     """Build the image (once, cached) and start NODES nodes; print each one's ssh target."""
     from sparkstack import testhost as th
 
     os.environ["SPARKSTACK_TESTHOST_DRIVER"] = driver or th.driver_name()
+    if release:
+        os.environ["SPARKSTACK_TESTHOST_RELEASE"] = release
     try:
         for instance in th.instances(nodes):
             info = th.up(fresh=fresh, instance=instance)

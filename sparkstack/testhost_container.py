@@ -36,7 +36,10 @@ MAX_NODES = 4
 LINK_INTERFACE = "eth1"
 HOSTS_NETWORK = ("sparkstack-hosts", "10.78.0")
 LINK_NETWORK = ("sparkstack-link", "10.77.0")
-SUITE = "bookworm"
+# The Debian releases a node can run: they bracket DGX OS 7 (Ubuntu 24.04: systemd 255, Python 3.12, aiohttp 3.9)
+# from below (12: systemd 252, Python 3.11, aiohttp 3.8) and from above (13: systemd 257, Python 3.13, aiohttp 3.11).
+RELEASES = ("bookworm", "trixie")
+DEFAULT_RELEASE = "bookworm"
 # The VM's packages (sparkstack/testvm.py) less what a container does not boot: the kernel, udev, kmod, apparmor.
 PACKAGES = (
     "systemd-sysv", "dbus", "openssh-server", "python3", "docker.io", "ca-certificates", "iproute2", "procps",
@@ -76,17 +79,25 @@ def cache_root() -> Path:
     return Path(os.environ.get("SPARKSTACK_CACHE", Path.home() / ".cache" / "sparkstack"))
 
 
-def recipe_key() -> str:
-    recipe = json.dumps([RECIPE_VERSION, SUITE, PACKAGES, MASKED_UNITS])
+def release() -> str:
+    """SPARKSTACK_TESTHOST_RELEASE, else the default."""
+    name = os.environ.get("SPARKSTACK_TESTHOST_RELEASE", DEFAULT_RELEASE)
+    if name not in RELEASES:
+        raise TestHostError(f"SPARKSTACK_TESTHOST_RELEASE={name!r}: the releases are {', '.join(RELEASES)}")
+    return name
+
+
+def recipe_key(suite: str) -> str:
+    recipe = json.dumps([RECIPE_VERSION, suite, PACKAGES, MASKED_UNITS])
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
-def image_dir() -> Path:
-    return cache_root() / "testhost-images" / recipe_key()
+def image_dir(suite: str) -> Path:
+    return cache_root() / "testhost-images" / suite / recipe_key(suite)
 
 
-def image_tag() -> str:
-    return f"sparkstack-testhost:{recipe_key()}"
+def image_tag(suite: str) -> str:
+    return f"sparkstack-testhost-{suite}:{recipe_key(suite)}"
 
 
 def node_number(instance: str = MAIN) -> int:
@@ -152,30 +163,30 @@ def require_tools() -> None:
 
 # --- the image ------------------------------------------------------------
 
-def key_file() -> Path:
-    return image_dir() / "id_ed25519"
+def key_file(suite: str) -> Path:
+    return image_dir(suite) / "id_ed25519"
 
 
-def build_image() -> None:
-    """mmdebstrap a rootfs, customise it, pack it as a tarball; cached by recipe."""
-    root = image_dir()
+def build_image(suite: str) -> None:
+    """mmdebstrap a rootfs of `suite`, customise it, pack it as a tarball; cached by recipe."""
+    root = image_dir(suite)
     for stale in root.parent.glob("*"):
         if stale.is_dir() and stale != root:  # images of older recipes: a cache, not an archive
             shutil.rmtree(stale)
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sparkstack-testhost", "-f", str(key_file())],
-                   check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sparkstack-testhost", "-f",
+                    str(key_file(suite))], check=True)
     rootfs = root / "rootfs"
-    progress(f"building the host image with mmdebstrap ({SUITE}; about a minute) into {root}")
+    progress(f"building the host image with mmdebstrap ({suite}; about a minute) into {root}")
     started = time.monotonic()
-    subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs)],
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(PACKAGES)}", suite, str(rootfs)],
                    check=True)
-    _customise(rootfs, key_file().with_suffix(".pub").read_text())
+    _customise(rootfs, key_file(suite).with_suffix(".pub").read_text())
     subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(root / "rootfs.tar"), "."], check=True)
     shutil.rmtree(rootfs)
-    (root / "COMPLETE").write_text(json.dumps({"recipe": recipe_key(), "built_s": round(time.monotonic() - started)}))
+    (root / "COMPLETE").write_text(json.dumps({"recipe": recipe_key(suite), "built_s": round(time.monotonic() - started)}))
     progress(f"image built in {time.monotonic() - started:.0f} s")
 
 
@@ -196,12 +207,12 @@ def _customise(rootfs: Path, public_key: str) -> None:
         "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n")
 
 
-def ensure_image() -> None:
-    if not (image_dir() / "COMPLETE").is_file():
-        build_image()
-    if docker("image", "inspect", image_tag(), check=False).returncode != 0:
-        progress(f"loading {image_tag()} into docker")
-        docker("import", "-c", 'CMD ["/sbin/init"]', str(image_dir() / "rootfs.tar"), image_tag(), timeout=600)
+def ensure_image(suite: str) -> None:
+    if not (image_dir(suite) / "COMPLETE").is_file():
+        build_image(suite)
+    if docker("image", "inspect", image_tag(suite), check=False).returncode != 0:
+        progress(f"loading {image_tag(suite)} into docker")
+        docker("import", "-c", 'CMD ["/sbin/init"]', str(image_dir(suite) / "rootfs.tar"), image_tag(suite), timeout=600)
 
 
 def ensure_networks() -> None:
@@ -213,9 +224,9 @@ def ensure_networks() -> None:
 
 # --- nodes ----------------------------------------------------------------
 
-def ssh_config_text(instance: str = MAIN) -> str:
+def ssh_config_text(instance: str, suite: str) -> str:
     return (f"Host {alias(instance)}\n"
-            f"  HostName {address(instance)}\n  Port 22\n  User root\n  IdentityFile {key_file()}\n"
+            f"  HostName {address(instance)}\n  Port 22\n  User root\n  IdentityFile {key_file(suite)}\n"
             f"  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
             f"  LogLevel ERROR\n  ConnectTimeout 10\n"
             # One connection per node, reused by every ssh the tests and the tools make (a handshake and a PAM
@@ -254,25 +265,26 @@ def _cgroup_parent(instance: str) -> str:
 
 def up(fresh: bool = False, instance: str = MAIN, memory: str = MEMORY) -> dict:
     """Start node `instance` (building the image first if needed) and wait until systemd is `running`."""
-    if running(instance) and not fresh:
+    suite = release()
+    if running(instance) and not fresh and recorded(instance).get("release") == suite:
         state = system_state(instance)
         progress(f"reusing the running node {alias(instance)} (system {state})")
-        return state_of(instance) | {"system_state": state}
+        return recorded(instance) | {"system_state": state}
     require_tools()
     down(instance)
-    ensure_image()
+    ensure_image(suite)
     ensure_networks()
     run = run_dir(instance)
     if run.exists():
         shutil.rmtree(run)
     (run / "docker").mkdir(parents=True)
-    ssh_config_file(instance).write_text(ssh_config_text(instance))
+    ssh_config_file(instance).write_text(ssh_config_text(instance, suite))
     started = time.monotonic()
     docker("create", "--name", container_name(instance), "--hostname", alias(instance),
            "--network", HOSTS_NETWORK[0], "--ip", address(instance), "--memory", memory, "--memory-swap", memory,
            *RUN_FLAGS, "-v", f"{run / 'docker'}:/var/lib/docker",
            "-v", f"{LXCFS_ROOT}/proc/meminfo:/proc/meminfo:ro", "-v", f"{LXCFS_ROOT}/proc/uptime:/proc/uptime:ro",
-           "--label", "sparkstack.testhost=1", image_tag())
+           "--label", "sparkstack.testhost=1", image_tag(suite))
     docker("network", "connect", "--ip", link_address(instance), LINK_NETWORK[0], container_name(instance))
     # The node's dockerd puts its containers under the node's cgroup (see the module's docstring).
     (run / "daemon.json").write_text(json.dumps({"cgroup-parent": _cgroup_parent(instance)}))
@@ -293,17 +305,25 @@ def up(fresh: bool = False, instance: str = MAIN, memory: str = MEMORY) -> dict:
     if state == "degraded":
         failed = ssh("systemctl --failed --no-legend --plain | cut -d' ' -f1", instance=instance).stdout.split()
         progress(f"{alias(instance)} is degraded; failed units: {', '.join(failed) or 'unknown'}")
-    info = state_of(instance) | {"boot_s": boot_s}
+    info = state_of(instance, suite) | {"boot_s": boot_s}
     (run / "state.json").write_text(json.dumps(info))
-    progress(f"{alias(instance)} up after {boot_s} s at {address(instance)} (link {link_address(instance)}): "
+    progress(f"{alias(instance)} ({suite}) up after {boot_s} s at {address(instance)} (link {link_address(instance)}): "
              f"system {state}; ssh -F {ssh_config_file(instance)} {alias(instance)}")
     return info | {"system_state": state}
 
 
-def state_of(instance: str = MAIN) -> dict:
-    return {"host": alias(instance), "address": address(instance), "port": 22, "key": str(key_file()),
+def state_of(instance: str, suite: str) -> dict:
+    return {"host": alias(instance), "address": address(instance), "port": 22, "key": str(key_file(suite)),
             "ssh_config": str(ssh_config_file(instance)), "link_address": link_address(instance),
-            "container": container_name(instance), "driver": "container"}
+            "container": container_name(instance), "driver": "container", "release": suite}
+
+
+def recorded(instance: str = MAIN) -> dict:
+    """What `up` recorded of a node (its release and key among it), or {}."""
+    try:
+        return json.loads((run_dir(instance) / "state.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def down(instance: str = MAIN) -> bool:
@@ -317,20 +337,21 @@ def down(instance: str = MAIN) -> bool:
 
 def status(instance: str = MAIN) -> dict:
     if not running(instance):
-        cached = (image_dir() / "COMPLETE").is_file()
-        return {"running": False, "image_cached": cached, "image": str(image_dir()), "driver": "container"}
-    return state_of(instance) | {"running": True, "system_state": system_state(instance), "image_cached": True}
+        cached = (image_dir(release()) / "COMPLETE").is_file()
+        return {"running": False, "image_cached": cached, "image": str(image_dir(release())), "driver": "container"}
+    return recorded(instance) | {"running": True, "system_state": system_state(instance), "image_cached": True}
 
 
 def inventory_entry(instance: str = MAIN, name: str | None = None) -> tuple[str, dict] | None:
     """The pyinfra inventory entry for a running node, or None."""
-    if not ssh_config_file(instance).is_file() or shutil.which("docker") is None or not running(instance):
+    state = recorded(instance)
+    if not state or shutil.which("docker") is None or not running(instance):
         return None
     return name or alias(instance), {
         "ssh_hostname": address(instance),
         "ssh_port": 22,
         "ssh_user": "root",
-        "ssh_key": str(key_file()),
+        "ssh_key": state["key"],
         "ssh_known_hosts_file": "/dev/null",
         "ssh_strict_host_key_checking": "no",
     }

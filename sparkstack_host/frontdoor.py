@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from sparkstack_host import contract
+from sparkstack_host import compat, contract
 
 REGISTRY = contract.REGISTRY_PATH
 POLL_S = 1.0
@@ -408,11 +408,7 @@ async def serve(registry):
     app = make_app(registry)
     import aiohttp
 
-    # aiohttp 3.9 made cancelling the handler of a client that went away opt-in (3.8 always does it); an
-    # unknown keyword would only fail per connection, so ask by version.
-    version = tuple(int(part) for part in aiohttp.__version__.split(".")[:2])
-    options = {"handler_cancellation": True} if version >= (3, 9) else {}
-    runner = web.AppRunner(app, access_log=None, **options)
+    runner = web.AppRunner(app, access_log=None, **compat.aiohttp_runner_options(aiohttp.__version__))
     await runner.setup()
     site = web.TCPSite(runner, config["bind"], config["port"])
     await site.start()

@@ -217,13 +217,12 @@ class ArtifactServers:
         subprocess.run(GIT + ["-C", str(self.repo_path(repo)), "reset", "-q", "--hard", commit], check=True)
 
     def push_standin(self, ray: bool = False) -> str:
-        """Push the stand-in engine (loaded in the VM) to the registry under the tag the test groups use."""
+        """Push the stand-in engine from this machine's docker to the registry under the tag the test groups use
+        (the hosts pull it from 127.0.0.1:5000, the tunnel's end; the registry is the same)."""
+        from tests.standin_engine.image import push
+
         local, pushed = (STANDIN_RAY_LOCAL, STANDIN_RAY_PUSHED) if ray else (STANDIN_LOCAL, STANDIN_PUSHED)
-        result = testhost.ssh(f"docker tag {local} {pushed} && docker push -q {pushed} "
-                            f"&& docker image inspect --format '{{{{json .RepoDigests}}}}' {pushed}", timeout=900)
-        if result.returncode != 0:
-            raise RuntimeError(f"docker push in the VM failed: {result.stderr.strip()[-800:]}")
-        return json.loads(result.stdout.strip().splitlines()[-1])[0]
+        return push(local, f"127.0.0.1:{self.registry_port}", pushed.split("/", 1)[1])
 
 
 def test_repos(group: str = "testhost") -> list[str]:
@@ -250,23 +249,23 @@ def wipe_artifacts() -> None:
 
 def prepare(root: Path, weights_bytes: int) -> ArtifactServers:
     """Servers up, repos made, the stand-in pushed, the group locked from the VM; the VM's copies wiped."""
-    from tests.standin_engine.image import load_into_vm
+    from tests.standin_engine.image import load_here
 
     servers = ArtifactServers(root)
     servers.stop()
     try:
-        _prepare(servers, weights_bytes, load_into_vm)
+        _prepare(servers, weights_bytes, load_here)
     except BaseException:
         servers.stop()
         raise
     return servers
 
 
-def _prepare(servers: ArtifactServers, weights_bytes: int, load_into_vm) -> None:
+def _prepare(servers: ArtifactServers, weights_bytes: int, load_here) -> None:
     servers.start()
     for repo in test_repos():
         servers.make_repo(repo, weights_bytes)
-    load_into_vm()
+    load_here()
     servers.push_standin()
     lock = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "lock", "--host", testhost.HOST_ALIAS, "--upgrade"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)

@@ -2,12 +2,13 @@
 # `make test`: the three tiers in order, each one's wall time and slowest tests, then a summary.
 #   unit   the kit and the host package, no docker               tests/unit
 #   hosts  systemd container hosts, reached by ssh like a Spark   tests/hosts (SPARKSTACK_TESTHOST_DRIVER=container)
+#          on Debian 12, then its deploy loop (-m release_loop) again on Debian 13 (tier "trixie")
 #   vm     a smoke on the QEMU VM (TCG)                          tests/vm    (SPARKSTACK_TESTHOST_DRIVER=vm)
 # TIERS="unit hosts" limits the run. The host services (dockerd, lxcfs) are started if needed and stopped after.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BIN=.venv/bin
-TIERS=${TIERS:-unit hosts vm}
+TIERS=${TIERS:-unit hosts trixie vm}
 summary=()
 status=0
 
@@ -31,7 +32,8 @@ started_all=$SECONDS
 for tier in $TIERS; do
     case $tier in
         unit) run_tier unit container tests/unit ;;
-        hosts) run_tier hosts container tests/hosts ;;
+        hosts) SPARKSTACK_TESTHOST_RELEASE=bookworm run_tier hosts container tests/hosts ;;
+        trixie) SPARKSTACK_TESTHOST_RELEASE=trixie run_tier trixie container tests/hosts -m release_loop ;;
         vm) run_tier vm vm tests/vm ;;
         *) echo "unknown tier $tier" >&2; exit 2 ;;
     esac

@@ -12,12 +12,14 @@ from sparkstack.paths import models_dir
 from tests.hosts.conftest import BIN, deploy, drift, run, vm_ssh
 
 
+@pytest.mark.release_loop
 def test_fresh_deploy_changes_the_host(deployed):
     assert not deployed.errors
     assert any("Unit /etc/systemd/system/vllm-qwen36.service" in name for name in deployed.changed)
     assert any("Switch /usr/local/bin/llm-switch" in name for name in deployed.changed)
 
 
+@pytest.mark.release_loop
 def test_host_checks_pass_against_the_deployed_host(deployed, ssh_config):
     result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host",
                   "--hosts=paramiko://sparkstack-testhost", f"--ssh-config={ssh_config}"])
@@ -29,12 +31,14 @@ def test_model_units_were_not_started_by_the_deploy(deployed):
     assert out == ["inactive", "inactive"]
 
 
+@pytest.mark.release_loop
 def test_second_deploy_reports_zero_changes(deployed):
     again = deploy()
     assert again.changed == [], again.changed
     assert again.unchanged > 0
 
 
+@pytest.mark.release_loop
 def test_drift_is_clean_after_a_deploy(deployed):
     result = drift()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -71,6 +75,7 @@ PLANTED = {
 }
 
 
+@pytest.mark.release_loop
 def test_drift_planted_on_the_host_is_reported_and_healed(deployed):
     for kind, (command, _) in PLANTED.items():
         assert vm_ssh(command).returncode == 0, kind

@@ -48,6 +48,7 @@ def clean(deployed):
     vm_ssh(f"rm -f {KNOBS} /root/registry-test.json; llm-switch none")
 
 
+@pytest.mark.release_loop
 def test_normal_switch_and_status(deployed):
     code, out = switch("qwen")
     assert code == 0, out

@@ -70,6 +70,7 @@ def test_a_switch_right_after_a_stop_waits_for_late_memory_and_succeeds(deployed
     assert took >= 10
 
 
+@pytest.mark.release_loop
 def test_memory_that_never_comes_back_is_refused_with_the_numbers_and_the_largest_users(deployed):
     hog(leave_gb=need_gb("qwen36") - 0.3)
     started = time.monotonic()
@@ -149,6 +150,7 @@ def test_a_docker_restart_restarts_the_model_through_the_gate(deployed):
     assert "waiting for room for qwen36" in journal
 
 
+@pytest.mark.release_loop
 def test_the_guard_stops_a_model_below_the_floor_and_it_stays_stopped(deployed):
     assert switch("qwen")[0] == 0
     hog(leave_gb=0.15)

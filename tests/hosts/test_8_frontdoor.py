@@ -100,6 +100,7 @@ def client(base: str, key: str = "unused") -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
 
 
+@pytest.mark.release_loop
 def test_the_door_is_enabled_unprivileged_and_lists_every_model_with_its_state(door):
     assert vm_ssh("systemctl is-enabled sparkstack-frontdoor.service").stdout.strip() == "enabled"
     pid = vm_ssh("systemctl show -p MainPID --value sparkstack-frontdoor.service").stdout.strip()
@@ -147,6 +148,7 @@ def test_a_double_user_turn_reaches_mistral_merged_and_succeeds(door):
                                 "Generate a title for this conversation:\n\nfix the flaky test"}]
 
 
+@pytest.mark.release_loop
 def test_a_stream_arrives_chunk_by_chunk(door):
     vm_ssh(f"echo '{json.dumps({'qwen36': {'token_rate': 10}})}' > {KNOBS}")
     switch("qwen")  # the stand-in reads its knobs at start
@@ -163,6 +165,7 @@ def test_a_stream_arrives_chunk_by_chunk(door):
     assert arrivals[-1] - arrivals[0] > 0.8 and sorted(gaps)[len(gaps) // 2] > 0.05, gaps
 
 
+@pytest.mark.release_loop
 def test_a_client_that_goes_away_cancels_the_upstream_request(door):
     since = vm_ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
     host, port = door.removeprefix("http://").split(":")

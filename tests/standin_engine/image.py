@@ -1,8 +1,8 @@
-"""Build the stand-in engine's docker image without any registry, and load it into the test VM.
+"""Build the stand-in engine's docker image without any registry, and load it into this machine's docker.
 
 The image is a Debian minbase root filesystem with python3 and the stand-in
 installed as `vllm` and as the `sglang.launch_server` module, made with mmdebstrap
-and `docker import`ed inside the VM. The tarball is cached, keyed by the stand-in's
+and `docker import`ed into this machine's docker, from which the tests push it to the test hosts' registry. The tarball is cached, keyed by the stand-in's
 sources, so it is rebuilt only when they change.
 
 The cluster tests use a second image with Ray from PyPI in it: vLLM's Ray backend needs Ray in the
@@ -14,7 +14,6 @@ the plain one.
 from __future__ import annotations
 
 import hashlib
-import io
 import shutil
 import subprocess
 import sys
@@ -73,24 +72,41 @@ def tarball() -> Path:
     return target
 
 
-def load_into_vm() -> None:
-    """docker import the stand-in into the running VM unless the same build is already there."""
+def _docker(*args: str, stdin=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """This machine's docker (tools/host_services.sh starts its daemon), not a test host's."""
+    return subprocess.run(["docker", *args], stdin=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def _label(image: str) -> str:
+    found = _docker("image", "inspect", "--format", f'{{{{index .Config.Labels "{HASH_LABEL}"}}}}', image)
+    return found.stdout.strip() if found.returncode == 0 else ""
+
+
+def load_here() -> None:
+    """docker import the stand-in on this machine unless the same build is already here. The test hosts get it
+    from the registry, as a Spark gets its engine: importing and pushing inside a host (under TCG on the VM) was
+    minutes of every run."""
     key = sources_hash()
-    image = IMAGE
-    current = testhost.ssh(f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {image} 2>/dev/null")
-    if current.stdout.strip() == key:
-        testhost.progress(f"stand-in image {image} ({key}) already loaded")
+    if _label(IMAGE) == key:
         return
     tar = tarball()
-    testhost.progress(f"importing {image} into the VM")
+    testhost.progress(f"importing {IMAGE} into this machine's docker")
     with tar.open("rb") as handle:
-        result = subprocess.run(
-            testhost.ssh_command() + [
-             f"docker import --change 'LABEL {HASH_LABEL}={key}' --change 'ENTRYPOINT [\"/usr/bin/tini\", \"--\"]' - {image}"],
-            stdin=handle, capture_output=True, text=True, timeout=600)
+        result = _docker("import", "--change", f"LABEL {HASH_LABEL}={key}",
+                         "--change", 'ENTRYPOINT ["/usr/bin/tini", "--"]', "-", IMAGE, stdin=handle)
     if result.returncode != 0:
         sys.exit(f"docker import failed: {result.stderr.strip()}")
-    testhost.progress(f"loaded {image} ({key})")
+    testhost.progress(f"loaded {IMAGE} ({key})")
+
+
+def push(local: str, registry: str, repository: str) -> str:
+    """Push `local` to the registry at `registry` (this machine's loopback) as `repository`; its digest."""
+    target = f"{registry}/{repository}"
+    for command in (("tag", local, target), ("push", "-q", target)):
+        result = _docker(*command, timeout=900)
+        if result.returncode != 0:
+            sys.exit(f"docker {command[0]} {target} failed: {result.stderr.strip()[-800:]}")
+    return _docker("image", "inspect", "--format", "{{index .RepoDigests 0}}", target).stdout.strip()
 
 
 def ray_layer() -> Path:
@@ -122,33 +138,26 @@ def ray_layer() -> Path:
     return target
 
 
-def load_ray_into_vm(base: str) -> None:
-    """Build the Ray image in the running VM from `base` (the plain stand-in as the registry serves it, by
-    digest; pulled if the VM lacks it) plus the Ray layer, unless the same build is already there."""
+def build_ray_here(base: str) -> None:
+    """Build the Ray image on this machine from `base` (the plain stand-in, by digest, as the registry serves it)
+    plus the Ray layer, unless the same build is already here."""
     key = sources_hash(ray=True)
-    current = testhost.ssh(f"docker image inspect --format '{{{{index .Config.Labels \"{HASH_LABEL}\"}}}}' {RAY_IMAGE} 2>/dev/null")
-    if current.stdout.strip() == key:
+    if _label(RAY_IMAGE) == key:
         testhost.progress(f"stand-in image {RAY_IMAGE} ({key}) already built")
         return
     layer = ray_layer()
-    pulled = testhost.ssh(f"docker image inspect {base} >/dev/null 2>&1 || docker pull -q {base}", timeout=600)
+    pulled = _docker("pull", "-q", base)
     if pulled.returncode != 0:
-        sys.exit(f"the plain stand-in {base} is not in the VM and could not be pulled: {pulled.stderr.strip()}")
-    testhost.progress(f"building {RAY_IMAGE} in the VM: {base} + the Ray layer")
-    dockerfile = f"FROM {base}\nADD ray-layer.tar /\nLABEL {HASH_LABEL}={key}\n".encode()
-    build = subprocess.Popen(testhost.ssh_command() + [f"docker build -q -t {RAY_IMAGE} -"], stdin=subprocess.PIPE,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    with tarfile.open(fileobj=build.stdin, mode="w|") as context:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        context.addfile(info, io.BytesIO(dockerfile))
-        context.add(layer, arcname="ray-layer.tar")
-    build.stdin.close()
-    err = build.stderr.read()
-    if build.wait(timeout=900) != 0:
-        sys.exit(f"docker build of {RAY_IMAGE} failed: {err.decode(errors='replace').strip()[-800:]}")
+        sys.exit(f"the plain stand-in {base} could not be pulled here: {pulled.stderr.strip()}")
+    testhost.progress(f"building {RAY_IMAGE}: {base} + the Ray layer")
+    with tempfile.TemporaryDirectory() as context:
+        Path(context, "Dockerfile").write_text(f"FROM {base}\nADD ray-layer.tar /\nLABEL {HASH_LABEL}={key}\n")
+        shutil.copy(layer, Path(context, "ray-layer.tar"))
+        built = _docker("build", "-q", "-t", RAY_IMAGE, context, timeout=900)
+    if built.returncode != 0:
+        sys.exit(f"docker build of {RAY_IMAGE} failed: {built.stderr.strip()[-800:]}")
     testhost.progress(f"built {RAY_IMAGE} ({key})")
 
 
 if __name__ == "__main__":
-    load_into_vm()
+    load_here()
