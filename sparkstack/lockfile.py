@@ -15,6 +15,8 @@ exists only if a host reported it.
 
 from __future__ import annotations
 
+import os
+
 import json
 import re
 from pathlib import Path
@@ -63,7 +65,10 @@ class LockError(Exception):
 
 
 def lock_path(group: str) -> Path:
-    return group_data_dir() / f"{group}.lock.json"
+    """group_data/<group>.lock.json, or under SPARKSTACK_LOCK_DIR when set (the tests' parallel shards each
+    lock the test groups against their own registry and hub)."""
+    override = os.environ.get("SPARKSTACK_LOCK_DIR")
+    return (Path(override) if override else group_data_dir()) / f"{group}.lock.json"
 
 
 def load_lock(group: str) -> Lock | None:

@@ -34,8 +34,6 @@ MAIN = ""
 WORKER = "2"
 MAX_NODES = 4
 LINK_INTERFACE = "eth1"
-HOSTS_NETWORK = ("sparkstack-hosts", "10.78.0")
-LINK_NETWORK = ("sparkstack-link", "10.77.0")
 # The Debian releases a node can run: they bracket DGX OS 7 (Ubuntu 24.04: systemd 255, Python 3.12, aiohttp 3.9)
 # from below (12: systemd 252, Python 3.11, aiohttp 3.8) and from above (13: systemd 257, Python 3.13, aiohttp 3.11).
 RELEASES = ("bookworm", "trixie")
@@ -112,27 +110,47 @@ def instances(nodes: int) -> list[str]:
     return [instance_of(n) for n in range(1, nodes + 1)]
 
 
+def host_set() -> int:
+    """SPARKSTACK_TESTHOST_SET: which set of nodes (0 to 9, default 0). The sets are independent (their own
+    containers, networks and state), so parallel test shards each get their own hosts under the same names."""
+    value = os.environ.get("SPARKSTACK_TESTHOST_SET", "0")
+    if not value.isdigit() or int(value) > 9:
+        raise TestHostError(f"SPARKSTACK_TESTHOST_SET={value!r}: a set is 0 to 9")
+    return int(value)
+
+
+def _in_set(name: str) -> str:
+    return f"{name}-s{host_set()}" if host_set() else name
+
+
+def hosts_network() -> tuple[str, str]:
+    """The network this machine reaches the nodes' sshd on (eth0), and its /24 prefix."""
+    return _in_set("sparkstack-hosts"), f"10.78.{host_set()}"
+
+
+def link_network() -> tuple[str, str]:
+    """The nodes' private link (eth1), internal: set 0's is 10.77.0.N, the addresses the cluster group uses."""
+    return _in_set("sparkstack-link"), f"10.77.{host_set()}"
+
+
 def alias(instance: str = MAIN) -> str:
     return f"{HOST_ALIAS}-{instance}" if instance else HOST_ALIAS
 
 
 def container_name(instance: str = MAIN) -> str:
-    return alias(instance)
+    return _in_set(HOST_ALIAS) + (f"-{instance}" if instance else "")
 
 
 def address(instance: str = MAIN) -> str:
-    return f"{HOSTS_NETWORK[1]}.{node_number(instance)}"
+    return f"{hosts_network()[1]}.{node_number(instance)}"
 
 
 def link_address(instance: str = MAIN) -> str:
-    return f"{LINK_NETWORK[1]}.{node_number(instance)}"
-
-
-LINK_ADDRESSES = {instance_of(n): link_address(instance_of(n)) for n in range(1, MAX_NODES + 1)}
+    return f"{link_network()[1]}.{node_number(instance)}"
 
 
 def run_dir(instance: str = MAIN) -> Path:
-    return cache_root() / (f"testhost-run-{instance}" if instance else "testhost-run")
+    return cache_root() / (_in_set("testhost-run") + (f"-{instance}" if instance else ""))
 
 
 def ssh_config_file(instance: str = MAIN) -> Path:
@@ -216,7 +234,7 @@ def ensure_image(suite: str) -> None:
 
 
 def ensure_networks() -> None:
-    for (name, prefix), internal in ((HOSTS_NETWORK, False), (LINK_NETWORK, True)):
+    for (name, prefix), internal in ((hosts_network(), False), (link_network(), True)):
         if docker("network", "inspect", name, check=False).returncode != 0:
             docker("network", "create", "--subnet", f"{prefix}.0/24", "--gateway", f"{prefix}.254",
                    *(["--internal"] if internal else []), name)
@@ -281,11 +299,11 @@ def up(fresh: bool = False, instance: str = MAIN, memory: str = MEMORY) -> dict:
     ssh_config_file(instance).write_text(ssh_config_text(instance, suite))
     started = time.monotonic()
     docker("create", "--name", container_name(instance), "--hostname", alias(instance),
-           "--network", HOSTS_NETWORK[0], "--ip", address(instance), "--memory", memory, "--memory-swap", memory,
+           "--network", hosts_network()[0], "--ip", address(instance), "--memory", memory, "--memory-swap", memory,
            *RUN_FLAGS, "-v", f"{run / 'docker'}:/var/lib/docker",
            "-v", f"{LXCFS_ROOT}/proc/meminfo:/proc/meminfo:ro", "-v", f"{LXCFS_ROOT}/proc/uptime:/proc/uptime:ro",
            "--label", "sparkstack.testhost=1", image_tag(suite))
-    docker("network", "connect", "--ip", link_address(instance), LINK_NETWORK[0], container_name(instance))
+    docker("network", "connect", "--ip", link_address(instance), link_network()[0], container_name(instance))
     # The node's dockerd puts its containers under the node's cgroup (see the module's docstring).
     (run / "daemon.json").write_text(json.dumps({"cgroup-parent": _cgroup_parent(instance)}))
     docker("cp", str(run / "daemon.json"), f"{container_name(instance)}:/etc/docker/daemon.json")

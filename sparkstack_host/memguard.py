@@ -58,7 +58,10 @@ def container_of(pid):
             text = handle.read()
     except OSError:
         return None
-    for line in text.splitlines():
+    # The hierarchy that places services and containers: cgroup v2's, or v1's name=systemd (v1's controller
+    # hierarchies may keep a host's processes at the host container's own cgroup).
+    placing = [line for line in text.splitlines() if line.startswith("0::") or ":name=systemd:" in line]
+    for line in placing[-1:]:
         last = line.rpartition(":")[2].rstrip("/").rpartition("/")[2]
         if last.startswith("docker-") and last.endswith(".scope"):
             return last[len("docker-"):][:12]

@@ -1,45 +1,113 @@
 #!/bin/bash
-# `make test`: the three tiers in order, each one's wall time and slowest tests, then a summary.
-#   unit   the kit and the host package, no docker               tests/unit
-#   hosts  systemd container hosts, reached by ssh like a Spark   tests/hosts (SPARKSTACK_TESTHOST_DRIVER=container)
-#          on Debian 12, then its deploy loop (-m release_loop) again on Debian 13 (tier "trixie")
-#   vm     a smoke on the QEMU VM (TCG)                          tests/vm    (SPARKSTACK_TESTHOST_DRIVER=vm)
-# TIERS="unit hosts" limits the run. The host services (dockerd, lxcfs) are started if needed and stopped after.
+# `make test`: the three tiers, each one's wall time and slowest tests, then a summary.
+#   unit    the kit and the host package, no docker                tests/unit
+#   hosts   systemd container hosts, reached by ssh like a Spark    tests/hosts, on Debian 12, in parallel shards,
+#           each shard on its own set of hosts (SPARKSTACK_TESTHOST_SET) with its own registry, hub and lock;
+#           the deploy loop (-m release_loop) runs once more on Debian 13 as one more shard ("trixie")
+#   vm      a smoke on the QEMU VM (TCG)                            tests/vm
+# The images the hosts tiers need are built while the unit tier runs. TIERS="unit hosts vm" picks tiers (default
+# all). The host services (dockerd, lxcfs) are started if needed and stopped after.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 BIN=.venv/bin
-TIERS=${TIERS:-unit hosts trixie vm}
+TIERS=${TIERS:-unit hosts vm}
+LOGS=build/test-logs
 summary=()
 status=0
+mkdir -p "$LOGS"
 
 tools/host_services.sh start || exit 1
 trap 'tools/host_services.sh stop' EXIT
 
-run_tier() {  # run_tier NAME DRIVER PYTEST-ARGS...
-    local name=$1 driver=$2
-    shift 2
-    echo "=== tier $name ==="
+# The hosts tier's shards: SET:RELEASE:PYTEST-ARGS. Balanced by their measured times (README, "Test tiers").
+SHARDS=(
+    "0:bookworm:tests/hosts/test_0_nodes.py tests/hosts/test_9_cluster.py"
+    "1:bookworm:tests/hosts/test_1_deploy_loop.py tests/hosts/test_2_switch.py tests/hosts/test_3_verify.py tests/hosts/test_4_engine_truth.py tests/hosts/test_5_no_secrets_in_failures.py"
+    "2:bookworm:tests/hosts/test_6_memory_guards.py tests/hosts/test_7_artifacts.py tests/hosts/test_8_frontdoor.py"
+    "3:trixie:tests/hosts -m release_loop"
+)
+
+record() {  # record NAME SECONDS RC
+    summary+=("$(printf '%-12s %4d s (%d min %02d s)  %s' "$1" "$2" $(($2 / 60)) $(($2 % 60)) \
+        "$([ "$3" = 0 ] && echo passed || echo "FAILED (exit $3)")")")
+    [ "$3" = 0 ] || status=1
+}
+
+build_images() {  # the container images of both releases, the stand-in, the VM's image: cached by recipe
     local started=$SECONDS
-    SPARKSTACK_TESTHOST_DRIVER=$driver "$BIN/pytest" "$@" --durations=10 --durations-min=1
+    "$BIN/python" - <<'EOF' > "$LOGS/images.log" 2>&1
+from concurrent.futures import ThreadPoolExecutor
+from sparkstack import testhost_container, testvm
+from tests.standin_engine import image
+
+jobs = [lambda: testhost_container.ensure_image("bookworm"), lambda: testhost_container.ensure_image("trixie"),
+        image.load_here]
+if "vm" in __import__("os").environ.get("TIERS", ""):
+    jobs.append(lambda: testvm.image().complete or testvm.build_image(testvm.image()))
+with ThreadPoolExecutor(len(jobs)) as pool:
+    for future in [pool.submit(job) for job in jobs]:
+        future.result()
+EOF
     local rc=$?
-    local took=$((SECONDS - started))
-    summary+=("$(printf '%-6s %4d s (%d min %02d s)  %s' "$name" "$took" $((took / 60)) $((took % 60)) \
-        "$([ $rc = 0 ] && echo passed || echo "FAILED (exit $rc)")")")
-    [ $rc = 0 ] || status=1
+    echo "images: built or found in $((SECONDS - started)) s (exit $rc)" >> "$LOGS/images.log"
+    return $rc
+}
+
+run_unit() {
+    echo "=== tier unit ==="
+    local started=$SECONDS
+    "$BIN/pytest" tests/unit --durations=10 --durations-min=1
+    record unit $((SECONDS - started)) $?
+}
+
+run_hosts() {
+    echo "=== tier hosts: ${#SHARDS[@]} shards in parallel ==="
+    local started=$SECONDS pids=() shard
+    for shard in "${SHARDS[@]}"; do
+        IFS=: read -r set release args <<<"$shard"
+        mkdir -p "$PWD/build/locks/set-$set"
+        (
+            shard_started=$SECONDS
+            # shellcheck disable=SC2086 # args is a list of words
+            SPARKSTACK_TESTHOST_DRIVER=container SPARKSTACK_TESTHOST_SET=$set SPARKSTACK_TESTHOST_RELEASE=$release \
+                SPARKSTACK_LOCK_DIR=$PWD/build/locks/set-$set \
+                "$BIN/pytest" -p no:cacheprovider $args --durations=10 --durations-min=1 >"$LOGS/hosts-$set.log" 2>&1
+            echo "$? $((SECONDS - shard_started))" >"$LOGS/hosts-$set.rc"
+        ) &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    for shard in "${SHARDS[@]}"; do
+        IFS=: read -r set release args <<<"$shard"
+        echo "--- shard $set ($release): $args ---"
+        cat "$LOGS/hosts-$set.log"
+        read -r rc took <"$LOGS/hosts-$set.rc"
+        record "hosts/$set" "$took" "$rc"
+    done
+    summary+=("$(printf '%-12s %4d s (the shards in parallel)' hosts $((SECONDS - started)))")
+}
+
+run_vm() {
+    echo "=== tier vm ==="
+    local started=$SECONDS
+    mkdir -p "$PWD/build/locks/vm"
+    SPARKSTACK_TESTHOST_DRIVER=vm SPARKSTACK_LOCK_DIR=$PWD/build/locks/vm \
+        "$BIN/pytest" -p no:cacheprovider tests/vm --durations=10 --durations-min=1
+    record vm $((SECONDS - started)) $?
 }
 
 started_all=$SECONDS
-for tier in $TIERS; do
-    case $tier in
-        unit) run_tier unit container tests/unit ;;
-        hosts) SPARKSTACK_TESTHOST_RELEASE=bookworm run_tier hosts container tests/hosts ;;
-        trixie) SPARKSTACK_TESTHOST_RELEASE=trixie run_tier trixie container tests/hosts -m release_loop ;;
-        vm) run_tier vm vm tests/vm ;;
-        *) echo "unknown tier $tier" >&2; exit 2 ;;
-    esac
-done
+images_pid=""
+case " $TIERS " in *" hosts "* | *" vm "*) TIERS="$TIERS" build_images & images_pid=$! ;; esac
+case " $TIERS " in *" unit "*) run_unit ;; esac
+if [ -n "$images_pid" ]; then
+    wait "$images_pid" || { cat "$LOGS/images.log"; echo "building the test images failed" >&2; exit 1; }
+    tail -1 "$LOGS/images.log"
+fi
+case " $TIERS " in *" hosts "*) run_hosts ;; esac
+case " $TIERS " in *" vm "*) run_vm ;; esac
 total=$((SECONDS - started_all))
 echo "=== make test: tier times ==="
 printf '%s\n' "${summary[@]}"
-printf 'all    %4d s (%d min %02d s)\n' "$total" $((total / 60)) $((total % 60))
+printf 'all          %4d s (%d min %02d s)\n' "$total" $((total / 60)) $((total % 60))
 exit $status

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sparkstack import testhost
+from sparkstack.lockfile import lock_path
 from sparkstack.paths import repo_root
 from tests.artifact_servers import ArtifactServers, prepare
 
@@ -102,7 +103,7 @@ def registry_and_hub_reachable(request):
 
 def locked() -> dict:
     """The test VM's lock as `sparkstack lock` wrote it."""
-    return json.loads((repo_root() / "group_data" / "testhost.lock.json").read_text())
+    return json.loads(lock_path("testhost").read_text())
 
 
 def pinned_image() -> str:
