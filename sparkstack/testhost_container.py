@@ -43,6 +43,9 @@ PACKAGES = (
     "systemd-sysv", "dbus", "openssh-server", "python3", "docker.io", "ca-certificates", "iproute2", "procps",
     "curl", "earlyoom", "python3-aiohttp",
 )
+# What a release needs beyond that: Debian 13 split the docker command out of docker.io into docker-cli, which
+# docker.io only recommends (found by the deploy loop on trixie: the fetcher's `docker pull` had no `docker`).
+RELEASE_PACKAGES = {"bookworm": (), "trixie": ("docker-cli",)}
 MEMORY = "2g"
 BOOT_TIMEOUT_S = 120
 LXCFS_ROOT = Path("/var/lib/lxcfs")
@@ -85,8 +88,12 @@ def release() -> str:
     return name
 
 
+def packages(suite: str) -> tuple[str, ...]:
+    return PACKAGES + RELEASE_PACKAGES[suite]
+
+
 def recipe_key(suite: str) -> str:
-    recipe = json.dumps([RECIPE_VERSION, suite, PACKAGES, MASKED_UNITS])
+    recipe = json.dumps([RECIPE_VERSION, suite, packages(suite), MASKED_UNITS])
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]
 
 
@@ -199,7 +206,7 @@ def build_image(suite: str) -> None:
     rootfs = root / "rootfs"
     progress(f"building the host image with mmdebstrap ({suite}; about a minute) into {root}")
     started = time.monotonic()
-    subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(PACKAGES)}", suite, str(rootfs)],
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=apt", f"--include={','.join(packages(suite))}", suite, str(rootfs)],
                    check=True)
     _customise(rootfs, key_file(suite).with_suffix(".pub").read_text())
     subprocess.run(["tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(root / "rootfs.tar"), "."], check=True)
