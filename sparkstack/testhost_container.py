@@ -47,6 +47,10 @@ PACKAGES = (
 # docker.io only recommends (found by the deploy loop on trixie: the fetcher's `docker pull` had no `docker`).
 RELEASE_PACKAGES = {"bookworm": (), "trixie": ("docker-cli",)}
 MEMORY = "2g"
+# The node's /var/lib/sparkstack (the model cache) is a filesystem of its own, as the VM's disk was: a sparse ext4
+# image, loop-mounted here. The disk preflight test fills it; on the shared overlay it would fill this machine.
+DATA_DIR = "/var/lib/sparkstack"
+DATA_SIZE = "2G"
 BOOT_TIMEOUT_S = 120
 LXCFS_ROOT = Path("/var/lib/lxcfs")
 # Units that cannot work in a container and would leave systemd `degraded`; the host checks want `running`.
@@ -303,12 +307,13 @@ def up(fresh: bool = False, instance: str = MAIN, memory: str = MEMORY) -> dict:
     if run.exists():
         shutil.rmtree(run)
     (run / "docker").mkdir(parents=True)
+    _mount_data(run)
     ssh_config_file(instance).write_text(ssh_config_text(instance, suite))
     started = time.monotonic()
     docker("create", "--name", container_name(instance), "--hostname", alias(instance),
            "--network", hosts_network()[0], "--ip", address(instance), "--memory", memory, "--memory-swap", memory,
            *RUN_FLAGS, "-v", f"{run / 'docker'}:/var/lib/docker",
-           "-v", f"{LXCFS_ROOT}/proc/meminfo:/proc/meminfo:ro", "-v", f"{LXCFS_ROOT}/proc/uptime:/proc/uptime:ro",
+           "-v", f"{run / 'data'}:{DATA_DIR}", "-v", f"{LXCFS_ROOT}/proc/meminfo:/proc/meminfo:ro", "-v", f"{LXCFS_ROOT}/proc/uptime:/proc/uptime:ro",
            "--label", "sparkstack.testhost=1", image_tag(suite))
     docker("network", "connect", "--ip", link_address(instance), link_network()[0], container_name(instance))
     # The node's dockerd puts its containers under the node's cgroup (see the module's docstring).
@@ -351,10 +356,20 @@ def recorded(instance: str = MAIN) -> dict:
         return {}
 
 
+def _mount_data(run: Path) -> None:
+    image, mount = run / "data.img", run / "data"
+    mount.mkdir()
+    subprocess.run(["truncate", "-s", DATA_SIZE, str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True)
+
+
 def down(instance: str = MAIN) -> bool:
     """Remove the node's container and its docker state; True when one existed."""
     existed = docker("rm", "-f", "-v", container_name(instance), check=False).returncode == 0
     run = run_dir(instance)
+    if (run / "data").is_mount():
+        subprocess.run(["umount", "-l", str(run / "data")], check=False)
     if run.exists():
         shutil.rmtree(run, ignore_errors=True)
     return existed

@@ -151,7 +151,8 @@ def test_a_double_user_turn_reaches_mistral_merged_and_succeeds(door):
 @pytest.mark.release_loop
 def test_a_stream_arrives_chunk_by_chunk(door):
     vm_ssh(f"echo '{json.dumps({'qwen36': {'token_rate': 10}})}' > {KNOBS}")
-    switch("qwen")  # the stand-in reads its knobs at start
+    switch("none")  # the stand-in reads its knobs at start: a fresh start, whatever ran before
+    switch("qwen")
     wait_until_hot(door, "qwen36")
     arrivals = []
     stream = client(door).chat.completions.create(model="qwen36", messages=[{"role": "user", "content": "count"}],
