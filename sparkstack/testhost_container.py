@@ -106,7 +106,11 @@ def image_dir(suite: str) -> Path:
 
 
 def image_tag(suite: str) -> str:
-    return f"sparkstack-testhost-{suite}:{recipe_key(suite)}"
+    """The recipe and the build: each build has its own login key, so a docker holding an image of an earlier
+    build of the same recipe (another cache) must not pass for this one."""
+    public_key = key_file(suite).with_suffix(".pub")
+    build = hashlib.sha256(public_key.read_bytes()).hexdigest()[:8] if public_key.is_file() else "unbuilt"
+    return f"sparkstack-testhost-{suite}:{recipe_key(suite)}-{build}"
 
 
 def node_number(instance: str = MAIN) -> int:

@@ -57,7 +57,8 @@ def preflight(settings: GroupSettings) -> float:
         raise DeployError(f"{host.name}: architecture {arch} is not supported for this group "
                           f"(expected {', '.join(allowed)}; a DGX Spark is aarch64)")
     for command, advice in (("systemctl", "sparkstack needs systemd"),
-                            ("docker", "install Docker (DGX OS ships it; on Debian: apt install docker.io)")):
+                            ("docker", "install Docker (DGX OS ships it; on Debian 12: apt install docker.io; on Debian 13 "
+                                       "also docker-cli, which holds the command there)")):
         if not host.get_fact(Which, command=command):
             raise DeployError(f"{host.name}: `{command}` not found: {advice}")
     if settings.gpus:
