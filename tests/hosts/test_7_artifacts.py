@@ -160,8 +160,10 @@ def test_the_disk_preflight_refuses_with_numbers_before_fetching(no_model_runnin
     repo_dir = repo_cache_dir(CACHE, QWEN)
     assert vm_ssh(f"rm -rf {repo_dir}").returncode == 0
     # Leave 20 MB free on the cache's filesystem: the 4 MB snapshot plus the 50 MB margin does not fit.
+    # The fill goes on the cache's own filesystem (a container host's /var/tmp is this machine's disk).
+    fill = f"{CACHE.rsplit('/', 1)[0]}/sparkstack-fill"
     filled = vm_ssh(f"avail=$(df -B1 --output=avail {CACHE} | tail -n 1); "
-                    f"fallocate -l $((avail - 20000000)) /var/tmp/sparkstack-fill")
+                    f"fallocate -l $((avail - 20000000)) {fill}")
     assert filled.returncode == 0, filled.stderr
     try:
         result = attempt_deploy()
@@ -172,7 +174,7 @@ def test_the_disk_preflight_refuses_with_numbers_before_fetching(no_model_runnin
         assert found and 15 < float(found.group(1)) < 25, output[-2000:]
         assert vm_ssh(f"test -e {repo_dir}").returncode != 0  # not one byte fetched
     finally:
-        vm_ssh("rm -f /var/tmp/sparkstack-fill")
+        vm_ssh(f"rm -f {fill}")
     assert any(f"Fetch {QWEN}" in name for name in deploy().changed)
 
 
