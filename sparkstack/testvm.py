@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sparkstack.remote import free_port, ssh_base
+from sparkstack.testhost_container import cache_root
 
 HOST_ALIAS = "sparkstack-testhost"  # the same names as the container driver (sparkstack/testhost.py)
 # The VMs: the main one (every test, the demo) and a second one, the cluster tests' worker. They are joined
@@ -64,10 +65,6 @@ REQUIRED_TOOLS = {
 
 class TestVMError(Exception):
     pass
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SPARKSTACK_CACHE", Path.home() / ".cache" / "sparkstack"))
 
 
 def recipe_key() -> str:

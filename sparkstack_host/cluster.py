@@ -56,12 +56,7 @@ def write_json(path, document):
     os.replace(partial, path)
 
 
-def read_json(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
-        return None
+read_json = sw.read_json
 
 
 def cluster_models(registry):

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 
 from sparkstack_host import contract
+from sparkstack_host.memguard import meminfo_gb  # noqa: F401 (one reader of /proc/meminfo)
 
 REGISTRY = os.environ.get("LLM_SWITCH_REGISTRY", contract.REGISTRY_PATH)
 # In a root-only directory: a lock anyone can open is a lock anyone can hold.
@@ -68,15 +69,6 @@ def resolve(registry, word):
 
 
 # --- host state ---------------------------------------------------------
-
-def meminfo_gb():
-    values = {}
-    with open("/proc/meminfo", encoding="ascii") as handle:
-        for line in handle:
-            key, rest = line.split(":", 1)
-            values[key] = int(rest.split()[0]) / (1024 * 1024)
-    return values["MemTotal"], values["MemAvailable"]
-
 
 def unit_state(unit):
     out = run("systemctl", "show", unit, "--property=ActiveState,SubState,Result,NRestarts,"
