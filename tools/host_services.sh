@@ -11,6 +11,7 @@ sudo=""
 [ "$(id -u)" = 0 ] || sudo=sudo
 
 docker_answers() { docker info --format '{{.ServerVersion}}' >/dev/null 2>&1; }
+lxcfs_mount_left() { awk -v d="$LXCFS_ROOT" '$2 == d' /proc/mounts | grep -q .; }
 lxcfs_mounted() { [ -f "$LXCFS_ROOT/proc/meminfo" ] && head -1 "$LXCFS_ROOT/proc/meminfo" >/dev/null 2>&1; }
 
 wait_for() {  # wait_for WHAT CHECK LOG
@@ -22,6 +23,12 @@ wait_for() {  # wait_for WHAT CHECK LOG
 
 start() {
     if ! lxcfs_mounted; then
+        # An lxcfs that died (a killed session, a machine image) leaves its FUSE mount behind, and every
+        # access to it fails with "Transport endpoint is not connected": take it away before starting anew.
+        if lxcfs_mount_left; then
+            $sudo umount -l "$LXCFS_ROOT"
+            echo "host services: removed a dead lxcfs mount at $LXCFS_ROOT"
+        fi
         $sudo mkdir -p "$LXCFS_ROOT"
         $sudo lxcfs "$LXCFS_ROOT" >"$STATE_DIR/lxcfs.log" 2>&1 &
         echo $! >"$STATE_DIR/lxcfs.pid"
