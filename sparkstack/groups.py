@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from pydantic import Field, ValidationError, model_validator
 
 from sparkstack.paths import display_path, group_data_dir
-from sparkstack.profiles import StrictModel
+from sparkstack.schema import StrictModel
 
 PREFIX = "sparkstack_"
 # A DGX Spark has 128 GB of unified memory (NVIDIA; seeds 000/001). Used when

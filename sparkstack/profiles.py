@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Annotated, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from sparkstack.cluster import ClusterNode
 from sparkstack.engines import SPARK_COMPUTE_CAPABILITY, adapter_for
 from sparkstack.engines.release import ReleaseError, parse_specifier, releases_for
 from sparkstack.paths import display_path, models_dir
+from sparkstack.schema import StrictModel
 
 Engine = Literal["vllm", "sglang"]
 ENGINES = get_args(Engine)
@@ -31,10 +32,6 @@ RESERVED_WORDS = ("none", "status", "all", "serve-request")
 SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY)", re.I)
 SECRET_VALUE = re.compile(r"^(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{16,}|gh[pousr]_[A-Za-z0-9]{20,})$")
 SECRET_FLAGS = ("--api-key", "--hf-token", "--token")
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 GB = Annotated[float, Field(gt=0)]

@@ -1,0 +1,15 @@
+"""The base every input model shares: the profiles' schema and the group settings' schema both build on it.
+
+Its own module so that `profiles` (which needs `cluster`) and `groups` (which `cluster` reads) never import each
+other: profiles -> cluster -> groups -> schema, with no way back.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, values are never coerced (a quoted "0.5" is not a float), and nothing mutates."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
