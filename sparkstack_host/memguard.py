@@ -28,6 +28,7 @@ WATCH_INTERVAL_S = 1.0
 # Readings in a row below the floor before the guard acts: one low reading can be a transient.
 WATCH_READINGS = 2
 TOP_USERS = 5
+MEMINFO = "/proc/meminfo"
 
 
 def say(message):
@@ -40,7 +41,7 @@ def load_registry(path):
 
 def meminfo_gb():
     values = {}
-    with open("/proc/meminfo", encoding="ascii") as handle:
+    with open(MEMINFO, encoding="ascii") as handle:
         for line in handle:
             key, rest = line.split(":", 1)
             values[key] = int(rest.split()[0]) / (1024 * 1024)

@@ -35,6 +35,7 @@ CLUSTER_LENT = contract.CLUSTER_LENT
 CLUSTER_LAST = contract.CLUSTER_LAST
 MANAGED_LABEL = "io.sparkstack.managed=true"
 PROGRESS_EVERY_S = 10
+DROP_CACHES = "/proc/sys/vm/drop_caches"
 
 
 class Interrupted(Exception):
@@ -227,7 +228,7 @@ def wait_for_room(registry, name):
     if registry.get("drop_caches"):
         say("dropping page caches before the load")
         os.sync()
-        with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as handle:
+        with open(DROP_CACHES, "w", encoding="ascii") as handle:
             handle.write("3\n")
 
 

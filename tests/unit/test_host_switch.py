@@ -1,0 +1,229 @@
+"""llm-switch and the memory gate and guard, run unchanged against a fake Spark (tests/unit/fakehost.py).
+
+The same behaviours run for real on the test hosts (tests/hosts/test_2_switch.py, test_6_memory_guards.py); here
+each takes milliseconds, and timeouts of minutes pass on the fake clock.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sparkstack_host import memguard, switch
+from tests.unit.fakehost import Container, FakeHost
+
+
+@pytest.fixture
+def host(tmp_path, monkeypatch) -> FakeHost:
+    return FakeHost(tmp_path, monkeypatch)
+
+
+def switch_to(host: FakeHost, word: str, variant: str | None = None) -> int:
+    return switch.switch_to(switch.load_registry(), word, variant)
+
+
+def started_units(host: FakeHost) -> list[str]:
+    return [c[2] for c in host.commands if c[:2] == ["systemctl", "start"]]
+
+
+def test_a_switch_stops_the_hot_model_gates_on_memory_and_waits_until_the_new_one_serves(host, capsys):
+    assert switch_to(host, "qwen") == 0
+    assert host.hot() == ["qwen36"]
+    assert switch_to(host, "mistral") == 0
+    out = capsys.readouterr().out
+    assert host.hot() == ["mistral4"]
+    assert "stopping qwen36 (vllm-qwen36.service)" in out
+    assert "room for mistral4:" in out
+    assert "mistral4 (variant safer-eagle) is hot on 127.0.0.1:" in out
+    # The gate ran before the start, never after: a model never loads into memory that is not free.
+    gate = next(i for i, c in enumerate(host.commands) if c[-2:] == ["wait-for-room", "mistral4"])
+    assert gate < host.commands.index(["systemctl", "start", "sglang-mistral4.service"])
+
+
+def test_the_variant_asked_for_is_the_one_the_container_runs(host):
+    assert switch_to(host, "mistral4", "rollback") == 0
+    assert host.containers["sparkstack-mistral4"].variant == "rollback"
+    assert switch.variant_in_use("mistral4") == "rollback"
+
+
+def test_an_unknown_variant_or_model_is_refused_before_anything_stops(host):
+    switch_to(host, "qwen")
+    for word, variant, message in (("mistral4", "fastest", "has no variant 'fastest'"),
+                                   ("llama", None, "unknown model 'llama'; known: mistral4 (mistral), qwen36 (qwen)")):
+        with pytest.raises(switch.SwitchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            switch_to(host, word, variant)
+    assert host.hot() == ["qwen36"]
+
+
+def test_a_second_switch_to_the_hot_model_changes_nothing(host, capsys):
+    switch_to(host, "qwen")
+    before = len(started_units(host))
+    assert switch_to(host, "qwen36") == 0
+    assert len(started_units(host)) == before
+    assert "qwen36 (variant default) is already hot" in capsys.readouterr().out
+
+
+def test_a_model_whose_launch_script_changed_is_restarted_not_called_hot(host, capsys):
+    switch_to(host, "qwen")
+    with open(host.model("qwen36")["launch_script"], "a") as handle:
+        handle.write("--max-model-len 65536\n")
+    assert switch_to(host, "qwen") == 0
+    assert "runs an older rendering of its launch script or unit; restarting it" in capsys.readouterr().out
+    assert started_units(host).count("vllm-qwen36.service") == 2
+
+
+def test_a_missing_image_is_refused_and_the_hot_model_keeps_serving(host):
+    switch_to(host, "qwen")
+    host.images.discard(host.model("mistral4")["image"])
+    with pytest.raises(switch.SwitchError, match="mistral4 cannot start: image .* is not on this host"):
+        switch_to(host, "mistral")
+    assert host.hot() == ["qwen36"]
+
+
+def test_a_missing_snapshot_file_is_refused_before_anything_stops(host):
+    switch_to(host, "qwen")
+    snapshot = host.model("mistral4")["snapshots"][0]
+    (host.snapshot_dir(host.registry, snapshot) / snapshot["files"][0]).unlink()
+    with pytest.raises(switch.SwitchError, match=f"{snapshot['repo']}@{snapshot['commit'][:12]} \\(file "):
+        switch_to(host, "mistral")
+    assert host.hot() == ["qwen36"]
+
+
+def test_an_engine_that_dies_while_loading_fails_the_switch_and_leaves_nothing(host, capsys):
+    host.engines["mistral4"].dies_while_loading = True
+    with pytest.raises(switch.SwitchError, match="sglang-mistral4.service exited while loading"):
+        switch_to(host, "mistral")
+    assert host.hot() == []
+    assert host.units["sglang-mistral4.service"].active == "inactive"  # stopped and reset, ready for a retry
+    assert switch.variant_in_use("mistral4") is None
+    assert "--- last log lines of sglang-mistral4.service ---" in capsys.readouterr().err
+
+
+def test_a_load_that_never_serves_times_out_at_the_profiles_timeout_on_the_clock(host):
+    host.engines["qwen36"].load_s = 10_000
+    started = host.now
+    with pytest.raises(switch.SwitchError, match="qwen36 was not ready after 900 s"):
+        switch_to(host, "qwen")
+    assert 900 <= host.now - started < 910
+    assert host.hot() == []
+
+
+def test_a_slow_load_inside_the_timeout_succeeds_and_reports_progress(host, capsys):
+    host.engines["qwen36"].load_s = 95
+    assert switch_to(host, "qwen") == 0
+    out = capsys.readouterr().out
+    assert "waiting for qwen36: 10/900 s" in out and "waiting for qwen36: 90/900 s" in out
+    assert "ready after 95 s" in out
+
+
+def test_memory_an_engine_hands_back_late_is_waited_for(host, capsys):
+    # qwen36 keeps its 67 GB for 40 s after its container is gone; mistral4 needs 82 + 8 GB of 119.7.
+    host.engines["qwen36"].returns_memory_after_s = 40
+    switch_to(host, "qwen")
+    assert switch_to(host, "mistral") == 0
+    out = capsys.readouterr().out
+    assert "waiting for room for mistral4:" in out
+    assert "room for mistral4:" in out and "(after 4" in out
+
+
+def test_memory_that_never_comes_back_refuses_the_start_with_the_numbers(host, capsys):
+    host.extra_used_gb = 40  # something outside sparkstack holds 40 GB for good
+    with pytest.raises(switch.SwitchError, match="mistral4 was not started: not enough memory"):
+        switch_to(host, "mistral")
+    out = capsys.readouterr().out
+    assert "MemAvailable 73.70 GB < 82 GB for mistral4 + 8 GB reserve = 90 GB" in out
+    assert "still after waiting 180 s" in out and "largest memory users: 1." in out
+    assert host.hot() == [] and "sglang-mistral4.service" not in started_units(host)
+
+
+def test_a_model_larger_than_the_host_is_refused_at_once(host, capsys):
+    host.total_gb = 64
+    started = host.now
+    with pytest.raises(switch.SwitchError):
+        switch_to(host, "mistral")
+    assert "the host has 64.0 GB in all, less than 82 GB for mistral4" in capsys.readouterr().out
+    assert host.now == started
+
+
+def test_a_worker_lent_to_a_cluster_model_refuses_a_local_switch_and_names_the_head(host):
+    host.model("qwen36")["cluster"] = {"rank": 1, "head": "spark-a", "head_address": "192.168.100.10",
+                                       "nodes": [{"name": "spark-a"}, {"name": "spark-b"}]}
+    host.rewrite_registry()
+    (host.root / "run" / "cluster.json").write_text(json.dumps({"model": "qwen36", "since": 1.7e9 + host.now}))
+    with pytest.raises(switch.SwitchError, match=r"lent to cluster model qwen36 \(rank 1; head spark-a at "
+                                                 r"192\.168\.100\.10\)"):
+        switch_to(host, "mistral")
+    assert host.hot() == []
+
+
+def test_a_stale_lent_marker_is_ignored_once_its_window_is_over(host):
+    host.model("qwen36")["cluster"] = {"rank": 1, "head": "spark-a", "head_address": "192.168.100.10", "nodes": []}
+    host.rewrite_registry()
+    (host.root / "run" / "cluster.json").write_text(json.dumps({"model": "qwen36", "since": 1.7e9 + host.now}))
+    host.sleep(600 + 180 + 900 + 300)
+    assert switch_to(host, "mistral") == 0
+
+
+def test_none_stops_every_model(host, capsys):
+    switch_to(host, "qwen")
+    assert switch.switch_none(switch.load_registry()) == 0
+    assert host.hot() == []
+    assert "no model is hot" in capsys.readouterr().out
+
+
+def test_status_reads_the_hot_model_its_variant_and_the_memory(host):
+    switch_to(host, "mistral4", "rollback")
+    status = switch.collect_status(switch.load_registry())
+    assert status["hot"] == "mistral4"
+    entry = next(m for m in status["models"] if m["name"] == "mistral4")
+    assert (entry["variant"], entry["ready"], entry["config"]) == ("rollback", True, "current")
+    assert status["memory"]["total_gb"] == 119.7
+    assert status["memory"]["available_gb"] == pytest.approx(119.7 - 6 - 82, abs=0.1)
+
+
+def test_status_names_two_running_models_a_conflict(host, capsys):
+    switch_to(host, "qwen")
+    # Someone ran mistral4's container by hand, past the switch and its memory gate.
+    host.containers["sparkstack-mistral4"] = Container("mistral4", "safer-eagle", "", host.now, 20.0)
+    status = switch.collect_status(switch.load_registry())
+    assert status["hot"] == "CONFLICT" and status["hot_models"] == ["mistral4", "qwen36"]
+    switch.print_status(status)
+    assert "hot: CONFLICT, more than one model is running: mistral4, qwen36" in capsys.readouterr().out
+
+
+def test_a_start_by_hand_beside_the_hot_model_is_held_by_the_gate(host, capsys):
+    switch_to(host, "qwen")
+    host.run(["systemctl", "start", "sglang-mistral4.service"])  # the unit's ExecStartPre is the gate
+    assert host.hot() == ["qwen36"]
+    assert host.units["sglang-mistral4.service"].active == "failed"
+    assert "refusing to start mistral4: MemAvailable 46.70 GB" in capsys.readouterr().out
+
+
+def test_the_guard_stops_the_hot_model_after_two_low_readings_and_records_why(host, capsys):
+    switch_to(host, "qwen")
+    host.extra_used_gb = 40  # available: 119.7 - 6 - 67 - 40 = 6.7 GB, below the 10 GB floor
+    stops_before = host.commands.count(["systemctl", "stop", "vllm-qwen36.service"])
+
+    def stop_after(seconds):
+        host.now += seconds
+        host.write_meminfo()
+        if host.now > 1e9:  # never: the loop ends when the recorded action appears
+            raise AssertionError
+        if memguard_state().get("last_action"):
+            raise StopIteration
+
+    def memguard_state():
+        try:
+            return json.loads((host.root / "run" / "memory-guard.json").read_text())
+        except FileNotFoundError:
+            return {}
+
+    host.monkeypatch.setattr(memguard.time, "sleep", stop_after)
+    with pytest.raises(StopIteration):
+        memguard.watch(str(host.registry_path))
+    assert host.hot() == []
+    assert host.commands.count(["systemctl", "stop", "vllm-qwen36.service"]) == stops_before + 1
+    action = memguard_state()["last_action"]
+    assert action["model"] == "qwen36" and action["floor_gb"] == 10.0
+    assert "stopped by the memory guard" in action["message"] and "6.70 GB available < 10 GB" in action["message"]
