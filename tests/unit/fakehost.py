@@ -22,7 +22,7 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparkstack_host import cluster, memguard, switch
+from sparkstack_host import cluster, fetch, memguard, switch
 from tests.unit.test_render import rendering_for
 
 @functools.cache
@@ -32,6 +32,15 @@ def rendered_registry() -> str:
 
 
 SWITCH_STATE_NAMES = ("LOCK_DIR", "LOCK_PATH", "VARIANT_DIR", "GUARD_STATE", "CLUSTER_LENT", "CLUSTER_LAST")
+
+
+class FakeProcess:
+    def __init__(self, lines: list[str], code: int):
+        self.stdout = iter(line + "\n" for line in lines)
+        self.code = code
+
+    def wait(self) -> int:
+        return self.code
 
 
 @dataclass
@@ -79,6 +88,9 @@ class FakeHost:
     # (when, GB) of memory an engine still holds after its container went away
     late_memory: list[tuple[float, float]] = field(default_factory=list)
     extra_used_gb: float = 0.0
+    # The registry and the hub, as the fetcher meets them: the next N pulls fail; the hub's exit code.
+    pulls_fail: int = 0
+    hub_exit: int = 0
 
     def __post_init__(self):
         self.registry_path = self.root / "models.json"
@@ -264,8 +276,35 @@ class FakeHost:
             self.containers.pop(args[-1], None)
             return "", 0
         if args[:2] == ["image", "inspect"]:
-            return "[]", 0 if args[2] in self.images else 1
+            ref = args[-1]
+            if ref not in self.images:
+                return "", 1
+            if "--format" in args:
+                return json.dumps({"RepoDigests": [f"{ref.split(':')[0]}@sha256:{'d' * 64}"], "Size": 188_000_000,
+                                   "Os": "linux", "Architecture": "arm64"}), 0
+            return "[]", 0
         raise AssertionError(f"the fake host does not know docker {args}")
+
+    def popen(self, args, stdout=None, stderr=None, text=None, **_):
+        """`docker pull` and the hub in its container: the streams the fetcher reads line by line."""
+        args = [str(a) for a in args]
+        self.commands.append(args)
+        if args[:2] == ["docker", "pull"]:
+            if self.pulls_fail:
+                self.pulls_fail -= 1
+                self.now += 7
+                return FakeProcess(["0123456789ab: Pulling fs layer",
+                                    "error pulling image configuration: connection reset by peer"], 1)
+            self.images.add(args[2])
+            return FakeProcess(["0123456789ab: Pulling fs layer", "0123456789ab: Pull complete",
+                                f"Status: Downloaded newer image for {args[2]}"], 0)
+        if args[:2] == ["docker", "run"]:
+            verb, spec = args[-2], json.loads(args[-1])
+            if self.hub_exit:
+                return FakeProcess([f"sparkstack-hub: {spec['repo']}: 401 Unauthorized"], self.hub_exit)
+            answer = {"commit": "c" * 40, "files": {"config.json": 120}} if verb == "resolve" else {"fetched": 1}
+            return FakeProcess([f"sparkstack-hub: {verb} {spec['repo']}", fetch.HUB_MARK + json.dumps(answer)], 0)
+        raise AssertionError(f"the fake host does not stream {args}")
 
     # --- wiring ---------------------------------------------------------------------
 
@@ -287,10 +326,12 @@ class FakeHost:
         patch(memguard, "GUARD_STATE", str(paths["GUARD_STATE"]))
         fake_subprocess = types.SimpleNamespace(run=self.run, TimeoutExpired=subprocess.TimeoutExpired,
                                                 SubprocessError=subprocess.SubprocessError,
-                                                CalledProcessError=subprocess.CalledProcessError)
+                                                CalledProcessError=subprocess.CalledProcessError,
+                                                Popen=self.popen, PIPE=subprocess.PIPE, STDOUT=subprocess.STDOUT)
         fake_time = types.SimpleNamespace(monotonic=self.monotonic, sleep=self.sleep, time=lambda: 1.7e9 + self.now,
                                           strftime=time.strftime, localtime=time.localtime)
-        for module in (switch, memguard, cluster):
+        patch(fetch, "SECRETS", str(self.root / "secrets.env"))
+        for module in (switch, memguard, cluster, fetch):
             patch(module, "subprocess", fake_subprocess)
             patch(module, "time", fake_time)
         patch(switch, "probe", self.probe)
