@@ -42,6 +42,10 @@ PACKAGES = (
 DISK_SIZE = "8G"
 MEMORY_MB = 2048
 CPUS = 2
+# TCG emulates every vector extension `-cpu max` advertises, and glibc and CPython then pick them: with the
+# baseline x86-64 model, three `python3 -c 'import asyncio'` took 8.8 s in the VM instead of 13.9 s, and the
+# boot 109 s instead of 131 s (measured on this 2-core machine, QEMU 7.2). mitigations=off: a throwaway guest.
+CPU_MODEL = "qemu64"
 BOOT_TIMEOUT_S = 600
 NETWORK = """[Match]
 Name=eth0
@@ -290,9 +294,9 @@ def up(fresh: bool = False, instance: str = MAIN) -> dict:
     run.ssh_config_file.write_text(ssh_config_text(port, img.key, instance))
     link_args, link_port = _link_netdev(instance)
     command = [
-        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", "max", "-m", str(MEMORY_MB), "-smp", str(CPUS),
+        "qemu-system-x86_64", "-accel", "tcg,thread=multi", "-cpu", CPU_MODEL, "-m", str(MEMORY_MB), "-smp", str(CPUS),
         "-kernel", str(img.kernel), "-initrd", str(img.initrd),
-        "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",
+        "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet mitigations=off",
         "-drive", f"file={run.overlay},format=qcow2,if=virtio",
         "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22", "-device", "virtio-net-pci,netdev=n0",
         *link_args,
