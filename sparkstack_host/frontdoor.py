@@ -1,9 +1,13 @@
 """sparkstack-frontdoor: one OpenAI-compatible endpoint on this host, whatever model is hot.
 
   GET  /v1/models     every deployed model: its aliases, whether it is hot, its capabilities
-  POST /v1/...        to the hot model when the body's "model" names it or an alias (rewritten to the
+  POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses
+                      to the hot model when the body's "model" names it or an alias (rewritten to the
                       served name), with the fixes its profile declares; streams pass through as they come
   GET  /health        the door itself
+
+Nothing else: the engine is asked for the route the door matched, never for the request's own path, and a path
+with a dot segment (`.`, `..`, raw or percent-encoded) or an encoded slash is refused with 400 before routing.
 
 A request for a model that is not hot gets 409 naming the hot model and the switch command, or, with
 on-demand switching, a switch through llm-switch (one at a time, a minimum hot time, the request held
@@ -24,11 +28,33 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 
 from sparkstack_host import compat, contract
 
 REGISTRY = contract.REGISTRY_PATH
 POLL_S = 1.0
+# The OpenAI API routes the door forwards, matched exactly; an engine's own routes (SGLang's
+# /update_weights_from_disk, vLLM's /invocations, /tokenize, ...) are never reachable through the door.
+FORWARDED_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
+
+
+def path_refusal(raw_path):
+    """Why a raw request path is refused before routing, else None: a `.` or `..` segment or an encoded `/` or
+    `\\`, however many times percent-encoded (clients and proxies normalise them, so a route matched on one
+    spelling could reach another)."""
+    path = raw_path.split("?", 1)[0]
+    if not path.startswith("/"):
+        return "the path is not absolute"
+    for segment in path.split("/")[1:]:
+        decoded, previous = segment, None
+        while decoded != previous:
+            previous, decoded = decoded, urllib.parse.unquote(decoded)
+        if decoded in (".", ".."):
+            return "the path has a dot segment"
+        if "/" in decoded or "\\" in decoded or "\x00" in decoded:
+            return "the path has an encoded slash, backslash or NUL"
+    return None
 
 # --- request fixes (pure functions: the unit tests import them without aiohttp) ---------------------
 
@@ -218,6 +244,8 @@ class Door:
                                          "authentication_error", 401))
 
     async def health(self, request):
+        if not self.authorized(request):  # the key guards every route, this one too (it names the hot model)
+            return self.unauthorized()
         return self.json(200, {"status": "ok", "hot": self.hot()})
 
     async def list_models(self, request):
@@ -342,7 +370,8 @@ class Door:
             headers["Accept"] = request.headers["Accept"]
         timeout = self.client.ClientTimeout(total=None, sock_connect=self.config["connect_timeout_s"],
                                             sock_read=self.config["read_timeout_s"])
-        url = f"http://127.0.0.1:{model['port']}{request.path_qs}"
+        # The matched route, never the request's path: nothing the client spells reaches another engine route.
+        url = f"http://127.0.0.1:{model['port']}{request.match_info.route.resource.canonical}"
         try:
             async with self.session.post(url, data=data, headers=headers, timeout=timeout) as upstream:
                 content_type = upstream.headers.get("Content-Type", "application/json")
@@ -387,15 +416,37 @@ class Door:
         await self.session.close()
 
 
+def refused(web, request, code, message):
+    """One journal line per refused request (never a traceback), and an OpenAI-shaped error body."""
+    path = request.raw_path[:200].encode("ascii", "backslashreplace").decode()
+    print(f"sparkstack-frontdoor: refused {request.method} {path} from {request.remote}: {code} {message}", flush=True)
+    kind = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}.get(code, "error")
+    return web.json_response(error_body(message, kind, code), status=code)
+
+
 def make_app(registry):
     import aiohttp  # the distribution's python3-aiohttp
     from aiohttp import web
 
+    @web.middleware
+    async def only_listed_routes(request, handler):
+        why = path_refusal(request.raw_path)
+        if why:
+            return refused(web, request, 400, f"{why}; the door serves only its listed routes")
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return refused(web, request, 404, f"the door serves {', '.join(('/v1/models',) + FORWARDED_ROUTES)} "
+                                              "and /health, nothing else")
+        except web.HTTPMethodNotAllowed as exc:
+            return refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
+
     door = Door(registry, web, aiohttp)
-    app = web.Application(client_max_size=64 * 1024 * 1024)  # images travel inline as base64
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[only_listed_routes])  # images inline
     app.router.add_get("/health", door.health)
     app.router.add_get("/v1/models", door.list_models)
-    app.router.add_post("/v1/{tail:.+}", door.forward)
+    for route in FORWARDED_ROUTES:
+        app.router.add_post(route, door.forward)
     app.on_startup.append(door.start)
     app.on_cleanup.append(door.stop)
     return app

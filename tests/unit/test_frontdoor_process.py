@@ -1,0 +1,184 @@
+"""The front door as a local process (the distribution's python3 and python3-aiohttp, as on a Debian 12 host)
+in front of the stand-in engine, and an attacker who has the door's address and key.
+
+Each attack is written as the attacker's steps; the engine records every path it is asked for, so "refused"
+means the engine never saw it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from sparkstack.paths import repo_root
+from tests.standin_engine.server import make_handler
+from tests.unit.fakehost import rendered_registry
+
+SYSTEM_PYTHON = "/usr/bin/python3"
+KEY = "door-key-for-the-test"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def engine_paths():
+    """The stand-in serving qwen36, recording the path of every request it gets."""
+    seen: list[str] = []
+    ready = threading.Event()
+    ready.set()
+    served = json.loads(rendered_registry())["models"]["qwen36"]["served_model_name"]
+    handler = make_handler(served, True, {}, ready, "vllm")
+
+    class Recording(handler):
+        def parse_request(self):
+            ok = super().parse_request()
+            seen.append(self.path)
+            return ok
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], seen
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def door(engine_paths, tmp_path_factory):
+    """sparkstack-frontdoor on a free loopback port, exposed with a key, qwen36's port pointing at the stand-in."""
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import aiohttp"], capture_output=True).returncode != 0:
+        pytest.fail("python3-aiohttp is missing: `make test` installs it (the door's library on the host)")
+    engine_port, _ = engine_paths
+    root = tmp_path_factory.mktemp("door")
+    registry = json.loads(rendered_registry())
+    registry["models"]["qwen36"]["port"] = engine_port
+    registry["models"]["qwen36"]["api_key_env"] = None
+    port = free_port()
+    registry["frontdoor"].update(bind="127.0.0.1", port=port, api_key_env="SPARKSTACK_DOOR_KEY")
+    (root / "models.json").write_text(json.dumps(registry))
+    log = (root / "door.log").open("w")
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repo_root()), "SPARKSTACK_DOOR_KEY": KEY}
+    process = subprocess.Popen([SYSTEM_PYTHON, "-m", "sparkstack_host.frontdoor", "--registry", str(root / "models.json")],
+                               env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if ask(port, "GET", "/v1/models")[0] == 200 and '"hot": true' in ask(port, "GET", "/v1/models")[1]:
+                break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail(f"the door did not come up: {(root / 'door.log').read_text()[-2000:]}")
+    yield port, root / "door.log"
+    process.terminate()
+    process.wait(10)
+
+
+def ask(port: int, method: str, raw_path: str, body: dict | None = None, key: str | None = KEY,
+        headers: dict | None = None) -> tuple[int, str]:
+    """One request with the path sent exactly as written: http.client does not normalise it, as curl
+    --path-as-is and an attacker's own client do not."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
+    connection.request(method, raw_path, body=json.dumps(body) if body is not None else None, headers=sent)
+    response = connection.getresponse()
+    answer = response.status, response.read().decode()
+    connection.close()
+    return answer
+
+
+CHAT = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+
+
+def test_a_chat_through_the_door_reaches_the_engine_at_its_chat_route(door, engine_paths):
+    port, _ = door
+    _, seen = engine_paths
+    code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
+    assert code == 200, body
+    assert json.loads(body)["choices"][0]["message"]["content"]
+    assert seen[-1] == "/v1/chat/completions"
+
+
+# The attacker holds a door key and wants the engine's own routes: SGLang's /update_weights_from_disk and
+# /configure_logging, vLLM's /invocations and /tokenize, which have no key of their own on loopback.
+TRAVERSALS = [
+    "/v1/../admin",
+    "/v1/%2E%2E/flush_cache",
+    "/v1/%2e%2e/update_weights_from_disk",
+    "/v1/chat/../../configure_logging",
+    "/v1/models/..",
+    "/v1/./chat/completions",
+    "/v1/%252e%252e/invocations",
+    "/v1/chat%2f..%2f..%2ftokenize",
+    "/v1/chat/completions/..%5c..%5cabort_request",
+]
+
+
+@pytest.mark.parametrize("raw_path", TRAVERSALS)
+def test_an_attacker_walking_out_of_v1_with_dot_segments_is_refused_with_400(door, engine_paths, raw_path):
+    port, log = door
+    _, seen = engine_paths
+    before = list(seen)
+    code, body = ask(port, "POST", raw_path, CHAT)
+    assert code == 400, body
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert seen == before, f"the engine was asked for {seen[len(before):]}"
+
+
+@pytest.mark.parametrize("raw_path", ["/invocations", "/tokenize", "/v1/tokenize", "/v1/pooling", "/metrics",
+                                      "/update_weights_from_disk", "/v1/chat/completions/x", "/v1/load_lora_adapter"])
+def test_an_attacker_asking_for_an_engine_route_by_name_gets_404_and_the_engine_never_hears_of_it(
+        door, engine_paths, raw_path):
+    port, _ = door
+    _, seen = engine_paths
+    before = list(seen)
+    code, body = ask(port, "POST", raw_path, CHAT)
+    assert code == 404, body
+    assert "nothing else" in json.loads(body)["error"]["message"]
+    assert seen == before
+
+
+def test_a_query_string_is_not_carried_to_the_engine(door, engine_paths):
+    port, _ = door
+    _, seen = engine_paths
+    code, _ = ask(port, "POST", "/v1/chat/completions?x=/../../admin", CHAT)
+    assert code == 200
+    assert seen[-1] == "/v1/chat/completions"
+
+
+def test_without_the_key_every_route_answers_401_health_too(door):
+    port, _ = door
+    for method, path in (("GET", "/health"), ("GET", "/v1/models"), ("POST", "/v1/chat/completions")):
+        code, body = ask(port, method, path, CHAT if method == "POST" else None, key=None)
+        assert code == 401, (path, body)
+        assert json.loads(body)["error"]["type"] == "authentication_error"
+
+
+def test_a_get_on_a_post_route_is_405_with_an_openai_shaped_body(door):
+    port, _ = door
+    code, body = ask(port, "GET", "/v1/chat/completions")
+    assert code == 405
+    assert json.loads(body)["error"]["message"] == "/v1/chat/completions takes POST"
+
+
+def test_each_refusal_is_one_journal_line_and_never_a_traceback(door):
+    port, log = door
+    ask(port, "POST", "/v1/%2E%2E/flush_cache", CHAT)
+    text = Path(log).read_text()
+    assert "refused POST /v1/%2E%2E/flush_cache from 127.0.0.1: 400 the path has a dot segment" in text
+    assert "Traceback" not in text
