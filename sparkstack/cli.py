@@ -163,12 +163,12 @@ def clients(group: str, host: str, out: Path) -> None:
 
     loaded = valid_profiles()
     settings, plan_result = group_plan(group, loaded)
-    key = os.environ.get("SPARKSTACK_FRONTDOOR_API_KEY") if settings.frontdoor_exposed else None
+    key = os.environ.get("SPARKSTACK_FRONTDOOR_API_KEY") if settings.frontdoor_expose else None
     try:
         door = endpoint(list(plan_result.deployable), settings, host, key)
     except ValueError as exc:
         fail(f"clients: group {group!r}: {exc}")
-    if host.split(":")[0] not in ("127.0.0.1", "localhost") and not settings.frontdoor_exposed:
+    if host.split(":")[0] not in ("127.0.0.1", "localhost") and not settings.frontdoor_expose:
         click.echo(f"note: group {group!r} keeps the door on the Spark's loopback; from another machine use "
                    f"`ssh -L {settings.frontdoor_port}:127.0.0.1:{settings.frontdoor_port} <spark>` and --host 127.0.0.1, "
                    "or set sparkstack_frontdoor_expose = True (the door then needs SPARKSTACK_FRONTDOOR_API_KEY)",

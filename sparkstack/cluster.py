@@ -34,7 +34,7 @@ class ClusterNode:
     nodes: int
     interface: str
     master_port: int
-    bind: str                 # where the head's API listens (loopback unless the group is exposed)
+    bind: str                 # where the head's API listens: loopback (the door is the way in)
     ray_port: int = 6379      # the Ray head's GCS port (backend: ray)
     extra_env: dict[str, str] = field(default_factory=dict)
 
@@ -50,7 +50,7 @@ def cluster_nodes(settings: GroupSettings) -> list[ClusterNode]:
     head, head_address = next(iter(settings.cluster_addresses.items()))
     return [ClusterNode(name, rank, address, head, head_address, len(settings.cluster_addresses),
                         settings.cluster_interface or "", settings.cluster_master_port,
-                        "0.0.0.0" if settings.expose else "127.0.0.1", settings.cluster_ray_port,
+                        "127.0.0.1", settings.cluster_ray_port,
                         dict(settings.cluster_env))
             for rank, (name, address) in enumerate(settings.cluster_addresses.items())]
 

@@ -33,8 +33,6 @@ class GroupSettings(StrictModel):
     # Memory kept free for the OS, desktop and docker. Seeds 000/001: qwen36 uses ~67 GB with
     # 53 GB headroom on a 128 GB Spark, which leaves 128 - 67 - 53 = 8 GB outside the model.
     os_reserve_gb: float = Field(default=8.0, ge=0)
-    # Endpoints bind to 127.0.0.1 unless exposed; exposing needs VLLM_API_KEY in the secrets file.
-    expose: bool = False
     # Model containers get the GPUs (`--gpus all`); the deploy checks the NVIDIA container runtime.
     gpus: bool = True
     # `sync; echo 3 > /proc/sys/vm/drop_caches` before each model start (NVIDIA dgx-spark-playbooks).
@@ -82,12 +80,12 @@ class GroupSettings(StrictModel):
     earlyoom_kill_kib: int = Field(default=102400, gt=0)
     # What the memory gate, the memory guard and earlyoom scale their figures by; 1.0 on a Spark.
     switch_memory_scale: float = Field(default=1.0, gt=0, le=1)
-    # The front door (sparkstack-frontdoor): one OpenAI-compatible endpoint whatever model is hot, bound like
-    # the models (loopback unless exposed; exposed, it needs FRONTDOOR_API_KEY_ENV in the secrets file).
+    # The front door (sparkstack-frontdoor): one OpenAI-compatible endpoint whatever model is hot, on loopback
+    # unless exposed (exposed, it needs FRONTDOOR_API_KEY_ENV in the secrets file). The engines never leave
+    # loopback: the door is the only way in from the network.
     # The port is sparkstack's choice, next to the models' 30000-range ports.
     frontdoor_port: int = Field(default=30080, ge=1024, lt=65536)
-    # Expose only the door (0.0.0.0, its key required) while the engines stay on loopback behind it: the way
-    # to reach the Spark from other machines that also covers engines with no env-var key (SGLang).
+    # Expose the door (0.0.0.0, its key required on every route) while the engines stay on loopback behind it.
     frontdoor_expose: bool = False
     # A request for a model that is not hot: False answers 409 naming the hot model and the switch command;
     # True switches to it through llm-switch, one switch at a time.
@@ -103,6 +101,17 @@ class GroupSettings(StrictModel):
     frontdoor_connect_timeout_s: float = Field(default=5.0, gt=0)
     frontdoor_read_timeout_s: float = Field(default=600.0, gt=0)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expose_is_gone(cls, values):
+        if isinstance(values, dict) and "expose" in values:
+            # vLLM's key guards only /v1* (its /invocations, /tokenize, /metrics answer anyone), and SGLang's
+            # native routes have none: an engine on the network is an open engine.
+            raise ValueError("sparkstack_expose is gone: engines listen on loopback only. Set "
+                             "sparkstack_frontdoor_expose = True to reach the models from other machines through the "
+                             "front door, with its key (SPARKSTACK_FRONTDOOR_API_KEY in the secrets file)")
+        return values
+
     @model_validator(mode="after")
     def _cluster_addresses_match(self):
         if self.cluster_addresses:
@@ -115,10 +124,6 @@ class GroupSettings(StrictModel):
             if len(set(self.cluster_addresses.values())) != len(self.cluster_addresses):
                 raise ValueError("sparkstack_cluster_addresses gives two nodes the same address")
         return self
-
-    @property
-    def frontdoor_exposed(self) -> bool:
-        return self.expose or self.frontdoor_expose
 
     @property
     def cluster_head(self) -> str | None:

@@ -178,7 +178,7 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
     unlocked_values = [f"image {ref}" for ref in image_refs if ref not in pins.images]
     unlocked_values += [f"revision of {repo}" for repo in repos if repo not in pins.revisions]
     runtime_flags = (list(GPU_FLAGS) if settings.gpus else []) + list(COMMON_RUNTIME_FLAGS)
-    bind = "0.0.0.0" if settings.expose else "127.0.0.1"
+    bind = "127.0.0.1"  # engines never leave loopback; the door is the way in
     labels = [WATCHTOWER_DISABLE_LABEL, f"io.sparkstack.model={p.name}", "io.sparkstack.managed=true"]
     container_env = dict(p.env)
     if node is not None:
@@ -281,9 +281,9 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
         "secrets_file": SECRETS_PATH,
         "models": models,
         "frontdoor": {
-            "bind": "0.0.0.0" if settings.frontdoor_exposed else "127.0.0.1",
+            "bind": "0.0.0.0" if settings.frontdoor_expose else "127.0.0.1",
             "port": settings.frontdoor_port,
-            "api_key_env": FRONTDOOR_API_KEY_ENV if settings.frontdoor_exposed else None,
+            "api_key_env": FRONTDOOR_API_KEY_ENV if settings.frontdoor_expose else None,
             "on_demand": settings.frontdoor_on_demand,
             "min_hot_s": settings.frontdoor_min_hot_s,
             "hold_s": settings.frontdoor_hold_s,
@@ -337,19 +337,6 @@ def check_frontdoor_port(profiles: list[Profile], settings: GroupSettings, group
                           f"{', '.join(taken)}; give the front door another port")
 
 
-def check_exposure(profiles: list[Profile], settings: GroupSettings, group: str) -> None:
-    if not settings.expose:
-        return
-    blocked = [p for p in profiles if p.engine not in API_KEY_ENV]
-    if blocked:
-        names = ", ".join(f"{p.name} ({p.engine})" for p in blocked)
-        raise RenderError(
-            f"group {group!r} sets sparkstack_expose = True, but {names} can take an API key only as a "
-            "command-line argument, which would leak it into process listings; keep this group on "
-            "loopback or limit sparkstack_models to engines that read the key from the environment "
-            f"({', '.join(f'{e}: {v}' for e, v in API_KEY_ENV.items())})")
-
-
 def host_package_files() -> list[RenderedFile]:
     """sparkstack_host, byte for byte, under HOST_LIB: what the shims in files/ run."""
     package = repo_root() / "sparkstack_host"
@@ -375,7 +362,6 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
     admitted = {p.name for p in plan.deployable}
     chosen = [lp for lp in loaded if lp.profile.name in admitted]
     pins = pins or unpinned([lp.profile for lp in chosen], settings)
-    check_exposure([lp.profile for lp in chosen], settings, group)
     check_frontdoor_port([lp.profile for lp in chosen], settings, group)
     place = None
     if any(lp.profile.cluster for lp in chosen):

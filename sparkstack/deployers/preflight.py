@@ -11,7 +11,6 @@ from pyinfra.api import DeployError, deploy
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
 
-from sparkstack.engines import API_KEY_ENV
 from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.paths import NotARepo
@@ -84,8 +83,7 @@ def plan_for_host(loaded: list[LoadedProfile], settings: GroupSettings, live_gb:
 
 def check_api_key(settings: GroupSettings) -> None:
     """An exposed endpoint needs its API key in the secrets file; count the line, never read it out."""
-    needed = (set(API_KEY_ENV.values()) if settings.expose else set()) | (
-        {FRONTDOOR_API_KEY_ENV} if settings.frontdoor_exposed else set())
+    needed = {FRONTDOOR_API_KEY_ENV} if settings.frontdoor_expose else set()
     for env_name in sorted(needed):
         count = host.get_fact(Command, command=f"grep -c '^{env_name}=..*' {SECRETS_PATH} 2>/dev/null || true")
         if str(count).strip() in ("", "0"):

@@ -185,12 +185,21 @@ def test_a_new_profile_renders_and_reaches_llm_switch_with_no_code_change(profil
     assert registry["models"]["tiny"]["unit"] == "vllm-tiny.service"
 
 
-def test_exposing_binds_all_interfaces_but_refuses_sglang_whose_key_would_be_an_argument():
-    with pytest.raises(RenderError, match="mistral4 \\(sglang\\)"):
-        rendering_for("spark", GroupSettings(expose=True))
-    rendering = rendering_for("spark", GroupSettings(expose=True, models=["qwen36"]))
-    script = next(f.content for f in rendering.files if f.path.endswith("launch-qwen36"))
-    assert "--publish 0.0.0.0:30001:30001 \\" in script
+def test_sparkstack_expose_is_refused_with_a_pointer_to_the_door():
+    from sparkstack.groups import GroupSettingsError, settings_from_data
+
+    with pytest.raises(GroupSettingsError, match="group_data/spark.py: .*sparkstack_expose is gone: engines listen on "
+                                                 "loopback only. Set sparkstack_frontdoor_expose = True"):
+        settings_from_data({"sparkstack_expose": True}, "group_data/spark.py")
+
+
+def test_every_engine_publishes_on_loopback_only_and_an_exposed_door_binds_every_interface():
+    rendering = rendering_for("spark", GroupSettings(frontdoor_expose=True))
+    for script in (f for f in rendering.files if "/launch-" in f.path):
+        published = [line for line in script.content.splitlines() if "--publish" in line]
+        assert published and all("--publish 127.0.0.1:" in line for line in published), script.path
+    door = json.loads(next(f.content for f in rendering.files if f.kind == "registry"))["frontdoor"]
+    assert (door["bind"], door["api_key_env"]) == ("0.0.0.0", "SPARKSTACK_FRONTDOOR_API_KEY")
 
 
 def test_launch_script_argument_arrays_parse_back_to_the_engine_command(tree):
