@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Mapping
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -100,6 +100,9 @@ class GroupSettings(StrictModel):
     # its answer (a long prompt's prefill sends nothing until the first token).
     frontdoor_connect_timeout_s: float = Field(default=5.0, gt=0)
     frontdoor_read_timeout_s: float = Field(default=600.0, gt=0)
+    # Browser origins allowed to call the door (e.g. "http://localhost:3000" for a local chat UI). A request
+    # with any other Origin header is refused: a web page the owner visits must not use the loopback door.
+    frontdoor_allowed_origins: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]] = []
 
     @model_validator(mode="before")
     @classmethod

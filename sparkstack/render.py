@@ -290,6 +290,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "connect_timeout_s": settings.frontdoor_connect_timeout_s,
             "read_timeout_s": settings.frontdoor_read_timeout_s,
             "switch_socket": SWITCH_SOCKET,
+            "allowed_origins": list(settings.frontdoor_allowed_origins),
         },
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"

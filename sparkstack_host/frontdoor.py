@@ -36,6 +36,8 @@ REGISTRY = contract.REGISTRY_PATH
 POLL_S = 1.0
 # The OpenAI API routes the door forwards, matched exactly; an engine's own routes (SGLang's
 # /update_weights_from_disk, vLLM's /invocations, /tokenize, ...) are never reachable through the door.
+# Images travel inline as base64: room for several, and nothing near the memory a flood of bodies could take.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 FORWARDED_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 
 
@@ -420,7 +422,8 @@ def refused(web, request, code, message):
     """One journal line per refused request (never a traceback), and an OpenAI-shaped error body."""
     path = request.raw_path[:200].encode("ascii", "backslashreplace").decode()
     print(f"sparkstack-frontdoor: refused {request.method} {path} from {request.remote}: {code} {message}", flush=True)
-    kind = {400: "invalid_request_error", 404: "not_found_error", 405: "invalid_request_error"}.get(code, "error")
+    kind = {400: "invalid_request_error", 403: "permission_error", 404: "not_found_error",
+            405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error"}.get(code, "error")
     return web.json_response(error_body(message, kind, code), status=code)
 
 
@@ -428,11 +431,21 @@ def make_app(registry):
     import aiohttp  # the distribution's python3-aiohttp
     from aiohttp import web
 
+    allowed_origins = frozenset(registry["frontdoor"]["allowed_origins"])
+
     @web.middleware
     async def only_listed_routes(request, handler):
         why = path_refusal(request.raw_path)
         if why:
             return refused(web, request, 400, f"{why}; the door serves only its listed routes")
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in allowed_origins:
+            # A web page in the owner's browser (or DNS rebinding) reaching the door: refused unless listed.
+            return refused(web, request, 403, f"requests from the browser origin {origin[:100]!r} are refused; "
+                                              "list it in sparkstack_frontdoor_allowed_origins to allow it")
+        if request.method == "POST" and request.content_type != "application/json":
+            # text/plain is what a page may POST cross-origin without asking: the door takes JSON only.
+            return refused(web, request, 415, "the door takes request bodies as Content-Type: application/json")
         try:
             return await handler(request)
         except web.HTTPNotFound:
@@ -440,9 +453,11 @@ def make_app(registry):
                                               "and /health, nothing else")
         except web.HTTPMethodNotAllowed as exc:
             return refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
+        except web.HTTPRequestEntityTooLarge:
+            return refused(web, request, 413, f"the body is larger than the door's {MAX_BODY_BYTES // 2**20} MiB")
 
     door = Door(registry, web, aiohttp)
-    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[only_listed_routes])  # images inline
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[only_listed_routes])
     app.router.add_get("/health", door.health)
     app.router.add_get("/v1/models", door.list_models)
     for route in FORWARDED_ROUTES:

@@ -182,3 +182,26 @@ def test_each_refusal_is_one_journal_line_and_never_a_traceback(door):
     text = Path(log).read_text()
     assert "refused POST /v1/%2E%2E/flush_cache from 127.0.0.1: 400 the path has a dot segment" in text
     assert "Traceback" not in text
+
+
+def test_a_web_page_posting_cross_origin_is_refused_before_the_engine(door, engine_paths):
+    # The attacker's page, open in the owner's browser, POSTs to the loopback door: a "simple" request
+    # (text/plain, no preflight) with the page's Origin.
+    port, _ = door
+    _, seen = engine_paths
+    before = list(seen)
+    code, body = ask(port, "POST", "/v1/chat/completions", CHAT, headers={"Origin": "https://evil.example"})
+    assert code == 403 and "evil.example" in json.loads(body)["error"]["message"]
+    code, body = ask(port, "POST", "/v1/chat/completions", CHAT, headers={"Content-Type": "text/plain"})
+    assert code == 415, body
+    assert seen == before
+
+
+def test_a_body_past_the_cap_gets_413_and_the_door_keeps_serving(door):
+    from sparkstack_host.frontdoor import MAX_BODY_BYTES
+
+    port, _ = door
+    padding = "x" * (MAX_BODY_BYTES + 1024)
+    code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "padding": padding})
+    assert code == 413 and json.loads(body)["error"]["code"] == 413
+    assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
