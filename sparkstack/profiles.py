@@ -261,6 +261,11 @@ def _load_one(path: Path) -> tuple[Profile | None, list[ProfileError]]:
     if not path.is_file():
         return None, [ProfileError(shown, "(file)", "no such file")]
     text = path.read_text(encoding="utf-8")
+    aliases = _alias_count(text)
+    if aliases > MAX_YAML_ALIASES:
+        # Each alias may stand for a tree of aliases: validating the expansion grows exponentially.
+        return None, [ProfileError(shown, "(yaml)", f"{aliases} YAML aliases (*name); a profile may use at most "
+                                                    f"{MAX_YAML_ALIASES}")]
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -285,6 +290,19 @@ def _load_one(path: Path) -> tuple[Profile | None, list[ProfileError]]:
     errors = [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _semantic_errors(profile, path)]
     errors += [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _secret_errors(profile)]
     return (None if errors else profile), errors
+
+
+# Profiles need few or no YAML aliases; a document of nested aliases ("billion laughs") is refused unexpanded.
+MAX_YAML_ALIASES = 32
+
+
+def _alias_count(text: str) -> int:
+    """The aliases in a YAML text, counted on the event stream (nothing is expanded); 0 if it does not parse
+    (the loader then reports the syntax error with its line)."""
+    try:
+        return sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return 0
 
 
 def _loc(loc: tuple) -> str:

@@ -168,9 +168,18 @@ def watch(registry_path):
     record(state)
     low = 0
     read_at = time.monotonic()
+    unreadable = None
     while True:
         if time.monotonic() - read_at > 10:  # a deploy may change the floor or the models
-            registry, read_at = load_registry(registry_path), time.monotonic()
+            read_at = time.monotonic()
+            try:
+                registry, unreadable = load_registry(registry_path), None
+            except contract.RegistryError as exc:
+                # Keep guarding with the last registry it could read: a half-written or broken file must not
+                # take the guard down while a model is hot.
+                if str(exc) != unreadable:
+                    say(f"keeping the last registry it read: {exc}")
+                unreadable = str(exc)
             if registry["memory_guard_floor_gb"] != floor:
                 floor = state["floor_gb"] = registry["memory_guard_floor_gb"]
                 record(state)

@@ -227,3 +227,27 @@ def test_the_guard_stops_the_hot_model_after_two_low_readings_and_records_why(ho
     action = memguard_state()["last_action"]
     assert action["model"] == "qwen36" and action["floor_gb"] == 10.0
     assert "stopped by the memory guard" in action["message"] and "6.70 GB available < 10 GB" in action["message"]
+
+
+def test_the_guard_keeps_guarding_through_a_registry_it_cannot_read(host, capsys):
+    switch_to(host, "qwen")
+    readings = []
+
+    def sleep_and_break_things(seconds):
+        host.now += seconds
+        readings.append(host.now)
+        if len(readings) == 3:
+            host.registry_path.write_text("{not json")  # a deploy half way, or a hand edit gone wrong
+        if len(readings) == 20:
+            host.extra_used_gb = 40  # then memory runs low
+        host.write_meminfo()
+        if (host.root / "run" / "memory-guard.json").exists() and json.loads(
+                (host.root / "run" / "memory-guard.json").read_text()).get("last_action"):
+            raise StopIteration
+
+    host.monkeypatch.setattr(memguard.time, "sleep", sleep_and_break_things)
+    with pytest.raises(StopIteration):
+        memguard.watch(str(host.registry_path))
+    out = capsys.readouterr().out
+    assert out.count("keeping the last registry it read:") == 1 and "is not valid JSON" in out
+    assert host.hot() == []  # it still stopped the hot model below the floor

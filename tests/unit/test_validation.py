@@ -165,3 +165,14 @@ def test_commands_read_the_checkout_they_run_in_not_the_installed_one(tmp_path):
     nowhere = subprocess.run(sparkstack + ["validate"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert nowhere.returncode == 2
     assert "is not inside a sparkstack checkout" in nowhere.stderr and "deploy.py" in nowhere.stderr
+
+
+def test_an_alias_bomb_profile_is_refused_unexpanded(profiles_dir):
+    # The attacker's pull request: a profile whose nine levels of aliases expand to 10**9 strings.
+    levels = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    (profiles_dir / "bomb.yaml").write_text("\n".join(levels) + "\nname: bomb\n")
+    with pytest.raises(ProfileErrors) as caught:
+        load_profiles([profiles_dir])
+    # Refused on the count, before the loader or the schema could walk the expansion.
+    assert "bomb.yaml: (yaml): 90 YAML aliases (*name); a profile may use at most 32" in str(caught.value)
