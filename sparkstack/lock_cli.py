@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import click
+from pydantic import ValidationError
 
 from sparkstack.artifacts import Intents, intents
 from sparkstack.lockfile import Lock, LockedImage, LockedRepo, LockError, load_lock, lock_path, repo_is_current, save_lock
@@ -122,8 +123,14 @@ def run_lock(host: str, group: str, ssh_config: Path | None, upgrade: str | None
                 click.echo(f"lock: resolving {repo}@{intent.revision} on {host}", err=True)
                 answer = _streamed(host, ssh_config, f"SPARKSTACK_HUB={tools}/sparkstack-hub python3 {tools}/sparkstack-fetch "
                                                      f"resolve-repo {shlex.quote(image)} {shlex.quote(json.dumps(spec))}")
-                new_models[repo] = LockedRepo(revision=intent.revision, commit=answer["commit"], allow=list(intent.allow),
-                                              ignore=list(intent.ignore), files=answer["files"])
+                try:
+                    new_models[repo] = LockedRepo(revision=intent.revision, commit=answer["commit"],
+                                                  allow=list(intent.allow), ignore=list(intent.ignore),
+                                                  files=answer["files"])
+                except ValidationError as exc:
+                    problems = "; ".join(e["msg"] for e in exc.errors())
+                    raise click.ClickException(f"lock: refused the hub's answer for {repo}: {problems}; "
+                                               "nothing was written") from None
         finally:
             _ssh(host, ssh_config, f"rm -rf {tools}")
     new_lock = Lock(group=group, images=new_images, models=new_models)

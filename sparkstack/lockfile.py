@@ -21,7 +21,7 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sparkstack.artifacts import Intents, Pins
 from sparkstack.paths import display_path, group_data_dir
@@ -29,6 +29,17 @@ from sparkstack.paths import display_path, group_data_dir
 LOCK_VERSION = 1
 DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+def snapshot_name_problem(name: str) -> str | None:
+    """Why NAME cannot be a file of a snapshot, else None: it must be a relative path of plain segments."""
+    if not name or name.startswith("/") or "\\" in name:
+        return "is not a relative path"
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        return "has a control character"
+    if any(segment in ("", ".", "..") for segment in name.split("/")):
+        return "has an empty, '.' or '..' segment"
+    return None
 
 
 class _Strict(BaseModel):
@@ -47,6 +58,19 @@ class LockedRepo(_Strict):
     allow: list[str]
     ignore: list[str]
     files: dict[str, int]
+
+    @field_validator("files")
+    @classmethod
+    def _names_stay_inside_the_snapshot(cls, files: dict[str, int]) -> dict[str, int]:
+        # A hub answers with these names, and the host's fetcher writes and cleans files by them: a name that
+        # leaves the snapshot directory would let a hub (or an edited lock) write or delete elsewhere.
+        for name, size in files.items():
+            why = snapshot_name_problem(name)
+            if why:
+                raise ValueError(f"file name {name[:200]!r} {why}")
+            if size < 0:
+                raise ValueError(f"file {name!r} has a negative size")
+        return files
 
     @property
     def size_bytes(self) -> int:

@@ -146,3 +146,18 @@ def test_a_second_profile_on_the_same_repo_does_not_make_the_lock_stale():
     both = intents(list(plan.deployable) + [twin], settings)
     assert both.repos[QWEN].used_by == ["qwen36", "tiny"]
     assert lock_problems(lock, both, "spark") == []
+
+
+@pytest.mark.parametrize("name", ["../../../etc/cron.d/owned", "/etc/passwd", "weights/../../x", "a//b", "./config.json",
+                                  "dir\\..\\x", "config.json\n", ""])
+def test_a_hub_naming_a_file_outside_the_snapshot_is_refused_at_lock_time(name):
+    # The attacker runs the hub (or edits the lock): its file list names a path that leaves the snapshot,
+    # which the host's fetcher would write or delete.
+    from pydantic import ValidationError
+
+    from sparkstack.lockfile import LockedRepo
+
+    with pytest.raises(ValidationError, match="file name"):
+        LockedRepo(revision="main", commit="a" * 40, allow=[], ignore=[], files={name: 1, "config.json": 2})
+    assert LockedRepo(revision="main", commit="a" * 40, allow=[], ignore=[],
+                      files={"config.json": 2, "sub/dir/model.safetensors": 3}).size_bytes == 5
