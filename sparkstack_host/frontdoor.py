@@ -133,6 +133,24 @@ def has_image(body):
     return False
 
 
+def message_shape_problem(body):
+    """Why a body's messages cannot be what the OpenAI API takes, else None: the fixes and the image check read
+    them, and an odd shape must be a 400, never a traceback."""
+    messages = body.get("messages")
+    if messages is None:
+        return None
+    if not isinstance(messages, list):
+        return "\"messages\" must be a list"
+    for number, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"messages[{number}] must be an object with a \"role\""
+        content = message.get("content")
+        if content is not None and not isinstance(content, str) and not (
+                isinstance(content, list) and all(isinstance(part, dict) for part in content)):
+            return f"messages[{number}].content must be a string or a list of parts"
+    return None
+
+
 def find_model(models, word):
     """The registry name of the model a request names (its name, served name or an alias), else None."""
     for name, model in models.items():
@@ -239,7 +257,8 @@ class Door:
         if self.key is None:
             return True
         given = request.headers.get("Authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {self.key}".encode())
+        # Bytes not UTF-8 arrive as surrogates: compared as they came, never a 500.
+        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {self.key}".encode())
 
     def unauthorized(self):
         return self.json(401, error_body("this endpoint needs its API key: Authorization: Bearer <key>",
@@ -340,6 +359,9 @@ class Door:
             return self.json(400, error_body("the request body is not JSON", "invalid_request_error", 400))
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
             return self.json(400, error_body("the request names no model (\"model\")", "invalid_request_error", 400))
+        shape = message_shape_problem(body)
+        if shape:
+            return refused(self.web, request, 400, shape)
         name = find_model(self.models, body["model"])
         if name is None:
             known = ", ".join(f"{n} ({', '.join(m.get('aliases', []))})" if m.get("aliases") else n

@@ -205,3 +205,33 @@ def test_a_body_past_the_cap_gets_413_and_the_door_keeps_serving(door):
     code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "padding": padding})
     assert code == 413 and json.loads(body)["error"]["code"] == 413
     assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
+
+
+@pytest.mark.parametrize("messages", [
+    "hi",
+    [1, 2],
+    [{"content": "no role"}],
+    [{"role": "user", "content": 42}],
+    [{"role": "user", "content": ["not a part object"]}],
+])
+def test_well_formed_json_with_odd_message_shapes_gets_400_not_a_traceback(door, engine_paths, messages):
+    port, log = door
+    _, seen = engine_paths
+    before = list(seen)
+    code, body = ask(port, "POST", "/v1/chat/completions", {"model": "qwen", "messages": messages})
+    assert code == 400, body
+    assert json.loads(body)["error"]["type"] == "invalid_request_error"
+    assert seen == before
+    assert "Traceback" not in Path(log).read_text()
+
+
+def test_a_non_utf8_authorization_header_gets_401_not_a_traceback(door):
+    port, log = door
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.putrequest("GET", "/v1/models")
+    connection.putheader("Authorization", b"Bearer \xff\xfe\xfd")
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 401, response.read()
+    connection.close()
+    assert "Traceback" not in Path(log).read_text()
