@@ -38,6 +38,8 @@ POLL_S = 1.0
 # /update_weights_from_disk, vLLM's /invocations, /tokenize, ...) are never reachable through the door.
 # Images travel inline as base64: room for several, and nothing near the memory a flood of bodies could take.
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# The streams that end with `data: [DONE]` (the Responses API ends its own way).
+DONE_ROUTES = ("/v1/chat/completions", "/v1/completions")
 FORWARDED_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 
 
@@ -405,19 +407,24 @@ class Door:
                 response = self.web.StreamResponse(status=upstream.status, headers={
                     "Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
                 await response.prepare(request)
+                route = request.match_info.route.resource.canonical
+                tail = b""
                 try:
                     # As it comes: each piece the engine sends is written on at once, never gathered.
                     async for piece in upstream.content.iter_any():
                         await response.write(piece)
+                        tail = (tail + piece)[-64:]
                 except (ConnectionResetError, asyncio.CancelledError):
                     # The client went away: leaving this block closes the upstream connection, and the
                     # engine aborts the request when its socket closes.
                     upstream.close()
                     raise
                 except (asyncio.TimeoutError, self.client.ClientError) as exc:
-                    # Mid-stream the status is sent: the client sees the stream end without [DONE].
-                    print(f"sparkstack-frontdoor: {name}: the stream broke off ({type(exc).__name__})", flush=True)
                     upstream.close()
+                    await self.stream_broke_off(response, name, type(exc).__name__)
+                    return response
+                if route in DONE_ROUTES and b"data: [DONE]" not in tail:
+                    await self.stream_broke_off(response, name, "the engine closed the stream before [DONE]")
                     return response
                 await response.write_eof()
                 return response
@@ -429,6 +436,17 @@ class Door:
                                              f"({self.config['read_timeout_s']} s)", "timeout", 504))
         except self.client.ClientError as exc:
             return self.json(502, error_body(f"model {name}: the engine broke the connection ({exc})", "bad_gateway", 502))
+
+    async def stream_broke_off(self, response, name, why):
+        """Mid-stream the status is already sent: an error event tells the client the answer is cut, so a
+        broken stream never ends like a complete one (the openai client raises on an event with "error")."""
+        print(f"sparkstack-frontdoor: {name}: the stream broke off ({why})", flush=True)
+        event = error_body(f"model {name}: the stream broke off ({why}); the answer is incomplete", "stream_error", 502)
+        try:
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            await response.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
 
     async def start(self, app):
         self.session = self.client.ClientSession(connector=self.client.TCPConnector(limit=0), auto_decompress=False)

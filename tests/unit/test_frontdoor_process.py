@@ -56,9 +56,19 @@ def engine_paths():
     server.server_close()
 
 
+def standin(served: str, **knobs) -> ThreadingHTTPServer:
+    ready = threading.Event()
+    ready.set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(served, True, knobs, ready, "vllm"))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture(scope="module")
 def door(engine_paths, tmp_path_factory):
-    """sparkstack-frontdoor on a free loopback port, exposed with a key, qwen36's port pointing at the stand-in."""
+    """sparkstack-frontdoor on a free loopback port, exposed with a key, qwen36's port pointing at the stand-in;
+    mistral4's at a stand-in whose streams drop after 3 tokens, and a third model's at one that never says [DONE]."""
     if subprocess.run([SYSTEM_PYTHON, "-c", "import aiohttp"], capture_output=True).returncode != 0:
         pytest.fail("python3-aiohttp is missing: `make test` installs it (the door's library on the host)")
     engine_port, _ = engine_paths
@@ -66,6 +76,11 @@ def door(engine_paths, tmp_path_factory):
     registry = json.loads(rendered_registry())
     registry["models"]["qwen36"]["port"] = engine_port
     registry["models"]["qwen36"]["api_key_env"] = None
+    cut = standin(registry["models"]["mistral4"]["served_model_name"], drop_after=3)
+    registry["models"]["mistral4"].update(port=cut.server_address[1], api_key_env=None, request_fixes=[])
+    no_done = standin("no-done", no_done=True)
+    registry["models"]["no-done"] = {**registry["models"]["qwen36"], "served_model_name": "no-done", "aliases": [],
+                                     "unit": "vllm-no-done.service", "port": no_done.server_address[1]}
     port = free_port()
     registry["frontdoor"].update(bind="127.0.0.1", port=port, api_key_env="SPARKSTACK_DOOR_KEY")
     (root / "models.json").write_text(json.dumps(registry))
@@ -87,6 +102,9 @@ def door(engine_paths, tmp_path_factory):
     yield port, root / "door.log"
     process.terminate()
     process.wait(10)
+    for server in (cut, no_done):
+        server.shutdown()
+        server.server_close()
 
 
 def ask(port: int, method: str, raw_path: str, body: dict | None = None, key: str | None = KEY,
@@ -235,3 +253,27 @@ def test_a_non_utf8_authorization_header_gets_401_not_a_traceback(door):
     assert response.status == 401, response.read()
     connection.close()
     assert "Traceback" not in Path(log).read_text()
+
+
+def events(body: str) -> list[str]:
+    return [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+
+
+def test_a_complete_stream_passes_through_and_ends_with_done(door):
+    port, _ = door
+    code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+    assert code == 200
+    assert events(body)[-1] == "[DONE]"
+    assert not any('"error"' in e for e in events(body))
+
+
+@pytest.mark.parametrize("model,why", [("mistral4", "ClientPayloadError"),
+                                       ("no-done", "the engine closed the stream before [DONE]")])
+def test_a_stream_the_engine_cuts_ends_in_an_error_event_not_like_a_complete_one(door, model, why):
+    port, log = door
+    code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": model, "stream": True, "max_tokens": 20})
+    assert code == 200  # sent before the first token
+    last = json.loads(events(body)[-1])
+    assert last["error"]["type"] == "stream_error" and "the answer is incomplete" in last["error"]["message"]
+    assert "[DONE]" not in events(body)
+    assert f"{model}: the stream broke off ({why}" in Path(log).read_text()
