@@ -78,7 +78,7 @@ def endpoint(profiles: list[Profile], settings: GroupSettings, host: str, key: s
         small, source = hot, "the hot model, as the door reported it"
     else:
         small, source = models[0].name, f"the door at {base_url} did not say which model is hot; the first deployed model"
-    return Endpoint(base_url, FRONTDOOR_API_KEY_ENV if settings.frontdoor_exposed else None, models, small, source)
+    return Endpoint(base_url, FRONTDOOR_API_KEY_ENV if settings.frontdoor_expose else None, models, small, source)
 
 
 def opencode(e: Endpoint) -> str:

@@ -150,6 +150,9 @@ def message_shape_problem(body):
         if content is not None and not isinstance(content, str) and not (
                 isinstance(content, list) and all(isinstance(part, dict) for part in content)):
             return f"messages[{number}].content must be a string or a list of parts"
+        if isinstance(content, list) and any(part.get("type") == "text" and not isinstance(part.get("text"), str)
+                                             for part in content):
+            return f"messages[{number}]: a text part's \"text\" must be a string"
     return None
 
 
@@ -471,7 +474,7 @@ def make_app(registry):
     import aiohttp  # the distribution's python3-aiohttp
     from aiohttp import web
 
-    allowed_origins = frozenset(registry["frontdoor"]["allowed_origins"])
+    allowed_origins = frozenset(registry["frontdoor"].get("allowed_origins") or ())
 
     @web.middleware
     async def only_listed_routes(request, handler):
@@ -492,7 +495,9 @@ def make_app(registry):
             return refused(web, request, 404, f"the door serves {', '.join(('/v1/models',) + FORWARDED_ROUTES)} "
                                               "and /health, nothing else")
         except web.HTTPMethodNotAllowed as exc:
-            return refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
+            response = refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            return response
         except web.HTTPRequestEntityTooLarge:
             return refused(web, request, 413, f"the body is larger than the door's {MAX_BODY_BYTES // 2**20} MiB")
 

@@ -173,8 +173,10 @@ def watch(registry_path):
         if time.monotonic() - read_at > 10:  # a deploy may change the floor or the models
             read_at = time.monotonic()
             try:
-                registry, unreadable = load_registry(registry_path), None
-            except contract.RegistryError as exc:
+                candidate = load_registry(registry_path)
+                float(candidate["memory_guard_floor_gb"]), dict(candidate["models"])  # what the loop reads
+                registry, unreadable = candidate, None
+            except (contract.RegistryError, OSError, KeyError, TypeError, ValueError) as exc:
                 # Keep guarding with the last registry it could read: a half-written or broken file must not
                 # take the guard down while a model is hot.
                 if str(exc) != unreadable:

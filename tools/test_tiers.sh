@@ -91,6 +91,7 @@ run_hosts() {
 
 start_vm() {  # in the background; report_vm waits for it
     mkdir -p "$PWD/build/locks/vm"
+    rm -f "$LOGS/vm.rc"
     (
         vm_started=$SECONDS
         SPARKSTACK_TESTHOST_DRIVER=vm SPARKSTACK_LOCK_DIR=$PWD/build/locks/vm \
@@ -102,9 +103,11 @@ start_vm() {  # in the background; report_vm waits for it
 
 report_vm() {
     wait "$vm_pid"
+    local waited=$?
     echo "=== tier vm ==="
     cat "$LOGS/vm.log"
-    read -r rc took <"$LOGS/vm.rc"
+    local rc took
+    read -r rc took <"$LOGS/vm.rc" 2>/dev/null || { rc=$waited; [ "$rc" != 0 ] || rc=1; took=0; }
     record vm "$took" "$rc"
 }
 

@@ -35,7 +35,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def engine_paths():
-    """The stand-in serving qwen36, recording the path of every request it gets."""
+    """The stand-in serving qwen36, recording the path of every POST it gets (the door's own poll is a GET of
+    /v1/models about once a second)."""
     seen: list[str] = []
     ready = threading.Event()
     ready.set()
@@ -45,7 +46,8 @@ def engine_paths():
     class Recording(handler):
         def parse_request(self):
             ok = super().parse_request()
-            seen.append(self.path)
+            if self.command == "POST":
+                seen.append(self.path)
             return ok
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Recording)
@@ -192,6 +194,10 @@ def test_a_get_on_a_post_route_is_405_with_an_openai_shaped_body(door):
     code, body = ask(port, "GET", "/v1/chat/completions")
     assert code == 405
     assert json.loads(body)["error"]["message"] == "/v1/chat/completions takes POST"
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"})
+    assert connection.getresponse().getheader("Allow") == "POST"
+    connection.close()
 
 
 def test_each_refusal_is_one_journal_line_and_never_a_traceback(door):
@@ -231,6 +237,7 @@ def test_a_body_past_the_cap_gets_413_and_the_door_keeps_serving(door):
     [{"content": "no role"}],
     [{"role": "user", "content": 42}],
     [{"role": "user", "content": ["not a part object"]}],
+    [{"role": "user", "content": [{"type": "text", "text": None}]}],
 ])
 def test_well_formed_json_with_odd_message_shapes_gets_400_not_a_traceback(door, engine_paths, messages):
     port, log = door

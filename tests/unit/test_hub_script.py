@@ -29,12 +29,16 @@ def test_a_lock_naming_a_file_outside_the_snapshot_removes_nothing(hub, tmp_path
     # The attacker's lock (or hub answer) names the owner's file, hoping the cleaner deletes it as "damaged".
     victim = tmp_path / "victim.txt"
     victim.write_text("the owner's file")
-    spec = {"repo": "org/model", "commit": "c" * 40, "files": {"../../../../victim.txt": 1}}
+    partial = tmp_path / "cache" / "org--model" / "blobs" / "abc.incomplete"
+    partial.parent.mkdir(parents=True)
+    partial.write_text("a download in progress")
+    spec = {"repo": "org/model", "commit": "c" * 40, "files": {"config.json": 1, "../../../../victim.txt": 1}}
     with pytest.raises(SystemExit, match="refusing the file name .*: it leaves the snapshot"):
         hub.clean(spec)
     with pytest.raises(SystemExit, match="it leaves the snapshot"):
         hub.missing(spec)
     assert victim.read_text() == "the owner's file"
+    assert partial.exists()  # refused before the cleaner touched anything
 
 
 @pytest.mark.parametrize("endpoint,sent", [
@@ -46,7 +50,7 @@ def test_a_lock_naming_a_file_outside_the_snapshot_removes_nothing(hub, tmp_path
 ])
 def test_the_token_goes_only_over_https_or_to_this_host(hub, monkeypatch, capsys, endpoint, sent):
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
-    assert (hub.token() == "hf_the_owners_token") is sent
+    assert hub.token() == ("hf_the_owners_token" if sent else False)  # False: huggingface_hub looks no further
     out = capsys.readouterr().out
     assert ("not sending HF_TOKEN" in out) is not sent
     assert "hf_the_owners_token" not in out
