@@ -472,6 +472,12 @@ def collect_status(registry):
     }
 
 
+def printable(text):
+    """TEXT without control characters: what another node wrote (the cluster's names and messages) must not
+    drive this terminal (escape sequences, carriage returns)."""
+    return "".join(c if c.isprintable() else "?" for c in str(text))
+
+
 def print_status(status):
     memory = status["memory"]
     if status["hot"] == "CONFLICT":
@@ -494,11 +500,11 @@ def print_status(status):
     if cluster:
         others = ", ".join(f"{n['name']} ({n['address']})" for n in cluster["nodes"])
         role = "the head" if cluster["rank"] == 0 else f"rank {cluster['rank']}, lent to the head {cluster['head']} ({cluster['head_address']})"
-        print(f"cluster: {cluster['model']} runs on {len(cluster['nodes'])} nodes: {others}; this node is {role}")
+        print(printable(f"cluster: {cluster['model']} runs on {len(cluster['nodes'])} nodes: {others}; this node is {role}"))
     elif status.get("cluster_last"):
         last = status["cluster_last"]
-        print(f"cluster: {last['model']} is not running: {last['message']} "
-              f"({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['at']))})")
+        print(printable(f"cluster: {last['model']} is not running: {last['message']}") +
+              f" ({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['at']))})")
     print(f"memory: {memory['used_gb']} GB used, {memory['available_gb']} GB available of {memory['total_gb']} GB")
     guard = status["memory_guard"]
     floor = f", stops the hot model below {guard['floor_gb']:g} GB" if guard["floor_gb"] is not None else ""

@@ -251,3 +251,14 @@ def test_the_guard_keeps_guarding_through_a_registry_it_cannot_read(host, capsys
     out = capsys.readouterr().out
     assert out.count("keeping the last registry it read:") == 1 and "is not valid JSON" in out
     assert host.hot() == []  # it still stopped the hot model below the floor
+
+
+def test_status_never_prints_another_nodes_control_characters(host, capsys):
+    # The head (or whoever can write to this node's state) leaves a message that would drive the terminal.
+    (host.root / "run" / "cluster-last.json").write_text(json.dumps(
+        {"model": "glm51", "message": "stopped\x1b]0;owned\x07\r\x1b[2Jby rank 2", "at": 1.7e9}))
+    switch.print_status(switch.collect_status(switch.load_registry()))
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("cluster:"))
+    assert "\x1b" not in out and "\r" not in out and "\x07" not in out
+    assert "stopped?]0;owned??" in line and "by rank 2" in line
