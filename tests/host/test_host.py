@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import time
 
 import pytest
 
@@ -118,7 +119,15 @@ def test_memory_guards_run_and_start_at_boot(host, service):
 def test_earlyoom_runs_with_the_rendered_absolute_thresholds(host, rendering):
     dropin = next(f for f in rendering.files if f.kind == "earlyoom-config")
     wanted = next(line for line in dropin.content.splitlines() if line.startswith("ExecStart=/"))
-    running = host.check_output("ps -o args= -C earlyoom")
+    # A node that has just been under memory pressure (the cluster tests' four Ray nodes) may find earlyoom
+    # between two runs of its Restart=; give systemd a few seconds before calling it gone.
+    for _ in range(20):
+        result = host.run("ps -o args= -C earlyoom")
+        if result.rc == 0:
+            break
+        time.sleep(0.5)
+    assert result.rc == 0, f"earlyoom is not running: {host.run('systemctl status earlyoom --no-pager').stdout[-1500:]}"
+    running = result.stdout.strip()
     # systemd unescapes $$ and drops the quotes the drop-in needs; compare what earlyoom was given.
     assert running == wanted.removeprefix("ExecStart=").replace("$$", "$").replace('"', ""), running
     assert " -m " not in running and " -M " in running
