@@ -10,7 +10,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import subprocess
 import threading
 import time
@@ -20,17 +19,12 @@ from pathlib import Path
 import pytest
 
 from sparkstack.paths import repo_root
+from sparkstack.remote import free_port
 from tests.standin_engine.server import make_handler
 from tests.unit.fakehost import rendered_registry
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 KEY = "door-key-for-the-test"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
