@@ -103,6 +103,14 @@ class GroupSettings(StrictModel):
     # Browser origins allowed to call the door (e.g. "http://localhost:3000" for a local chat UI). A request
     # with any other Origin header is refused: a web page the owner visits must not use the loopback door.
     frontdoor_allowed_origins: list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")]] = []
+    # Names clients call the door by, beyond loopback and the host's own name, name.local and addresses (which
+    # the door knows): e.g. "spark.example.lan". A request with any other Host is refused (DNS rebinding).
+    frontdoor_hostnames: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")]] = []
+    # Requests the door handles at once, overall and per model; past either it answers 429 with Retry-After.
+    # Overall bounds the memory request bodies can hold (x 32 MiB); per model keeps one busy model from
+    # taking every slot. The engine batches what it gets; these are the door's bounds, not the engine's.
+    frontdoor_max_requests: int = Field(default=64, ge=1, le=4096)
+    frontdoor_max_requests_per_model: int = Field(default=32, ge=1, le=4096)
 
     @model_validator(mode="before")
     @classmethod

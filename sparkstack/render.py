@@ -291,6 +291,9 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "read_timeout_s": settings.frontdoor_read_timeout_s,
             "switch_socket": SWITCH_SOCKET,
             "allowed_origins": list(settings.frontdoor_allowed_origins),
+            "hostnames": list(settings.frontdoor_hostnames),
+            "max_requests": settings.frontdoor_max_requests,
+            "max_requests_per_model": settings.frontdoor_max_requests_per_model,
         },
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"

@@ -24,20 +24,31 @@ as sparkstack_host/frontdoor.py behind files/sparkstack-frontdoor.
 import argparse
 import asyncio
 import hmac
+import ipaddress
 import json
 import os
+import socket
 import sys
 import time
 import urllib.parse
 
-from sparkstack_host import compat, contract
+from sparkstack_host import compat, connections, contract
 
 REGISTRY = contract.REGISTRY_PATH
-POLL_S = 1.0
+# The door's view of the models: polled in the background, and refreshed on the spot (at most once per
+# FRESH_S) whenever an answer depends on it: a listing, or a request for a model not hot in the last view.
+POLL_S = 10.0
+FRESH_S = 1.0
+# On demand: a model that does not become hot is tried ON_DEMAND_TRIES times, ON_DEMAND_BACKOFF_S[i] apart;
+# then 503 with the last reason until it is hot by other means (`llm-switch NAME` by hand) or the door restarts.
+# Each try stops the hot model, so a storm of requests must not become a storm of switches.
+ON_DEMAND_TRIES = 3
+ON_DEMAND_BACKOFF_S = (15, 60)
 # The OpenAI API routes the door forwards, matched exactly; an engine's own routes (SGLang's
 # /update_weights_from_disk, vLLM's /invocations, /tokenize, ...) are never reachable through the door.
-# Images travel inline as base64: room for several, and nothing near the memory a flood of bodies could take.
-MAX_BODY_BYTES = 64 * 1024 * 1024
+# Images travel inline as base64: room for several. With the cap on requests in flight, what bodies can hold
+# of the Spark's memory stays bounded (frontdoor_max_requests x MAX_BODY_BYTES).
+MAX_BODY_BYTES = 32 * 1024 * 1024
 # The streams that end with `data: [DONE]` (the Responses API ends its own way).
 DONE_ROUTES = ("/v1/chat/completions", "/v1/completions")
 FORWARDED_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
@@ -184,6 +195,11 @@ class Door:
         self.key = os.environ.get(config["api_key_env"]) if config.get("api_key_env") else None
         self.session = None
         self.wake = asyncio.Event()
+        self.refresh_lock = asyncio.Lock()
+        self.refreshed_at = float("-inf")
+        self.failures = {}  # name -> (failed on-demand tries, when the last one failed, why)
+        self.active = 0  # requests in forward(), reading their body or answered
+        self.in_flight = {name: 0 for name in self.models}  # requests forwarded to each model's engine
 
     # - state --------------------------------------------------------------------------------------
     def hot(self):
@@ -240,12 +256,21 @@ class Door:
             if state == "hot" and self.states.get(name) != "hot":
                 # Hot since its unit started (or since the door first saw it, without systemd).
                 self.hot_since[name] = entered if entered else time.monotonic()
+            if state == "hot":
+                self.failures.pop(name, None)  # hot by any road: on-demand tries start afresh
             self.states[name] = state
+        self.refreshed_at = time.monotonic()
+
+    async def fresh(self, max_age=FRESH_S):
+        """The view, refreshed unless it is younger than max_age (one refresh at a time)."""
+        async with self.refresh_lock:
+            if time.monotonic() - self.refreshed_at >= max_age:
+                await self.refresh()
 
     async def poll(self):
         while True:
             try:
-                await self.refresh()
+                await self.fresh(0)
             except Exception as exc:  # the door keeps serving on its last view
                 print(f"sparkstack-frontdoor: refresh failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             self.wake.clear()
@@ -277,6 +302,7 @@ class Door:
     async def list_models(self, request):
         if not self.authorized(request):
             return self.unauthorized()
+        await self.fresh()
         data = []
         for name, model in self.models.items():
             data.append({
@@ -322,14 +348,47 @@ class Door:
             result = {}
         return bool(result.get("ok")), result.get("message") or " / ".join(lines[-3:]) or "no answer from the switch"
 
+    def backoff(self, name):
+        """503 while `name` waits out its backoff or has used its tries; None when it may be tried."""
+        if name not in self.failures:
+            return None
+        tries, failed_at, why = self.failures[name]
+        if tries >= ON_DEMAND_TRIES:
+            return self.unavailable(name, f"the door tried {tries} times to make it hot and stopped trying (last: {why}); "
+                                    f"it tries again once `llm-switch {name}` succeeds on this host or the door restarts")
+        wait = failed_at + ON_DEMAND_BACKOFF_S[tries - 1] - time.monotonic()
+        if wait > 0:
+            return self.unavailable(name, f"the last try to make it hot failed ({why}); try {tries + 1} of "
+                                    f"{ON_DEMAND_TRIES} in {wait:.0f} s", wait)
+        return None
+
+    async def switch_and_record(self, name):
+        """One on-demand switch; a failure counts towards the model's backoff, a success clears it."""
+        try:
+            ok, message = await self.switch(name)
+        except OSError as exc:
+            ok, message = False, f"the switch socket does not answer ({exc})"
+        self.wake.set()
+        await self.fresh(0)
+        if not ok or self.states[name] != "hot":
+            tries = self.failures.get(name, (0,))[0] + 1
+            self.failures[name] = (tries, time.monotonic(), message)
+            print(f"sparkstack-frontdoor: on-demand switch to {name} failed (try {tries} of {ON_DEMAND_TRIES}): {message}",
+                  flush=True)
+            return False, message
+        return True, message
+
     async def switch_on_demand(self, name):
         """None once `name` is hot; else the response to give (503 with Retry-After)."""
         hold = self.config["hold_s"]
         async with self.switch_lock:
-            await self.refresh()
+            await self.fresh(0)
             if self.states[name] == "hot":
                 return None
             if self.switching is None or self.switching[0] != name or self.switching[1].done():
+                refusal = self.backoff(name)
+                if refusal is not None:
+                    return refusal
                 hot = self.hot()
                 if hot is not None:
                     held = time.monotonic() - self.hot_since.get(hot, time.monotonic())
@@ -340,24 +399,34 @@ class Door:
                 if self.switching is not None and not self.switching[1].done():
                     return self.unavailable(name, f"the door is switching to {self.switching[0]}", 10)
                 print(f"sparkstack-frontdoor: switching to {name} on demand (hot: {hot or 'none'})", flush=True)
-                self.switching = (name, asyncio.ensure_future(self.switch(name)))
+                self.switching = (name, asyncio.ensure_future(self.switch_and_record(name)))
             task = self.switching[1]
         try:
             ok, message = await asyncio.wait_for(asyncio.shield(task), hold)
         except asyncio.TimeoutError:
             return self.unavailable(name, f"switching to it, not ready within the door's hold of {hold} s", 15)
-        except OSError as exc:
-            return self.unavailable(name, f"the switch socket does not answer ({exc})")
-        self.wake.set()
-        await self.refresh()
-        if not ok or self.states[name] != "hot":
+        if not ok:
             return self.unavailable(name, f"the switch did not make it hot: {message}")
         return None
 
     async def forward(self, request):
         if not self.authorized(request):
             return self.unauthorized()
-        raw = await request.read()
+        # Counted from here, body and all: the bodies in memory are bounded by max_requests x MAX_BODY_BYTES.
+        if self.active >= self.config["max_requests"]:
+            return self.too_many(request, f"the door has {self.active} requests in flight, its most "
+                                          "(sparkstack_frontdoor_max_requests)")
+        self.active += 1
+        try:
+            return await self.forward_counted(request)
+        finally:
+            self.active -= 1
+
+    async def forward_counted(self, request):
+        try:
+            raw = await asyncio.wait_for(request.read(), connections.BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return refused(self.web, request, 408, f"the body did not arrive within {connections.BODY_TIMEOUT_S:.0f} s")
         try:
             body = json.loads(raw)
         except ValueError:
@@ -381,6 +450,8 @@ class Door:
                                                            if with_vision else "no model here has vision"),
                 "invalid_request_error", 400))
         if self.states[name] != "hot":
+            await self.fresh()
+        if self.states[name] != "hot":
             if self.config["on_demand"]:
                 refusal = await self.switch_on_demand(name)
                 if refusal is not None:
@@ -391,7 +462,19 @@ class Door:
         body["model"] = model["served_model_name"]
         body, fixed = apply_fixes(body, model.get("request_fixes") or [])
         data = json.dumps(body).encode() if (changed or fixed) else raw
-        return await self.proxy(request, name, model, data)
+        if self.in_flight[name] >= self.config["max_requests_per_model"]:
+            return self.too_many(request, f"model {name} has {self.in_flight[name]} requests in flight, its most "
+                                          "(sparkstack_frontdoor_max_requests_per_model)")
+        self.in_flight[name] += 1
+        try:
+            return await self.proxy(request, name, model, data)
+        finally:
+            self.in_flight[name] -= 1
+
+    def too_many(self, request, why):
+        response = refused(self.web, request, 429, f"{why}; retry shortly")
+        response.headers["Retry-After"] = "1"
+        return response
 
     async def proxy(self, request, name, model, data):
         headers = {"Content-Type": "application/json", **self.upstream_headers(model)}
@@ -461,12 +544,66 @@ class Door:
         await self.session.close()
 
 
+def local_addresses():
+    """This host's own IPv4 and IPv6 addresses, from the kernel's tables (they change with DHCP: read again)."""
+    found = set()
+    try:
+        with open("/proc/net/fib_trie", encoding="ascii") as handle:
+            last = None
+            for line in handle:
+                words = line.split()
+                if words[:1] == ["|--"]:
+                    last = words[1]
+                elif words[:3] == ["/32", "host", "LOCAL"] and last:
+                    found.add(last)
+    except OSError:
+        pass
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii") as handle:
+            for line in handle:
+                found.add(str(ipaddress.IPv6Address(int(line.split()[0], 16))))
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def host_of(header):
+    """The name in a Host header, lower-cased and without its port: "[::1]:30080" -> "::1"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+class DoorNames:
+    """The names a request may call the door by: loopback, this host's own names and addresses, and the names
+    the owner lists (sparkstack_frontdoor_hostnames). Anything else is a page's DNS name rebound to this host."""
+    REREAD_S = 5.0
+
+    def __init__(self, listed, bind):
+        hostname = socket.gethostname().lower()
+        self.fixed = {"localhost", "127.0.0.1", "::1", bind, hostname, f"{hostname}.local", socket.getfqdn().lower()}
+        self.fixed |= {name.lower() for name in listed}
+        self.addresses, self.read_at = local_addresses(), time.monotonic()
+
+    def allows(self, header):
+        if header is None:  # HTTP/1.0 without Host: no browser sends that
+            return True
+        name = host_of(header)
+        if name in self.fixed or name in self.addresses:
+            return True
+        if time.monotonic() - self.read_at > self.REREAD_S:
+            self.addresses, self.read_at = local_addresses(), time.monotonic()
+        return name in self.addresses
+
+
 def refused(web, request, code, message):
     """One journal line per refused request (never a traceback), and an OpenAI-shaped error body."""
     path = request.raw_path[:200].encode("ascii", "backslashreplace").decode()
     print(f"sparkstack-frontdoor: refused {request.method} {path} from {request.remote}: {code} {message}", flush=True)
-    kind = {400: "invalid_request_error", 403: "permission_error", 404: "not_found_error",
-            405: "invalid_request_error", 413: "invalid_request_error", 415: "invalid_request_error"}.get(code, "error")
+    kind = {400: "invalid_request_error", 403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+            408: "timeout", 413: "invalid_request_error", 415: "invalid_request_error",
+            421: "invalid_request_error", 429: "rate_limit_error"}.get(code, "error")
     return web.json_response(error_body(message, kind, code), status=code)
 
 
@@ -474,10 +611,25 @@ def make_app(registry):
     import aiohttp  # the distribution's python3-aiohttp
     from aiohttp import web
 
-    allowed_origins = frozenset(registry["frontdoor"].get("allowed_origins") or ())
+    config = registry["frontdoor"]
+    allowed_origins = frozenset(config.get("allowed_origins") or ())
+    names = DoorNames(config.get("hostnames") or (), config["bind"])
+    watch = connections.ConnectionWatch()
 
     @web.middleware
     async def only_listed_routes(request, handler):
+        transport = request.transport
+        watch.request_started(transport)
+        try:
+            return await checked(request, handler)
+        finally:
+            watch.request_finished(transport)
+
+    async def checked(request, handler):
+        if not names.allows(request.headers.get("Host")):
+            # DNS rebinding: a page's own name, resolved to this host, reaching the door from the owner's browser.
+            return refused(web, request, 421, f"the door does not answer to the name {request.host[:100]!r}; list it "
+                                              "in sparkstack_frontdoor_hostnames to allow it")
         why = path_refusal(request.raw_path)
         if why:
             return refused(web, request, 400, f"{why}; the door serves only its listed routes")
@@ -503,6 +655,7 @@ def make_app(registry):
 
     door = Door(registry, web, aiohttp)
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[only_listed_routes])
+    app["connections"] = watch
     app.router.add_get("/health", door.health)
     app.router.add_get("/v1/models", door.list_models)
     for route in FORWARDED_ROUTES:
@@ -521,12 +674,15 @@ async def serve(registry):
 
     runner = web.AppRunner(app, access_log=None, **compat.aiohttp_runner_options(aiohttp.__version__))
     await runner.setup()
-    site = web.TCPSite(runner, config["bind"], config["port"])
-    await site.start()
+    # The listening socket is the door's own, so that every connection goes through its watch.
+    watch = app["connections"]
+    await asyncio.get_running_loop().create_server(watch.protocol_factory(runner.server), config["bind"],
+                                                   config["port"], reuse_address=True, backlog=1024)
+
     print(f"sparkstack-frontdoor: listening on {config['bind']}:{config['port']} for "
           f"{', '.join(registry['models'])} ({'switching on demand' if config['on_demand'] else '409 for a model not hot'})",
           flush=True)
-    await asyncio.Event().wait()
+    await watch.run()  # as long as the door runs
 
 
 def main(argv=None):

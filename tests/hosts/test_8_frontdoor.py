@@ -44,7 +44,7 @@ def door_models(base: str, key: str | None = None) -> dict:
 
 
 def wait_until_hot(base: str, name: str, key: str | None = None, wait_s: float = 20) -> None:
-    """The door polls the engines once a second; wait until it has seen the switch."""
+    """The door looks again when asked (at most once a second); wait until it has seen the switch."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
@@ -172,7 +172,7 @@ def test_a_client_that_goes_away_cancels_the_upstream_request(door):
     host, port = door.removeprefix("http://").split(":")
     body = json.dumps({"model": "qwen36", "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": "x"}]})
     with socket.create_connection((host, int(port)), timeout=30) as raw:
-        raw.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: door\r\nContent-Type: application/json\r\n"
+        raw.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
         received = b""
         while received.count(b"data: ") < 3:

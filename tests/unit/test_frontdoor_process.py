@@ -10,6 +10,10 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
+import resource
+import selectors
+import socket
 import subprocess
 import threading
 import time
@@ -52,23 +56,55 @@ def engine_paths():
     server.server_close()
 
 
-def standin(served: str, **knobs) -> ThreadingHTTPServer:
+def ready_event() -> threading.Event:
     ready = threading.Event()
     ready.set()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(served, True, knobs, ready, "vllm"))
+    return ready
+
+
+def standin(served: str, **knobs) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(served, True, knobs, ready_event(), "vllm"))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+def unit_file_limit():
+    """The door's unit sets LimitNOFILE=65536: the same here, as far as this machine's hard limit allows."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+
+def start_door(root: Path, registry: dict, prelude: str = "", ready=lambda code, body: code == 200):
+    """sparkstack-frontdoor as its unit runs it, with Debian's python3 and aiohttp. `prelude` runs first: the
+    tests that wait out a bound shorten it there, in the module, as the door reads it."""
+    if subprocess.run([SYSTEM_PYTHON, "-c", "import aiohttp"], capture_output=True).returncode != 0:
+        pytest.fail("python3-aiohttp is missing: `make test` installs it (the door's library on the host)")
+    port = free_port()
+    registry["frontdoor"].update(bind="127.0.0.1", port=port, api_key_env="SPARKSTACK_DOOR_KEY")
+    (root / "models.json").write_text(json.dumps(registry))
+    log = root / "door.log"
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repo_root()), "SPARKSTACK_DOOR_KEY": KEY}
+    code = f"{prelude}\nfrom sparkstack_host.frontdoor import main\nmain(['--registry', {str(root / 'models.json')!r}])\n"
+    process = subprocess.Popen([SYSTEM_PYTHON, "-c", code], env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                               preexec_fn=unit_file_limit)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if ready(*ask(port, "GET", "/v1/models")):
+                return process, port, log
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"the door did not come up: {log.read_text()[-2000:]}")
 
 
 @pytest.fixture(scope="module")
 def door(engine_paths, tmp_path_factory):
     """sparkstack-frontdoor on a free loopback port, exposed with a key, qwen36's port pointing at the stand-in;
     mistral4's at a stand-in whose streams drop after 3 tokens, and a third model's at one that never says [DONE]."""
-    if subprocess.run([SYSTEM_PYTHON, "-c", "import aiohttp"], capture_output=True).returncode != 0:
-        pytest.fail("python3-aiohttp is missing: `make test` installs it (the door's library on the host)")
     engine_port, _ = engine_paths
-    root = tmp_path_factory.mktemp("door")
     registry = json.loads(rendered_registry())
     registry["models"]["qwen36"]["port"] = engine_port
     registry["models"]["qwen36"]["api_key_env"] = None
@@ -77,25 +113,9 @@ def door(engine_paths, tmp_path_factory):
     no_done = standin("no-done", no_done=True)
     registry["models"]["no-done"] = {**registry["models"]["qwen36"], "served_model_name": "no-done", "aliases": [],
                                      "unit": "vllm-no-done.service", "port": no_done.server_address[1]}
-    port = free_port()
-    registry["frontdoor"].update(bind="127.0.0.1", port=port, api_key_env="SPARKSTACK_DOOR_KEY")
-    (root / "models.json").write_text(json.dumps(registry))
-    log = (root / "door.log").open("w")
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repo_root()), "SPARKSTACK_DOOR_KEY": KEY}
-    process = subprocess.Popen([SYSTEM_PYTHON, "-m", "sparkstack_host.frontdoor", "--registry", str(root / "models.json")],
-                               env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            if ask(port, "GET", "/v1/models")[0] == 200 and '"hot": true' in ask(port, "GET", "/v1/models")[1]:
-                break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    else:
-        process.kill()
-        pytest.fail(f"the door did not come up: {(root / 'door.log').read_text()[-2000:]}")
-    yield port, root / "door.log"
+    process, port, log = start_door(tmp_path_factory.mktemp("door"), registry,
+                                    ready=lambda code, body: code == 200 and '"hot": true' in body)
+    yield port, log
     process.terminate()
     process.wait(10)
     for server in (cut, no_done):
@@ -278,3 +298,191 @@ def test_a_stream_the_engine_cuts_ends_in_an_error_event_not_like_a_complete_one
     assert last["error"]["type"] == "stream_error" and "the answer is incomplete" in last["error"]["message"]
     assert "[DONE]" not in events(body)
     assert f"{model}: the stream broke off ({why}" in Path(log).read_text()
+
+
+# - abuse: connections, bodies, names, load, retries ------------------------------------------------------
+
+def closed_within(sockets: list[socket.socket], seconds: float) -> int:
+    """How many of the sockets the far end closed within `seconds`."""
+    selector = selectors.DefaultSelector()
+    for sock in sockets:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    closed, deadline = 0, time.monotonic() + seconds
+    while closed < len(sockets) and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            try:
+                gone = key.fileobj.recv(4096) == b""
+            except OSError:
+                gone = True
+            if gone:
+                selector.unregister(key.fileobj)
+                closed += 1
+    selector.close()
+    return closed
+
+
+def test_slowloris_at_twice_the_old_file_limit_does_not_keep_a_client_out(door):
+    from sparkstack_host.connections import HEADER_TIMEOUT_S, MAX_CONNECTIONS
+
+    port, log = door
+    unit_file_limit()
+    # The attacker opens 2,048 connections (twice the 1,024 files the door's unit had before LimitNOFILE, twice
+    # the door's cap) and sends each a request line and one header, never the blank line that ends them.
+    held = []
+    for _ in range(2 * MAX_CONNECTIONS):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: appl")
+        held.append(sock)
+    try:
+        # The owner's laptop asks meanwhile, and is answered.
+        code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
+        assert code == 200, body
+        # Every half-open connection is cut: crowded out at the cap, or at the header timeout.
+        assert closed_within(held, HEADER_TIMEOUT_S + 5) == len(held)
+    finally:
+        for sock in held:
+            sock.close()
+    text = log.read_text()
+    assert re.search(r"cut \d+ connections so far \(headers not sent within 10 s: \d+, idle: \d+, not reading: \d+, "
+                     r"crowded out: [1-9]\d*\)", text), text[-2000:]
+    assert "Traceback" not in text
+
+
+def test_a_page_on_a_rebound_dns_name_is_refused_and_the_doors_own_names_are_not(door, engine_paths):
+    # The attacker's page at http://rebind.evil.example:30080 has its name re-resolved to this host: the
+    # browser then sends the page's own Host with a same-origin request (no Origin header on a GET).
+    port, _ = door
+    code, body = ask(port, "GET", "/v1/models", headers={"Host": f"rebind.evil.example:{port}"})
+    assert code == 421 and "rebind.evil.example" in json.loads(body)["error"]["message"]
+    for name in ("127.0.0.1", "localhost", "[::1]", socket.gethostname()):
+        assert ask(port, "GET", "/v1/models", headers={"Host": f"{name}:{port}"})[0] == 200, name
+
+
+@pytest.fixture(scope="module")
+def bounded_door(tmp_path_factory):
+    """A door whose bounds are short enough to wait out (headers 1 s, idle 2 s, body 2 s), with two slow models
+    (slow-a, slow-b: 4 tokens a second) under caps of 3 requests per model and 4 in all."""
+    slow = standin("slow", token_rate=4)
+    registry = json.loads(rendered_registry())
+    template = {**registry["models"]["qwen36"], "served_model_name": "slow", "aliases": [], "api_key_env": None,
+                "port": slow.server_address[1], "request_fixes": []}
+    registry["models"] = {"slow-a": {**template, "unit": "vllm-slow-a.service"},
+                          "slow-b": {**template, "unit": "vllm-slow-b.service"}}
+    registry["frontdoor"].update(max_requests=4, max_requests_per_model=3)
+    prelude = ("import sparkstack_host.connections as c\n"
+               "c.HEADER_TIMEOUT_S, c.IDLE_TIMEOUT_S, c.BODY_TIMEOUT_S, c.SWEEP_S = 1.0, 2.0, 2.0, 0.2")
+    process, port, log = start_door(tmp_path_factory.mktemp("bounded-door"), registry, prelude,
+                                    ready=lambda code, body: code == 200 and body.count('"hot": true') == 2)
+    yield port, log
+    process.terminate()
+    process.wait(10)
+    slow.shutdown()
+    slow.server_close()
+
+
+def test_a_body_sent_a_trickle_at_a_time_gets_408_when_the_body_timeout_runs_out(bounded_door):
+    port, _ = bounded_door
+    # The attacker announces 1,000 bytes and sends 10, keeping the door's read open.
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+                 "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"model\": ".encode())
+    started = time.monotonic()
+    answer = sock.recv(4096).decode()
+    sock.close()
+    assert answer.startswith("HTTP/1.1 408"), answer
+    assert 1.5 < time.monotonic() - started < 8
+
+
+def test_a_kept_alive_connection_left_idle_is_closed_after_the_idle_timeout(bounded_door):
+    port, _ = bounded_door
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+    assert connection.getresponse().read()
+    assert closed_within([connection.sock], 6) == 1
+    connection.close()
+
+
+def ask_in_background(port: int, model: str, answers: list) -> threading.Thread:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 12, "stream": True}
+    thread = threading.Thread(target=lambda: answers.append(ask(port, "POST", "/v1/chat/completions", body)[0]))
+    thread.start()
+    return thread
+
+
+def test_past_the_per_model_and_overall_caps_clients_get_429_and_the_admitted_are_served(bounded_door):
+    port, _ = bounded_door
+    answers: list[int] = []
+    # Three slow answers from slow-a fill its cap (each takes about 3 s at 4 tokens a second).
+    threads = [ask_in_background(port, "slow-a", answers) for _ in range(3)]
+    time.sleep(0.7)
+    code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "slow-a"})
+    assert code == 429 and "sparkstack_frontdoor_max_requests_per_model" in json.loads(body)["error"]["message"]
+    # slow-b has its own cap: one request is admitted (4 in all, the door's cap) ...
+    threads.append(ask_in_background(port, "slow-b", answers))
+    time.sleep(0.7)
+    # ... and the next gets 429 for the door's overall cap.
+    code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "slow-b"})
+    assert code == 429 and "sparkstack_frontdoor_max_requests)" in json.loads(body)["error"]["message"]
+    for thread in threads:
+        thread.join(30)
+    assert answers == [200] * 4
+    assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "slow-b", "max_tokens": 1})[0] == 200
+
+
+class FailingSwitch:
+    """root's switch socket, as the door sees it, for a model that never becomes hot: it counts the tries."""
+
+    def __init__(self, path: Path):
+        self.path, self.tries = path, 0
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(16)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            client.recv(256)
+            self.tries += 1
+            client.sendall(b'{"ok": false, "message": "vllm-qwen36.service failed: the engine exited (code 1)"}\n')
+            client.close()
+
+
+def test_a_model_that_fails_to_start_is_tried_three_times_in_a_storm_then_refused_until_hot(tmp_path):
+    root = tmp_path
+    registry = json.loads(rendered_registry())
+    qwen_port = free_port()
+    registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": qwen_port, "api_key_env": None}}
+    switch = FailingSwitch(root / "switch.sock")
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=5, switch_socket=str(root / "switch.sock"))
+    # The real backoff waits 15 s, then 60 s; here 1 s each, so the storm sees every try.
+    process, port, log = start_door(root, registry, "import sparkstack_host.frontdoor as d\nd.ON_DEMAND_BACKOFF_S = (1, 1)")
+    try:
+        # A client's retry loop (or several clients) asks for the broken model as fast as it can for 5 s.
+        answers, ends = [], time.monotonic() + 5
+        while time.monotonic() < ends:
+            answers.append(ask(port, "POST", "/v1/chat/completions", CHAT))
+        assert switch.tries == 3, (switch.tries, len(answers))
+        assert {code for code, _ in answers} == {503}
+        last = json.loads(answers[-1][1])["error"]["message"]
+        assert "tried 3 times" in last and "the engine exited" in last and "llm-switch qwen36" in last
+        # The owner starts it by hand (`llm-switch qwen36`): it is hot, and the door serves it again.
+        engine = ThreadingHTTPServer(("127.0.0.1", qwen_port),
+                                     make_handler(registry["models"]["qwen36"]["served_model_name"], True, {},
+                                                  ready_event(), "vllm"))
+        threading.Thread(target=engine.serve_forever, daemon=True).start()
+        try:
+            assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
+        finally:
+            engine.shutdown()
+            engine.server_close()
+        print(f"storm: {len(answers)} requests in 5 s, {switch.tries} switch tries")
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
