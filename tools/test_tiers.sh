@@ -4,9 +4,9 @@
 #   hosts   systemd container hosts, reached by ssh like a Spark    tests/hosts, on Debian 12, in parallel shards,
 #           each shard on its own set of hosts (SPARKSTACK_TESTHOST_SET) with its own registry, hub and lock;
 #           the deploy loop (-m release_loop) runs once more on Debian 13 as one more shard ("trixie")
-#   vm      a smoke on the QEMU VM (TCG)                            tests/vm, beside the hosts shards: the VM waits
-#           on its emulated CPU, the shards mostly on their hosts
-# The images the hosts tiers need are built while the unit tier runs. TIERS="unit hosts vm" picks tiers (default
+#   vm      a smoke on the QEMU VM (TCG)                            tests/vm, beside the unit tier and the hosts
+#           shards: it is the longest path, so it starts first, as soon as its image and the stand-in are built
+# The container images are built (niced) while the unit tier runs. TIERS="unit hosts vm" picks tiers (default
 # all). The host services (dockerd, lxcfs) are started if needed and stopped after.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -34,24 +34,23 @@ record() {  # record NAME SECONDS RC
     [ "$3" = 0 ] || status=1
 }
 
-build_images() {  # the container images of both releases, the stand-in, the VM's image: cached by recipe
+build_images() {  # build_images hosts|vm: what that tier needs, cached by recipe (the stand-in: both, built once)
     local started=$SECONDS
-    # Niced: the unit tier runs meanwhile and keeps its own time; the builds take what it leaves.
-    nice -n 19 "$BIN/python" - <<'EOF' > "$LOGS/images.log" 2>&1
+    FOR=$1 "$BIN/python" - <<'EOF' > "$LOGS/images-$1.log" 2>&1
+import os
 from concurrent.futures import ThreadPoolExecutor
 from sparkstack import testhost_container, testvm
 from tests.standin_engine import image
 
-jobs = [lambda: testhost_container.ensure_image("bookworm"), lambda: testhost_container.ensure_image("trixie"),
-        image.load_here]
-if "vm" in __import__("os").environ.get("TIERS", ""):
-    jobs.append(lambda: testvm.image().complete or testvm.build_image(testvm.image()))
+jobs = {"hosts": [lambda: testhost_container.ensure_image("bookworm"), lambda: testhost_container.ensure_image("trixie"),
+                  image.load_here],
+        "vm": [lambda: testvm.image().complete or testvm.build_image(testvm.image()), image.load_here]}[os.environ["FOR"]]
 with ThreadPoolExecutor(len(jobs)) as pool:
     for future in [pool.submit(job) for job in jobs]:
         future.result()
 EOF
     local rc=$?
-    echo "images: built or found in $((SECONDS - started)) s (exit $rc)" >> "$LOGS/images.log"
+    echo "images for $1: built or found in $((SECONDS - started)) s (exit $rc)" >> "$LOGS/images-$1.log"
     return $rc
 }
 
@@ -89,10 +88,15 @@ run_hosts() {
     summary+=("$(printf '%-12s %4d s (the shards in parallel)' hosts $((SECONDS - started)))")
 }
 
-start_vm() {  # in the background; report_vm waits for it
+start_vm() {  # in the background, its image first; report_vm waits for it
     mkdir -p "$PWD/build/locks/vm"
     rm -f "$LOGS/vm.rc"
     (
+        if ! build_images vm; then
+            cat "$LOGS/images-vm.log" > "$LOGS/vm.log"
+            echo "1 0" >"$LOGS/vm.rc"
+            exit 1
+        fi
         vm_started=$SECONDS
         SPARKSTACK_TESTHOST_DRIVER=vm SPARKSTACK_LOCK_DIR=$PWD/build/locks/vm \
             "$BIN/pytest" -p no:cacheprovider tests/vm --durations=10 --durations-min=1 >"$LOGS/vm.log" 2>&1
@@ -105,6 +109,7 @@ report_vm() {
     wait "$vm_pid"
     local waited=$?
     echo "=== tier vm ==="
+    tail -1 "$LOGS/images-vm.log"
     cat "$LOGS/vm.log"
     local rc took
     read -r rc took <"$LOGS/vm.rc" 2>/dev/null || { rc=$waited; [ "$rc" != 0 ] || rc=1; took=0; }
@@ -112,15 +117,16 @@ report_vm() {
 }
 
 started_all=$SECONDS
-images_pid=""
-case " $TIERS " in *" hosts "* | *" vm "*) TIERS="$TIERS" build_images & images_pid=$! ;; esac
-case " $TIERS " in *" unit "*) run_unit ;; esac
-if [ -n "$images_pid" ]; then
-    wait "$images_pid" || { cat "$LOGS/images.log"; echo "building the test images failed" >&2; exit 1; }
-    tail -1 "$LOGS/images.log"
-fi
 vm_pid=""
 case " $TIERS " in *" vm "*) start_vm ;; esac
+images_pid=""
+# Niced: the unit tier and the VM keep their pace; these builds take what is left.
+case " $TIERS " in *" hosts "*) (renice -n 19 -p $BASHPID >/dev/null; build_images hosts) & images_pid=$! ;; esac
+case " $TIERS " in *" unit "*) run_unit ;; esac
+if [ -n "$images_pid" ]; then
+    wait "$images_pid" || { cat "$LOGS/images-hosts.log"; echo "building the test images failed" >&2; exit 1; }
+    tail -1 "$LOGS/images-hosts.log"
+fi
 case " $TIERS " in *" hosts "*) run_hosts ;; esac
 [ -z "$vm_pid" ] || report_vm
 total=$((SECONDS - started_all))

@@ -13,6 +13,8 @@ the plain one.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import shutil
 import subprocess
@@ -37,7 +39,7 @@ PACKAGES = HERE / "packages"
 
 
 def sources_hash(ray: bool = False) -> str:
-    digest = hashlib.sha256(b"standin-image-v6" + HUB_CLIENT.encode() + (RAY.encode() if ray else b""))
+    digest = hashlib.sha256(b"standin-image-v7" + HUB_CLIENT.encode() + (RAY.encode() if ray else b""))
     files = [HERE / name for name in SOURCES] + sorted(p for p in PACKAGES.rglob("*.py"))
     for path in files:
         digest.update(str(path.relative_to(HERE)).encode() + b"\0" + path.read_bytes())
@@ -53,6 +55,8 @@ def tarball() -> Path:
     testhost.progress("building the stand-in engine image with mmdebstrap (about a minute)")
     partial = target.with_name(f"partial-{target.name}")  # mmdebstrap picks the format from the suffix
     # tini as PID 1 forwards SIGTERM at once, even while python is still starting (docker stop stays quick).
+    # The Python packages go in compiled (this machine's python is 3.11, as is the image's): a container starts
+    # with no __pycache__ of its own, and compiling huggingface_hub at each start cost the VM 15 s a run.
     hooks = [
         # The server and its declared table in /opt/standin (on sys.path through a .pth file); the
         # `vllm` and `sglang` packages the sparkstack probes import; `vllm` on PATH.
@@ -61,7 +65,7 @@ def tarball() -> Path:
         'echo /opt/standin > "$1/usr/lib/python3/dist-packages/standin.pth"',
         f'cp -r {PACKAGES}/vllm {PACKAGES}/sglang "$1/usr/lib/python3/dist-packages/"',
         f'install -m 0755 {HERE}/vllm "$1/usr/local/bin/vllm"',
-        f'{sys.executable} -m pip install --quiet --no-compile --disable-pip-version-check --no-warn-conflicts '
+        f'{sys.executable} -m pip install --quiet --disable-pip-version-check --no-warn-conflicts '
         f'--target "$1/usr/local/lib/python3.11/dist-packages" {HUB_CLIENT}',
         'rm -rf "$1"/usr/share/doc "$1"/usr/share/man "$1"/usr/share/locale "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*',
     ]
@@ -82,10 +86,26 @@ def _label(image: str) -> str:
     return found.stdout.strip() if found.returncode == 0 else ""
 
 
+@contextlib.contextmanager
+def _building():
+    """One build at a time on this machine: `make test` starts the VM tier and the hosts tier side by side, and
+    both need the image."""
+    lock = testhost.cache_root() / "standin" / ".build.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def load_here() -> None:
     """docker import the stand-in on this machine unless the same build is already here. The test hosts get it
     from the registry, as a Spark gets its engine: importing and pushing inside a host (under TCG on the VM) was
     minutes of every run."""
+    with _building():
+        _load_here()
+
+
+def _load_here() -> None:
     key = sources_hash()
     if _label(IMAGE) == key:
         return
@@ -121,7 +141,7 @@ def ray_layer() -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         site = root / "usr/local/lib/python3.11/dist-packages"
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-compile", "--disable-pip-version-check",
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                         "--no-warn-conflicts", "--target", str(site), RAY], check=True)
         # pip's console scripts carry this machine's python in their #! line: the image gets its own. Ray's
         # libraries (RLlib, Tune, Train, Serve, Data) and its Java jars: nothing here imports them.
