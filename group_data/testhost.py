@@ -39,3 +39,4 @@ sparkstack_frontdoor_min_hot_s = 20
 sparkstack_frontdoor_hold_s = 120
 sparkstack_frontdoor_expose = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_EXPOSE") == "1"
 sparkstack_frontdoor_on_demand = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_ON_DEMAND") == "1"
+sparkstack_frontdoor_tls = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_TLS") == "1"

@@ -72,7 +72,8 @@ def endpoint(profiles: list[Profile], settings: GroupSettings, host: str, key: s
     if not models:
         raise ValueError("the group deploys no model; nothing to configure")
     # HOST, or HOST:PORT when the door is reached through a forwarded port.
-    base_url = f"http://{host}/v1" if ":" in host else f"http://{host}:{settings.frontdoor_port}/v1"
+    scheme = "https" if settings.frontdoor_tls else "http"
+    base_url = f"{scheme}://{host}/v1" if ":" in host else f"{scheme}://{host}:{settings.frontdoor_port}/v1"
     hot = hot_model(base_url, key)
     if hot is not None and any(m.name == hot for m in models):
         small, source = hot, "the hot model, as the door reported it"

@@ -13,7 +13,7 @@ import runpy
 from pathlib import Path
 from typing import Annotated, Any, Mapping
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, FilePath, ValidationError, model_validator
 
 from sparkstack.paths import display_path, group_data_dir
 from sparkstack.schema import StrictModel
@@ -111,6 +111,13 @@ class GroupSettings(StrictModel):
     # taking every slot. The engine batches what it gets; these are the door's bounds, not the engine's.
     frontdoor_max_requests: int = Field(default=64, ge=1, le=4096)
     frontdoor_max_requests_per_model: int = Field(default=32, ge=1, le=4096)
+    # TLS for the door (https). With frontdoor_tls_cert and frontdoor_tls_key (files on this machine: a
+    # certificate the clients already trust, and its key), the deploy installs them. Without, it makes a
+    # self-signed one on the host, once (EC P-256, for loopback, the host's names and addresses, and
+    # frontdoor_hostnames), whose certificate the clients must be given to trust.
+    frontdoor_tls: bool = False
+    frontdoor_tls_cert: FilePath | None = Field(default=None, strict=False)  # a path or a str
+    frontdoor_tls_key: FilePath | None = Field(default=None, strict=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +129,16 @@ class GroupSettings(StrictModel):
                              "sparkstack_frontdoor_expose = True to reach the models from other machines through the "
                              "front door, with its key (SPARKSTACK_FRONTDOOR_API_KEY in the secrets file)")
         return values
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self):
+        if (self.frontdoor_tls_cert is None) != (self.frontdoor_tls_key is None):
+            raise ValueError("sparkstack_frontdoor_tls_cert and sparkstack_frontdoor_tls_key go together: give both "
+                             "(the certificate and its key) or neither (the deploy makes a self-signed one)")
+        if self.frontdoor_tls_cert is not None and not self.frontdoor_tls:
+            raise ValueError("sparkstack_frontdoor_tls_cert is set but sparkstack_frontdoor_tls is not: set "
+                             "sparkstack_frontdoor_tls = True to serve the door over TLS")
+        return self
 
     @model_validator(mode="after")
     def _cluster_addresses_match(self):

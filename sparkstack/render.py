@@ -27,6 +27,8 @@ from sparkstack.profiles import LoadedProfile, Profile
 from sparkstack_host.contract import (  # noqa: E402 (the host paths: one definition, shared with the host)
     CLUSTER_PATH,
     CONFIG_DIR,
+    DOOR_CERT_PATH,
+    DOOR_KEY_PATH,
     FETCH_PATH,
     FRONTDOOR_PATH,
     HOST_LIB,
@@ -294,6 +296,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "hostnames": list(settings.frontdoor_hostnames),
             "max_requests": settings.frontdoor_max_requests,
             "max_requests_per_model": settings.frontdoor_max_requests_per_model,
+            "tls": {"cert": DOOR_CERT_PATH, "key": DOOR_KEY_PATH} if settings.frontdoor_tls else None,
         },
     }
     return json.dumps(document, indent=2, sort_keys=True) + "\n"

@@ -11,6 +11,10 @@ import json
 CONFIG_DIR = "/etc/sparkstack"
 REGISTRY_PATH = f"{CONFIG_DIR}/models.json"
 SECRETS_PATH = f"{CONFIG_DIR}/secrets.env"
+# The exposed door's TLS certificate and key (root-owned; the key readable by the door's group only).
+TLS_DIR = f"{CONFIG_DIR}/tls"
+DOOR_CERT_PATH = f"{TLS_DIR}/door.crt"
+DOOR_KEY_PATH = f"{TLS_DIR}/door.key"
 LAUNCH_DIR = "/usr/local/libexec/sparkstack"
 UNIT_DIR = "/etc/systemd/system"
 SWITCH_PATH = "/usr/local/bin/llm-switch"
@@ -44,7 +48,7 @@ MODEL_KEYS = frozenset({
 })
 FRONTDOOR_KEYS = frozenset({
     "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",
-    "switch_socket", "allowed_origins", "hostnames", "max_requests", "max_requests_per_model",
+    "switch_socket", "allowed_origins", "hostnames", "max_requests", "max_requests_per_model", "tls",
 })
 
 

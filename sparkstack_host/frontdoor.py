@@ -28,6 +28,7 @@ import ipaddress
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 import urllib.parse
@@ -665,6 +666,13 @@ def make_app(registry):
     return app
 
 
+def tls_context(files):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files["cert"], files["key"])
+    return context
+
+
 async def serve(registry):
     from aiohttp import web
 
@@ -676,10 +684,12 @@ async def serve(registry):
     await runner.setup()
     # The listening socket is the door's own, so that every connection goes through its watch.
     watch = app["connections"]
-    await asyncio.get_running_loop().create_server(watch.protocol_factory(runner.server), config["bind"],
-                                                   config["port"], reuse_address=True, backlog=1024)
+    tls = tls_context(config["tls"]) if config.get("tls") else None
+    await asyncio.get_running_loop().create_server(
+        watch.protocol_factory(runner.server), config["bind"], config["port"], reuse_address=True, backlog=1024,
+        ssl=tls, ssl_handshake_timeout=connections.HEADER_TIMEOUT_S if tls else None)
 
-    print(f"sparkstack-frontdoor: listening on {config['bind']}:{config['port']} for "
+    print(f"sparkstack-frontdoor: listening on {config['bind']}:{config['port']}{' (TLS)' if tls else ''} for "
           f"{', '.join(registry['models'])} ({'switching on demand' if config['on_demand'] else '409 for a model not hot'})",
           flush=True)
     await watch.run()  # as long as the door runs

@@ -38,17 +38,18 @@ def switch(word: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def door_models(base: str, key: str | None = None) -> dict:
+def door_models(base: str, key: str | None = None, verify: str | bool = True) -> dict:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return {m["name"]: m for m in requests.get(f"{base}/v1/models", headers=headers, timeout=10).json()["data"]}
+    return {m["name"]: m for m in requests.get(f"{base}/v1/models", headers=headers, timeout=10,
+                                               verify=verify).json()["data"]}
 
 
-def wait_until_hot(base: str, name: str, key: str | None = None, wait_s: float = 20) -> None:
+def wait_until_hot(base: str, name: str, key: str | None = None, wait_s: float = 20, verify: str | bool = True) -> None:
     """The door looks again when asked (at most once a second); wait until it has seen the switch."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            if door_models(base, key)[name]["hot"]:
+            if door_models(base, key, verify)[name]["hot"]:
                 return
         except (requests.RequestException, ValueError, KeyError):
             pass
@@ -96,8 +97,9 @@ def door(main_node):
     vm_ssh(f"rm -f {KNOBS}; llm-switch none")
 
 
-def client(base: str, key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60)
+def client(base: str, key: str = "unused", verify: str | bool = True) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60,
+                         http_client=openai.DefaultHttpxClient(verify=verify))
 
 
 @pytest.mark.release_loop
@@ -220,35 +222,47 @@ def test_client_configs_make_the_hot_model_the_small_one(door, tmp_path):
     assert answer.choices[0].message.content
 
 
-def test_exposed_the_door_needs_its_key_and_on_demand_it_switches(door):
+def test_exposed_the_door_needs_its_key_speaks_tls_and_on_demand_it_switches(door, tmp_path):
     vm_ssh(f"echo 'SPARKSTACK_FRONTDOOR_API_KEY={DOOR_KEY}' >> {SECRETS}")
-    env = {"SPARKSTACK_TEST_FRONTDOOR_EXPOSE": "1", "SPARKSTACK_TEST_FRONTDOOR_ON_DEMAND": "1"}
+    env = {"SPARKSTACK_TEST_FRONTDOOR_EXPOSE": "1", "SPARKSTACK_TEST_FRONTDOOR_ON_DEMAND": "1",
+           "SPARKSTACK_TEST_FRONTDOOR_TLS": "1"}
+    tls_door = door.replace("http://", "https://")
     try:
         result = deploy(env=env)
         assert not result.errors
         assert any("Restart sparkstack-frontdoor.service" in name for name in result.changed)
+        assert any("self-signed certificate" in name for name in result.changed)
         assert door_listens_on("0.0.0.0")
         assert vm_ssh("systemctl is-active sparkstack-switch-request.socket").stdout.strip() == "active"
-        wait_until_hot(door, "qwen36", key=DOOR_KEY)
-        assert requests.get(f"{door}/v1/models", timeout=10).status_code == 401
+        # The certificate the deploy made, as the owner hands it to the clients; the key stays the door's.
+        cert = tmp_path / "door.crt"
+        cert.write_text(vm_ssh("cat /etc/sparkstack/tls/door.crt").stdout)
+        assert vm_ssh("stat -c '%U:%G %a' /etc/sparkstack/tls/door.key").stdout.split() == ["root:sparkstack-door", "640"]
+        wait_until_hot(tls_door, "qwen36", key=DOOR_KEY, verify=str(cert))
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{door}/v1/models", timeout=10)  # plain HTTP: nothing answers it
+        assert requests.get(f"{tls_door}/v1/models", timeout=10, verify=str(cert)).status_code == 401
         with pytest.raises(openai.AuthenticationError):
-            client(door, "sk-wrong").models.list()
+            client(tls_door, "sk-wrong", str(cert)).models.list()
         # The door's key is not in its unit or its command line (systemd reads it from the secrets file).
         assert DOOR_KEY not in vm_ssh("cat /etc/systemd/system/sparkstack-frontdoor.service; "
                                       "ps -o args= -u sparkstack-door").stdout
+        # A second deploy keeps the certificate the clients now trust, and changes nothing.
+        again = deploy(env=env)
+        assert again.changed == [] and vm_ssh("cat /etc/sparkstack/tls/door.crt").stdout == cert.read_text()
         # On demand: qwen36 has been hot less than the minimum (20 s here), so the door refuses to flip yet.
         switch("none")
         switch("qwen")
-        wait_until_hot(door, "qwen36", key=DOOR_KEY)
+        wait_until_hot(tls_door, "qwen36", key=DOOR_KEY, verify=str(cert))
         with pytest.raises(openai.InternalServerError) as refused:
-            client(door, DOOR_KEY).chat.completions.create(model="mistral4", messages=[{"role": "user", "content": "hi"}],
-                                                           max_tokens=3)
+            client(tls_door, DOOR_KEY, str(cert)).chat.completions.create(
+                model="mistral4", messages=[{"role": "user", "content": "hi"}], max_tokens=3)
         assert refused.value.status_code == 503 and "the door keeps a model hot at least 20 s" in str(refused.value)
         assert int(refused.value.response.headers["Retry-After"]) >= 1
         time.sleep(21)
         started = time.monotonic()
-        answer = client(door, DOOR_KEY).chat.completions.create(model="mistral4", max_tokens=3,
-                                                                messages=[{"role": "user", "content": "hi"}])
+        answer = client(tls_door, DOOR_KEY, str(cert)).chat.completions.create(
+            model="mistral4", max_tokens=3, messages=[{"role": "user", "content": "hi"}])
         assert answer.choices[0].message.content and time.monotonic() - started < 120
         assert json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] == "mistral4"
         assert "switching to mistral4 on demand" in vm_ssh("journalctl -u sparkstack-frontdoor -o cat --no-pager").stdout

@@ -107,7 +107,8 @@ def test_the_registry_carries_the_doors_settings_and_each_models_fixes():
     assert registry["frontdoor"] == {
         "bind": "127.0.0.1", "port": 30080, "api_key_env": None, "on_demand": False, "min_hot_s": 300,
         "hold_s": 600, "connect_timeout_s": 5.0, "read_timeout_s": 600.0, "switch_socket": "/run/sparkstack-switch.sock",
-        "allowed_origins": [], "hostnames": [], "max_requests": 64, "max_requests_per_model": 32}
+        "allowed_origins": [], "hostnames": [], "max_requests": 64, "max_requests_per_model": 32,
+        "tls": None}
     assert registry["models"]["mistral4"]["request_fixes"] == ["merge_consecutive_turns"]
     assert registry["models"]["qwen36"]["request_fixes"] == ["system_first"]
     assert registry["models"]["qwen36"]["context_length"] > 0
@@ -169,3 +170,15 @@ def test_client_configs_carry_every_model_and_the_small_model():
     meta = json.loads(aider_metadata(door))
     assert meta["openai/mistral4"]["supports_vision"] and not meta["openai/qwen36"]["supports_vision"]
     assert meta["openai/qwen36"]["max_input_tokens"] == 262144
+
+
+def test_the_client_configs_say_https_when_the_door_speaks_tls():
+    from sparkstack.clients import endpoint
+    from sparkstack.groups import GroupSettings
+    from sparkstack.profiles import load_profiles
+
+    profiles = [lp.profile for lp in load_profiles()]
+    # Nothing listens on these ports: the door is not asked which model is hot, and the first is taken.
+    plain = endpoint(profiles, GroupSettings(frontdoor_expose=True), "127.0.0.1:9")
+    with_tls = endpoint(profiles, GroupSettings(frontdoor_expose=True, frontdoor_tls=True), "127.0.0.1:9")
+    assert plain.base_url == "http://127.0.0.1:9/v1" and with_tls.base_url == "https://127.0.0.1:9/v1"

@@ -14,6 +14,7 @@ import re
 import resource
 import selectors
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -75,7 +76,8 @@ def unit_file_limit():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
 
-def start_door(root: Path, registry: dict, prelude: str = "", ready=lambda code, body: code == 200):
+def start_door(root: Path, registry: dict, prelude: str = "", ready=lambda code, body: code == 200,
+               context: ssl.SSLContext | None = None):
     """sparkstack-frontdoor as its unit runs it, with Debian's python3 and aiohttp. `prelude` runs first: the
     tests that wait out a bound shorten it there, in the module, as the door reads it."""
     if subprocess.run([SYSTEM_PYTHON, "-c", "import aiohttp"], capture_output=True).returncode != 0:
@@ -91,7 +93,7 @@ def start_door(root: Path, registry: dict, prelude: str = "", ready=lambda code,
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
-            if ready(*ask(port, "GET", "/v1/models")):
+            if ready(*ask(port, "GET", "/v1/models", context=context)):
                 return process, port, log
         except OSError:
             pass
@@ -124,10 +126,11 @@ def door(engine_paths, tmp_path_factory):
 
 
 def ask(port: int, method: str, raw_path: str, body: dict | None = None, key: str | None = KEY,
-        headers: dict | None = None) -> tuple[int, str]:
+        headers: dict | None = None, context: ssl.SSLContext | None = None) -> tuple[int, str]:
     """One request with the path sent exactly as written: http.client does not normalise it, as curl
-    --path-as-is and an attacker's own client do not."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    --path-as-is and an attacker's own client do not. With `context`, over TLS."""
+    connection = (http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context) if context else
+                  http.client.HTTPConnection("127.0.0.1", port, timeout=10))
     sent = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {}), **(headers or {})}
     connection.request(method, raw_path, body=json.dumps(body) if body is not None else None, headers=sent)
     response = connection.getresponse()
@@ -486,3 +489,32 @@ def test_a_model_that_fails_to_start_is_tried_three_times_in_a_storm_then_refuse
         process.wait(10)
         switch.server.close()
     assert "Traceback" not in log.read_text()
+
+
+def test_with_tls_the_door_speaks_only_https_with_the_certificate_the_deploy_made(engine_paths, tmp_path):
+    from sparkstack.deployers.frontdoor import self_signed_command
+
+    engine_port, _ = engine_paths
+    # The deploy's own command makes the pair, into this test's directory instead of /etc/sparkstack/tls.
+    command = (self_signed_command(["spark.example.lan"]).replace("/etc/sparkstack/tls", str(tmp_path))
+               .replace("chgrp sparkstack-door", "chgrp root"))
+    assert subprocess.run(["sh", "-c", command], capture_output=True).returncode == 0
+    assert (tmp_path / "door.key").stat().st_mode & 0o777 == 0o640
+    registry = json.loads(rendered_registry())
+    registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": engine_port, "api_key_env": None}}
+    registry["frontdoor"]["tls"] = {"cert": str(tmp_path / "door.crt"), "key": str(tmp_path / "door.key")}
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "door.crt"))
+    process, port, log = start_door(tmp_path, registry, context=trusting)
+    try:
+        # A client given the certificate is served, and checks the name: 127.0.0.1 is in it.
+        assert ask(port, "POST", "/v1/chat/completions", CHAT, context=trusting)[0] == 200
+        # A client that trusts only the usual authorities refuses the self-signed certificate.
+        with pytest.raises(ssl.SSLCertVerificationError):
+            ask(port, "GET", "/v1/models", context=ssl.create_default_context())
+        # Plain HTTP to the TLS port gets no answer: the key never crosses the network in the clear.
+        with pytest.raises((http.client.HTTPException, ConnectionError)):
+            ask(port, "GET", "/v1/models")
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert "(TLS)" in log.read_text()

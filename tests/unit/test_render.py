@@ -272,3 +272,22 @@ def test_llm_switch_is_shipped_and_compiles(tree):
     for program in (tree / "usr/local/bin/llm-switch", tree / "usr/local/libexec/sparkstack/sparkstack-memguard"):
         assert program.read_text().startswith("#!/usr/bin/python3")
         subprocess.run(["python3", "-m", "py_compile", str(program)], check=True)
+
+
+def test_tls_files_are_refused_alone_or_without_tls_naming_the_settings(tmp_path):
+    from sparkstack.groups import GroupSettingsError, settings_from_data
+
+    cert, key = tmp_path / "door.crt", tmp_path / "door.key"
+    cert.write_text("certificate")
+    key.write_text("key")
+    with pytest.raises(GroupSettingsError, match="group_data/spark.py: .*tls_cert and sparkstack_frontdoor_tls_key go together"):
+        settings_from_data({"sparkstack_frontdoor_tls": True, "sparkstack_frontdoor_tls_cert": str(cert)}, "group_data/spark.py")
+    with pytest.raises(GroupSettingsError, match="sparkstack_frontdoor_tls is not"):
+        settings_from_data({"sparkstack_frontdoor_tls_cert": str(cert), "sparkstack_frontdoor_tls_key": str(key)},
+                           "group_data/spark.py")
+    with pytest.raises(GroupSettingsError, match="sparkstack_frontdoor_tls_cert"):
+        settings_from_data({"sparkstack_frontdoor_tls": True, "sparkstack_frontdoor_tls_cert": str(tmp_path / "missing"),
+                            "sparkstack_frontdoor_tls_key": str(key)}, "group_data/spark.py")
+    settings = settings_from_data({"sparkstack_frontdoor_tls": True}, "group_data/spark.py")
+    registry = json.loads(next(f.content for f in rendering_for("spark", settings).files if f.kind == "registry"))
+    assert registry["frontdoor"]["tls"] == {"cert": "/etc/sparkstack/tls/door.crt", "key": "/etc/sparkstack/tls/door.key"}
