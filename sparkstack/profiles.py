@@ -35,6 +35,10 @@ SECRET_FLAGS = ("--api-key", "--hf-token", "--token")
 
 
 GB = Annotated[float, Field(gt=0)]
+# Free text the rendered script and unit show in comments: one line of printable characters, so it can never
+# become a line of its own there (a newline in a description became a shell line of the root launch script,
+# and a `[Service]` section of the unit).
+OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
 class Speculative(StrictModel):
@@ -91,7 +95,7 @@ class Variant(StrictModel):
     speculative decoding off for this variant.
     """
 
-    description: str | None = None
+    description: OneLine | None = None
     speculative: Speculative | None = None
     memory_fraction: float | None = Field(default=None, gt=0, le=1)
     extra_args: list[str] | None = None
@@ -100,7 +104,7 @@ class Variant(StrictModel):
 
 class Profile(StrictModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    description: str
+    description: OneLine
     aliases: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = []
     engine: Engine
     # The engine release the image carries: a version (0.33.0) or a PEP 440 range (>=0.33.0).

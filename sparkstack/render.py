@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +130,14 @@ class RenderError(Exception):
     pass
 
 
+def comment_text(text) -> str:
+    """Free text for a `#` comment line: control characters (a newline above all) become spaces. Profiles are
+    validated to one printable line already; this holds even for a value that skipped validation."""
+    return re.sub(r"[\x00-\x1f\x7f]", " ", str(text))
+
+
 def _jinja() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -138,6 +145,8 @@ def _jinja() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["comment"] = comment_text
+    return env
 
 
 def _arg_lines(args: list[str]) -> list[str]:

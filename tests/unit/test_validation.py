@@ -176,3 +176,51 @@ def test_an_alias_bomb_profile_is_refused_unexpanded(profiles_dir):
         load_profiles([profiles_dir])
     # Refused on the count, before the loader or the schema could walk the expansion.
     assert "bomb.yaml: (yaml): 90 YAML aliases (*name); a profile may use at most 32" in str(caught.value)
+
+
+# A profile pull request is an attacker's way to root on every host: free text must never become a line of the
+# root launch script or a directive of the unit.
+HOSTILE_DESCRIPTIONS = [
+    ("a shell line", "Qwen\ntouch /tmp/OWNED"),
+    ("a unit section", "Qwen\n[Service]\nExecStartPost=/bin/touch /tmp/OWNED"),
+    ("a carriage return", "Qwen\rtouch /tmp/OWNED"),
+    ("a NUL", "Qwen\x00"),
+    ("an escape sequence", "Qwen\x1b[2J"),
+    ("a very long value", "Q" * 201),
+    ("an empty value", ""),
+]
+
+
+@pytest.mark.parametrize("where", ["description", "variant"])
+@pytest.mark.parametrize("kind,text", HOSTILE_DESCRIPTIONS, ids=[h[0] for h in HOSTILE_DESCRIPTIONS])
+def test_a_description_that_is_not_one_printable_line_is_refused(profiles_dir, where, kind, text):
+    if where == "description":
+        path, field = edit_profile(profiles_dir, "qwen36", _set(["description"], text)), "description"
+    else:
+        path = edit_profile(profiles_dir, "mistral4", _set(["variants", "safer-eagle", "description"], text))
+        field = "variants.safer-eagle.description"
+    result = validate(profiles_dir)
+    assert result.exit_code == 2, result.output
+    match = ERROR_LINE.match(result.output.splitlines()[0])
+    assert match and match["file"].endswith(path.name) and match["field"] == field, result.output
+
+
+def test_a_description_that_skipped_validation_still_renders_as_one_comment_line():
+    from sparkstack.groups import GroupSettings
+    from sparkstack.memory import make_plan
+    from sparkstack.profiles import load_profiles
+    from sparkstack.render import render
+
+    loaded = load_profiles()
+    qwen = next(lp.profile for lp in loaded if lp.profile.name == "qwen36")
+    # As if a profile had been built in code, past the schema.
+    object.__setattr__(qwen, "description", "Qwen\ntouch /tmp/OWNED\n[Service]\nExecStartPost=/bin/true")
+    settings = GroupSettings()
+    rendering = render("spark", loaded, settings, make_plan("spark", [lp.profile for lp in loaded], settings))
+    checked = 0
+    for rendered in rendering.files:
+        if rendered.path.endswith(("launch-qwen36", "vllm-qwen36.service")):
+            assert "\ntouch /tmp/OWNED" not in rendered.content and "\n[Service]\nExecStartPost" not in rendered.content
+            assert "Qwen touch /tmp/OWNED [Service] ExecStartPost=/bin/true" in rendered.content, rendered.path
+            checked += 1
+    assert checked == 2
