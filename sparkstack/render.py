@@ -204,7 +204,9 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
         labels=labels,
         node=node,
         runtime_flags=runtime_flags,
-        secrets_path=SECRETS_PATH,
+        # The container's secrets by name only: systemd read the secrets file into the script's environment, and
+        # docker copies just these from it. An engine needs its own API key and nothing else of the file.
+        secret_names=[name for name in (API_KEY_ENV.get(p.engine),) if name],
         env=[shlex.quote(f"{k}={v}") for k, v in sorted(container_env.items())],
         publish=None if node is not None else f"{bind}:{p.port}:{p.port}",
         cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
@@ -222,6 +224,7 @@ def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str], sett
         source=_source(lp),
         launch_path=launch_path(p),
         memguard_path=MEMGUARD_PATH,
+        secrets_path=SECRETS_PATH,
         start_limit_burst=START_LIMIT_BURST,
         # Long enough to hold the bursts of a model that crashes while loading.
         start_limit_interval_s=START_LIMIT_BURST * (RESTART_SEC + settings.memory_wait_s + p.readiness_timeout_s),

@@ -7,8 +7,9 @@
 
 Installed by sparkstack from files/sparkstack-fetch; the deploy runs it only for what is missing.
 Snapshots are fetched by sparkstack-hub inside the engine image (its huggingface_hub, the cache
-layout the engine reads). The HF token stays in the secrets file, which is mounted read-only:
-it is never an argument, an environment value on a command line, or a log line.
+layout the engine reads). That container gets the HF token and nothing else of the secrets file: read here by
+the secrets rule (sparkstack_host/secrets.py), handed to docker in its environment and passed on by name
+(`--env HF_TOKEN`), so it is never an argument or a log line.
 Standard library only.
 """
 
@@ -20,7 +21,7 @@ import sys
 import threading
 import time
 
-from sparkstack_host import contract
+from sparkstack_host import contract, secrets
 
 PROGRESS_EVERY_S = 10
 ATTEMPTS = 3
@@ -31,6 +32,8 @@ HUB_SCRIPT = os.environ.get("SPARKSTACK_HUB", os.path.join(HERE, "sparkstack-hub
 SECRETS = contract.SECRETS_PATH
 CACHE_DIR = os.environ.get("SPARKSTACK_MODEL_CACHE", "/var/lib/sparkstack/huggingface")
 HUB_MARK = "SPARKSTACK-HUB "
+# The secrets the hub container may have: a Hugging Face token, under either name huggingface_hub reads.
+HUB_SECRETS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 def say(message):
@@ -116,13 +119,21 @@ def cmd_resolve_image(ref):
     return 0
 
 
-def hub_command(image, verb, spec, endpoint, cache_dir, name):
+def hub_secrets():
+    """The hub container's secrets from the secrets file, or SystemExit naming the lines that break its rule."""
+    try:
+        return secrets.read(SECRETS, HUB_SECRETS)
+    except secrets.SecretsError as exc:
+        raise SystemExit(f"sparkstack-fetch: {exc}") from None
+
+
+def hub_command(image, verb, spec, endpoint, cache_dir, name, secret_names=()):
     command = ["docker", "run", "--rm", "--pull=never", "--name", name, "--network", "host",
                "--volume", f"{cache_dir}:/root/.cache/huggingface",
                "--volume", f"{HUB_SCRIPT}:/run/sparkstack/sparkstack-hub:ro",
                "--label", "io.sparkstack.fetch=true"]
-    if os.path.exists(SECRETS):
-        command += ["--volume", f"{SECRETS}:/run/sparkstack/secrets.env:ro"]
+    for secret in secret_names:
+        command += ["--env", secret]  # the name only: docker copies the value from its own environment
     if endpoint:
         command += ["--env", f"HF_ENDPOINT={endpoint}"]
     return command + ["--entrypoint", "python3", image, "/run/sparkstack/sparkstack-hub", verb, json.dumps(spec)]
@@ -131,8 +142,10 @@ def hub_command(image, verb, spec, endpoint, cache_dir, name):
 def run_hub(image, verb, spec, endpoint, cache_dir):
     """Run sparkstack-hub in the image; stream its lines; stop the container if we are stopped."""
     name = f"sparkstack-fetch-{os.getpid()}"
-    process = subprocess.Popen(hub_command(image, verb, spec, endpoint, cache_dir, name), stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    given = hub_secrets()
+    process = subprocess.Popen(hub_command(image, verb, spec, endpoint, cache_dir, name, sorted(given)),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **given})
     answer, tail = None, []
     try:
         for line in process.stdout:

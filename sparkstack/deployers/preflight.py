@@ -1,10 +1,12 @@
 """Preflight: is this a host sparkstack can run on, and what may it get? Nothing here changes the host.
 
 Facts only (distribution, architecture, systemd, docker and its nvidia runtime, memory, the
-API key's presence); every refusal is a `DeployError` that tells the user what to do.
+API key's presence, the secrets file's rule); every refusal is a `DeployError` that tells the user what to do.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
@@ -16,6 +18,7 @@ from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.paths import NotARepo
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
 from sparkstack.render import FRONTDOOR_API_KEY_ENV, SECRETS_PATH
+from sparkstack_host import secrets as host_secrets
 
 SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
 # A Spark's GB10 is an ARM64 system and the pinned engine images are arm64 builds.
@@ -79,6 +82,18 @@ def plan_for_host(loaded: list[LoadedProfile], settings: GroupSettings, live_gb:
     for fit in plan.refused:
         logger.warning(f"{host.name}: not deploying {fit.profile.name}:\n{fit.describe()}")
     return plan
+
+
+def check_secrets_rule() -> None:
+    """The secrets file keeps the one rule its readers share (sparkstack_host/secrets.py): that module's own
+    source runs on the host, so the rule has one definition. Only line numbers and names come back."""
+    source = Path(host_secrets.__file__).read_text()
+    found = host.get_fact(Command, command=f"python3 - check {SECRETS_PATH} <<'SPARKSTACK_SECRETS_RULE' || true\n"
+                                           f"{source}\nSPARKSTACK_SECRETS_RULE")
+    if found and str(found).strip():
+        raise DeployError(f"{host.name}: {SECRETS_PATH} breaks the secrets rule, which systemd and sparkstack "
+                          f"read alike: {'; '.join(str(found).strip().splitlines())}. Write each line as NAME=VALUE "
+                          "with the value bare, then deploy again")
 
 
 def check_api_key(settings: GroupSettings) -> None:

@@ -92,7 +92,7 @@ def test_switching_to_a_model_leaves_exactly_it_running(host, profile, pins):
     assert labels["com.centurylinklabs.watchtower.enable"] == "false"
     assert labels["io.sparkstack.variant"] == profile.effective_default_variant
     # Only the profile's own keys are compared (and so shown on failure): the container's
-    # environment also holds the secrets file.
+    # environment also holds its engine's API key, when the secrets file sets one.
     pinned = dict(item.split("=", 1) for item in inspect["Config"]["Env"] or [] if item.split("=", 1)[0] in profile.env)
     assert pinned == profile.env
     expected = engine_args(profile, profile.resolve(profile.effective_default_variant), pins)

@@ -85,6 +85,8 @@ class FakeHost:
     images: set[str] = field(default_factory=set)
     engines: dict[str, Engine] = field(default_factory=dict)
     commands: list[list[str]] = field(default_factory=list)
+    # The environment a streamed command (Popen) was given, by its index in `commands`.
+    environments: dict[int, dict | None] = field(default_factory=dict)
     # (when, GB) of memory an engine still holds after its container went away
     late_memory: list[tuple[float, float]] = field(default_factory=list)
     extra_used_gb: float = 0.0
@@ -285,10 +287,11 @@ class FakeHost:
             return "[]", 0
         raise AssertionError(f"the fake host does not know docker {args}")
 
-    def popen(self, args, stdout=None, stderr=None, text=None, **_):
+    def popen(self, args, stdout=None, stderr=None, text=None, env=None, **_):
         """`docker pull` and the hub in its container: the streams the fetcher reads line by line."""
         args = [str(a) for a in args]
         self.commands.append(args)
+        self.environments[len(self.commands) - 1] = env
         if args[:2] == ["docker", "pull"]:
             if self.pulls_fail:
                 self.pulls_fail -= 1

@@ -59,17 +59,31 @@ def test_a_snapshot_needs_its_image_on_the_host_first(host):
         fetch.cmd_hub("fetch", REF, spec)
 
 
-def test_the_hub_runs_in_the_engine_image_with_the_secrets_mounted_read_only_and_never_passed(host, capsys):
+def test_the_hub_container_gets_the_hf_token_by_name_and_no_other_secret(host, capsys):
     host.images.add(REF)
-    (host.root / "secrets.env").write_text("HF_TOKEN=hf_secret_value\n")
+    (host.root / "secrets.env").write_text("HF_TOKEN=hf_secret_value\nVLLM_API_KEY=sk-engine-key\n")
     spec = json.dumps({"repo": "Qwen/Qwen3.6", "revision": "main", "endpoint": "https://huggingface.co",
                        "cache_dir": str(host.root / "cache")})
     assert fetch.cmd_hub("resolve", REF, spec) == 0
-    run = next(c for c in host.commands if c[:2] == ["docker", "run"])
-    assert f"{host.root / 'secrets.env'}:/run/sparkstack/secrets.env:ro" in run
+    index, run = next((i, c) for i, c in enumerate(host.commands) if c[:2] == ["docker", "run"])
+    assert run[run.index("HF_TOKEN") - 1] == "--env" and "secrets.env" not in " ".join(run)
     assert "--pull=never" in run and REF in run
-    assert not any("hf_secret_value" in arg for arg in run)
+    assert not any("hf_secret_value" in arg or "sk-engine-key" in arg for arg in run)
+    # docker copies the named variable from its own environment, where the fetcher put it.
+    environment = host.environments[index]
+    assert environment["HF_TOKEN"] == "hf_secret_value" and "VLLM_API_KEY" not in environment
     assert "hf_secret_value" not in capsys.readouterr().out
+
+
+def test_a_secrets_file_that_breaks_the_rule_stops_the_fetch_naming_the_line_not_the_value(host):
+    host.images.add(REF)
+    (host.root / "secrets.env").write_text('# the owner quoted it, as a shell would have it\nHF_TOKEN="hf_secret_value"\n')
+    spec = json.dumps({"repo": "Qwen/Qwen3.6", "revision": "main", "cache_dir": str(host.root / "cache")})
+    with pytest.raises(SystemExit) as stopped:
+        fetch.cmd_hub("resolve", REF, spec)
+    assert "secrets.env line 2: HF_TOKEN holds a space, a quote" in str(stopped.value)
+    assert "hf_secret_value" not in str(stopped.value)
+    assert not any(c[:2] == ["docker", "run"] for c in host.commands)
 
 
 def test_a_hub_refusal_is_not_retried(host):

@@ -18,9 +18,7 @@ def hub(tmp_path, monkeypatch):
     loader = importlib.machinery.SourceFileLoader("sparkstack_hub", str(files_dir() / "sparkstack-hub"))
     module = importlib.util.module_from_spec(importlib.util.spec_from_loader("sparkstack_hub", loader))
     loader.exec_module(module)
-    secrets = tmp_path / "secrets.env"
-    secrets.write_text("HF_TOKEN=hf_the_owners_token\n")
-    monkeypatch.setattr(module, "SECRETS", str(secrets))
+    monkeypatch.setenv("HF_TOKEN", "hf_the_owners_token")  # as sparkstack-fetch hands it to the container
     monkeypatch.setattr(module, "repo_dir", lambda repo: str(tmp_path / "cache" / repo.replace("/", "--")))
     return module
 

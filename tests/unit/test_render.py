@@ -90,11 +90,19 @@ def test_container_runs_in_the_foreground_without_a_docker_restart_policy(tree, 
     assert " -d " not in code and "--detach" not in code and "--restart" not in code
 
 
-@pytest.mark.parametrize("name", ["qwen36", "mistral4"])
-def test_secrets_come_from_the_env_file_only(tree, name):
+@pytest.mark.parametrize("name,key", [("qwen36", "VLLM_API_KEY"), ("mistral4", None)])
+def test_each_container_gets_only_its_engines_key_by_name_and_never_a_value(tree, name, key):
+    from sparkstack.engines import API_KEY_ENV
+
     script = launch_script(tree, name)
-    assert "--env-file /etc/sparkstack/secrets.env \\" in script
-    assert "HF_TOKEN" not in script and "API_KEY" not in script
+    # systemd reads the secrets file into the script's environment; docker copies only the named variable
+    # (SGLang reads no key from its environment: it gets no secret at all).
+    assert "--env-file" not in script and "secrets.env" not in script and "HF_TOKEN" not in script
+    expected = [f"  --env {key} \\"] if key else []
+    assert [line for line in script.splitlines() if "API_KEY" in line] == expected
+    assert (key in API_KEY_ENV.values()) if key else ("sglang" not in API_KEY_ENV)
+    unit = next(tree.rglob(f"*-{name}.service")).read_text()
+    assert "EnvironmentFile=-/etc/sparkstack/secrets.env" in unit
 
 
 def test_qwen36_pinned_flags_and_env(tree):

@@ -1,0 +1,88 @@
+"""The secrets file (/etc/sparkstack/secrets.env): one rule for how it is written, so every reader gets the same
+values.
+
+Its readers used to disagree: systemd's EnvironmentFile= strips quotes and reads backslash escapes, docker's
+--env-file keeps quotes as part of the value, and sparkstack-hub stripped them its own way. Now systemd reads it
+for the units (the door, the models' launch scripts, which pass each container only the variables it needs by
+name), and this module reads it for the fetcher. A file that keeps the rule reads the same in both:
+
+  NAME=VALUE            one per line; blank lines and lines starting with # are skipped
+  NAME                  letters, digits and _, not starting with a digit
+  VALUE                 1 to 4096 printable ASCII characters without spaces, quotes, backslashes or $
+
+Problems are reported by line number and name, never with the value.
+"""
+
+import re
+import sys
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# What systemd would unquote, unescape or expand, and what a shell would: never part of a value.
+FORBIDDEN = frozenset(" \"'`\\$")
+MAX_VALUE = 4096
+
+
+class SecretsError(Exception):
+    pass
+
+
+def problems(text):
+    """(line number, what is wrong) for every line that breaks the rule; names appear, values never do."""
+    found, seen = [], set()
+    for number, line in enumerate(text.split("\n"), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, equals, value = line.partition("=")
+        if not equals or not NAME.match(name):
+            found.append((number, "is not NAME=VALUE (a name of letters, digits and _)"))
+            continue
+        if name in seen:
+            found.append((number, f"{name} is set twice"))
+        seen.add(name)
+        if not value:
+            found.append((number, f"{name} is empty"))
+        elif len(value) > MAX_VALUE:
+            found.append((number, f"{name} is longer than {MAX_VALUE} characters"))
+        elif any(c in FORBIDDEN or not " " < c < "\x7f" for c in value):
+            found.append((number, f"{name} holds a space, a quote, a backslash, a $ or a character that is not "
+                                  "printable ASCII: write the value bare (no quotes), as systemd and this kit "
+                                  "would then read it differently"))
+    return found
+
+
+def parse(text, path="secrets.env"):
+    """NAME -> VALUE, or SecretsError naming each bad line (never its value)."""
+    bad = problems(text)
+    if bad:
+        raise SecretsError("; ".join(f"{path} line {number}: {why}" for number, why in bad))
+    return dict(line.split("=", 1) for line in text.split("\n") if line.strip() and not line.startswith("#"))
+
+
+def read(path, names=None):
+    """The file's values (only `names`, when given); {} when the file does not exist."""
+    try:
+        with open(path, encoding="ascii", errors="surrogateescape") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return {}
+    values = parse(text, path)
+    return {n: v for n, v in values.items() if names is None or n in names}
+
+
+def main(argv=None):
+    """`python3 -m sparkstack_host.secrets check PATH`: exit 1 with one line per problem (the deploy's preflight)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2 or argv[0] != "check":
+        sys.exit("usage: secrets.py check PATH")
+    try:
+        with open(argv[1], encoding="ascii", errors="surrogateescape") as handle:
+            bad = problems(handle.read())
+    except FileNotFoundError:
+        bad = []
+    for number, why in bad:
+        print(f"{argv[1]} line {number}: {why}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
