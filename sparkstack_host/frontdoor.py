@@ -254,10 +254,13 @@ class Door:
                 state = "failed"
             else:
                 state = "stopped"
-            if state == "hot" and self.states.get(name) != "hot":
-                # Hot since its unit started (or since the door first saw it, without systemd).
-                self.hot_since[name] = entered if entered else time.monotonic()
             if state == "hot":
+                # Hot since its unit last started: read every time, since the door may not have looked while
+                # the model was stopped and started again (without systemd: since the door first saw it hot).
+                if entered:
+                    self.hot_since[name] = entered
+                elif self.states.get(name) != "hot":
+                    self.hot_since[name] = time.monotonic()
                 self.failures.pop(name, None)  # hot by any road: on-demand tries start afresh
             self.states[name] = state
         self.refreshed_at = time.monotonic()

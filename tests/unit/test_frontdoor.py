@@ -182,3 +182,28 @@ def test_the_client_configs_say_https_when_the_door_speaks_tls():
     plain = endpoint(profiles, GroupSettings(frontdoor_expose=True), "127.0.0.1:9")
     with_tls = endpoint(profiles, GroupSettings(frontdoor_expose=True, frontdoor_tls=True), "127.0.0.1:9")
     assert plain.base_url == "http://127.0.0.1:9/v1" and with_tls.base_url == "https://127.0.0.1:9/v1"
+
+
+def test_hot_since_follows_the_units_last_start_even_when_the_door_did_not_look_while_it_was_stopped():
+    import asyncio
+
+    from tests.unit.fakehost import rendered_registry
+
+    registry = json.loads(rendered_registry())
+    door_ = door.Door(registry, web=None, client=None)
+    unit = registry["models"]["qwen36"]["unit"]
+    started = {"at": 100.0}
+
+    async def unit_states():
+        return {unit: ("active", started["at"])}
+
+    async def answers(model):
+        return model["unit"] == unit
+
+    door_.unit_states, door_.answers = unit_states, answers
+    asyncio.run(door_.refresh())
+    assert door_.hot_since["qwen36"] == 100.0
+    # `llm-switch none` and `llm-switch qwen` both happen between two looks of the door.
+    started["at"] = 5000.0
+    asyncio.run(door_.refresh())
+    assert door_.hot_since["qwen36"] == 5000.0  # the minimum hot time counts from this start, not the first
