@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import subprocess
 import time
 
@@ -98,8 +99,10 @@ def door(main_node):
 
 
 def client(base: str, key: str = "unused", verify: str | bool = True) -> openai.OpenAI:
+    """The openai client; `verify` names the CA file to trust (the door's own certificate) when not True."""
+    trust = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
     return openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=60,
-                         http_client=openai.DefaultHttpxClient(verify=verify))
+                         http_client=openai.DefaultHttpxClient(verify=trust))
 
 
 @pytest.mark.release_loop
