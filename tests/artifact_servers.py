@@ -222,7 +222,7 @@ class ArtifactServers:
         from tests.standin_engine.image import push
 
         local, pushed = (STANDIN_RAY_LOCAL, STANDIN_RAY_PUSHED) if ray else (STANDIN_LOCAL, STANDIN_PUSHED)
-        return push(local, f"127.0.0.1:{self.registry_port}", pushed.split("/", 1)[1])
+        return push(local, f"127.0.0.1:{self.registry_port}", pushed.split("/", 1)[1], storage=self.root / "registry")
 
 
 def test_repos(group: str = "testhost") -> list[str]:
