@@ -15,7 +15,7 @@ from sparkstack.lockfile import LockError, group_pins, lock_path
 from sparkstack.memory import PlanError, make_plan
 from sparkstack.paths import NotARepo, display_path
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
-from sparkstack.render import RenderError, render
+from sparkstack.render import RenderError, claim_output_dir, render
 
 EXIT_INVALID = 2
 
@@ -89,9 +89,15 @@ def plan(groups: tuple[str, ...]) -> None:
 
 @main.command("render")
 @click.option("--group", required=True, help="Host group whose files to render (e.g. spark, testhost).")
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Directory to write the tree into.")
-def render_command(group: str, out: Path) -> None:
+@click.option("--out", "given", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the tree into: empty, or a tree rendered before (replaced whole).")
+def render_command(group: str, given: str) -> None:
     """Write the exact files a deploy puts on a host of GROUP, as a tree under OUT."""
+    out = Path(given)
+    try:
+        claim_output_dir(out, given)
+    except RenderError as exc:
+        fail(str(exc))
     loaded = valid_profiles()
     settings, plan_result = group_plan(group, loaded)
     click.echo(plan_result.describe())

@@ -293,6 +293,7 @@ def _load_one(path: Path) -> tuple[Profile | None, list[ProfileError]]:
         ]
     errors = [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _semantic_errors(profile, path)]
     errors += [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _secret_errors(profile)]
+    errors += [ProfileError(shown, field, msg, lines.get(loc)) for loc, field, msg in _managed_errors(profile)]
     return (None if errors else profile), errors
 
 
@@ -431,6 +432,26 @@ def _secret_errors(profile: Profile) -> list[tuple[tuple, str, str]]:
             if arg.split("=")[0] in SECRET_FLAGS or SECRET_VALUE.match(arg):
                 field = ".".join(loc) + f".{i}"
                 errors.append((loc + (i,), field, f"passes a secret on the command line; {hint}"))
+    return errors
+
+
+def _managed_errors(profile: Profile) -> list[tuple[tuple, str, str]]:
+    """extra_args and env may not set what the kit renders from a profile field: the engine would keep the
+    second value while the plan, the memory gate and `sparkstack clients` use the field's."""
+    errors = []
+    adapter = adapter_for(profile.engine)
+    arg_lists = [(("extra_args",), profile.extra_args)]
+    arg_lists += [(("variants", name, "extra_args"), v.extra_args or []) for name, v in profile.variants.items()]
+    for loc, args in arg_lists:
+        for i, arg in enumerate(args):
+            flag = adapter.managed_flag(arg)
+            if flag is not None and flag not in SECRET_FLAGS:
+                errors.append((loc + (i,), ".".join(loc) + f".{i}",
+                               f"{arg.split('=', 1)[0]} is rendered by sparkstack from {adapter.managed_flags[flag]}; set that "
+                               f"instead (given twice, {profile.engine} would keep this value, which the memory plan never checked)"))
+    for key in profile.env:
+        if key in adapter.managed_env:
+            errors.append((("env", key), f"env.{key}", f"is set by {adapter.managed_env[key]}; a profile may not set it"))
     return errors
 
 

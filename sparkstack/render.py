@@ -22,7 +22,7 @@ from sparkstack.cluster import ClusterError, ClusterNode, cluster_node, registry
 from sparkstack.engines import API_KEY_ENV, adapter_for, engine_args
 from sparkstack.groups import GroupSettings
 from sparkstack.memory import Plan
-from sparkstack.paths import files_dir, repo_root, templates_dir
+from sparkstack.paths import display_path, files_dir, repo_root, templates_dir
 from sparkstack.profiles import LoadedProfile, Profile
 
 from sparkstack_host.contract import (  # noqa: E402 (the host paths: one definition, shared with the host)
@@ -116,7 +116,7 @@ class Rendering:
 
     def manifest(self) -> str:
         where = "" if self.node is None else f", node {self.node.name!r} (rank {self.node.rank} of {self.node.nodes})"
-        lines = [f"# sparkstack render for group {self.group!r}{where}: path mode owner:group what"]
+        lines = [f"{MANIFEST_HEADER}{self.group!r}{where}: path mode owner:group what"]
         for d in self.directories:
             lines.append(f"{d.path}/ {d.mode} {d.user}:{d.group} directory")
         for f in self.files:
@@ -128,6 +128,48 @@ class Rendering:
 
 class RenderError(Exception):
     pass
+
+
+# The first line of every MANIFEST a render writes: how `render --out` knows a tree it may replace.
+MANIFEST_HEADER = "# sparkstack render for group "
+
+
+def _rendered_before(directory: Path) -> bool:
+    """A tree a render wrote: its MANIFEST, or (a cluster group's) one per node directory and nothing else."""
+    def marked(path: Path) -> bool:
+        try:
+            return (path / "MANIFEST").read_text(encoding="utf-8").startswith(MANIFEST_HEADER)
+        except OSError:
+            return False
+    entries = list(directory.iterdir())
+    return marked(directory) or bool(entries) and all(e.is_dir() and not e.is_symlink() and marked(e) for e in entries)
+
+
+def claim_output_dir(out: Path, given: str) -> None:
+    """Make `out` ready for a render, or raise RenderError before anything is written: never the filesystem's
+    root, the current directory, the checkout or a directory above it, nor a non-empty directory a render did not
+    write. A tree rendered before is removed first, so what is left equals what a host gets (no stale files)."""
+    import shutil
+
+    resolved = out.resolve()
+    checkout = repo_root().resolve()
+    if given.strip() in ("", "."):
+        raise RenderError(f"--out {given!r}: that is the current directory; give the tree a directory of its own "
+                          "(e.g. build/render/GROUP)")
+    if resolved == Path(resolved.anchor):
+        raise RenderError(f"--out {given!r}: that is the root of this machine's filesystem; the render would write "
+                          "units and llm-switch into the live system")
+    if resolved == checkout or resolved in checkout.parents:
+        raise RenderError(f"--out {given!r}: that is the checkout{'' if resolved == checkout else ' or a directory above it'}; "
+                          "give the tree a directory of its own (e.g. build/render/GROUP)")
+    if not resolved.exists():
+        return
+    if not any(resolved.iterdir()):
+        return
+    if not _rendered_before(resolved):
+        raise RenderError(f"--out {given!r}: {display_path(resolved)} is not empty and holds no sparkstack MANIFEST; a "
+                          "render writes only into an empty directory or over a tree it rendered before")
+    shutil.rmtree(resolved)
 
 
 def comment_text(text) -> str:

@@ -43,6 +43,27 @@ class EngineAdapter:
     # Where the running server tells its release: GET path answering JSON with a "version".
     version_path: str
     moe_backend_flag: str
+    # Flags the kit renders (flag -> the profile field or the part of the kit that sets it). A profile's
+    # extra_args may not repeat one: argparse keeps the last value, so the engine would run with a number the
+    # plan, the memory gate and `sparkstack clients` never saw. Flags that would overrule a managed number
+    # (vLLM's --kv-cache-memory-bytes beside --gpu-memory-utilization) are listed with the field they overrule.
+    managed_flags: dict[str, str] = {}
+    # Env vars the kit sets in the container (name -> what sets it); a profile's env may not set one.
+    managed_env: dict[str, str] = {"HF_HUB_OFFLINE": "the kit (a start never downloads; the deploy fetched the weights)"}
+
+    def managed_flag(self, token: str) -> str | None:
+        """The managed flag an extra_args token sets, if any: `--flag`, `--flag=value`, vLLM's `--flag_name`
+        spelling and `--flag.key` (a JSON flag's key), and an abbreviation argparse would expand to it."""
+        if not token.startswith("--"):
+            return None
+        name = token.split("=", 1)[0].replace("_", "-").split(".", 1)[0]
+        if name in self.managed_flags:
+            return name
+        if len(name) > 3:  # argparse expands an unambiguous prefix (allow_abbrev is its default)
+            expanded = [flag for flag in self.managed_flags if flag.startswith(name)]
+            if expanded:
+                return expanded[0]
+        return None
 
     def moe_backend_in(self, argv: list[str]) -> str | None:
         """The MoE backend a command line pins, if any."""

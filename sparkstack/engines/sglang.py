@@ -17,6 +17,17 @@ class SglangAdapter(EngineAdapter):
     speculative_fields = ("method", "num_speculative_tokens", "draft_model", "num_steps", "eagle_topk")
     version_path = "/server_info"  # sglang/srt/entrypoints/http_server.py: server info carries "version"
     moe_backend_flag = "--moe-runner-backend"
+    managed_flags = {
+        "--model-path": "model", "--model": "model", "--revision": "revision (the lock pins the commit)",
+        "--host": "the kit (0.0.0.0 in the container)", "--port": "port", "--served-model-name": "served_model_name",
+        "--mem-fraction-static": "memory.fraction", "--context-length": "context_length",
+        "--language-model-only": "language_model_only", "--moe-runner-backend": "moe_backend",
+        "--speculative-algorithm": "speculative.method", "--speculative-draft-model-path": "speculative.draft_model",
+        "--speculative-draft-model-revision": "speculative.draft_model (the lock pins the commit)",
+        "--speculative-num-steps": "speculative.num_steps", "--speculative-eagle-topk": "speculative.eagle_topk",
+        "--speculative-num-draft-tokens": "speculative.num_speculative_tokens", "--tool-call-parser": "tools.parser",
+        "--reasoning-parser": "reasoning_parser",
+    }
 
     def positional_count(self, argv: list[str]) -> int:
         return 3  # python3 -m sglang.launch_server

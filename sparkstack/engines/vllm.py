@@ -40,6 +40,25 @@ class VllmAdapter(EngineAdapter):
     version_path = "/version"  # vllm/entrypoints/serve/instrumentator/basic.py: {"version": ...}
     moe_backend_flag = "--moe-backend"
     case_insensitive_values = ("--attention-backend",)
+    managed_flags = {
+        "--model": "model", "--revision": "revision (the lock pins the commit)",
+        "--host": "the kit (0.0.0.0 in the container, the node's link address for a rank)", "--port": "port",
+        "--served-model-name": "served_model_name", "--gpu-memory-utilization": "memory.fraction",
+        "--kv-cache-memory-bytes": "memory.fraction", "--max-model-len": "context_length",
+        "--language-model-only": "language_model_only", "--moe-backend": "moe_backend",
+        "--speculative-config": "speculative", "--enable-auto-tool-choice": "tools",
+        "--tool-call-parser": "tools.parser", "--reasoning-parser": "reasoning_parser",
+        "--tensor-parallel-size": "cluster.tensor_parallel", "--pipeline-parallel-size": "cluster.pipeline_parallel",
+        "--distributed-executor-backend": "cluster.backend", "--nnodes": "cluster (the group's nodes)",
+        "--node-rank": "cluster (each node's rank)", "--master-addr": "cluster (the head's link address)",
+        "--master-port": "cluster (the group's master port)", "--headless": "cluster (every rank but the head)",
+    }
+    managed_env = {
+        **EngineAdapter.managed_env,
+        **{name: "cluster (the kit sets each rank's interconnect)" for name in (
+            "VLLM_HOST_IP", "MASTER_ADDR", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME",
+            "UCX_NET_DEVICES", "OMPI_MCA_btl_tcp_if_include", "RAY_memory_monitor_refresh_ms")},
+    }
 
     # What `vllm serve` loads (vllm/model_executor/model_loader/weight_utils.py): safetensors, or with
     # `--load-format mistral` only Mistral's consolidated files; configs, tokenizers and remote code.

@@ -299,3 +299,44 @@ def test_tls_files_are_refused_alone_or_without_tls_naming_the_settings(tmp_path
     settings = settings_from_data({"sparkstack_frontdoor_tls": True}, "group_data/spark.py")
     registry = json.loads(next(f.content for f in rendering_for("spark", settings).files if f.kind == "registry"))
     assert registry["frontdoor"]["tls"] == {"cert": "/etc/sparkstack/tls/door.crt", "key": "/etc/sparkstack/tls/door.key"}
+
+
+def _render_into(given: str):
+    return CliRunner().invoke(main, ["render", "--group", "spark", "--out", given])
+
+
+@pytest.mark.parametrize("given,says", [
+    ("/", "the root of this machine's filesystem"),
+    ("", "the current directory"),
+    (".", "the current directory"),
+], ids=["the root", "the empty string", "the current directory"])
+def test_render_refuses_to_write_into_the_live_system_or_the_current_directory(given, says):
+    result = _render_into(given)
+    assert result.exit_code != 0 and says in result.output, result.output
+    assert "rendered" not in result.output
+
+
+def test_render_refuses_the_checkout_and_what_is_above_it():
+    from sparkstack.paths import repo_root
+
+    for given, says in ((repo_root(), "that is the checkout;"), (repo_root().parent, "the checkout or a directory above it")):
+        result = _render_into(str(given))
+        assert result.exit_code != 0 and says in result.output, result.output
+
+
+def test_render_refuses_a_directory_it_did_not_write_and_leaves_it_alone(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine\n")
+    result = _render_into(str(tmp_path))
+    assert result.exit_code != 0 and "is not empty and holds no sparkstack MANIFEST" in result.output, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_a_second_render_replaces_its_own_tree_so_no_stale_file_stays(tmp_path):
+    out = tmp_path / "spark"
+    assert _render_into(str(out)).exit_code == 0
+    first = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    stale = out / "usr/local/libexec/sparkstack/launch-retired"  # a model since removed from the profiles
+    stale.write_text("#!/bin/bash\n")
+    assert _render_into(str(out)).exit_code == 0
+    assert not stale.exists()
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == first

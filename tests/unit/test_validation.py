@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from sparkstack.cli import main
@@ -224,3 +225,66 @@ def test_a_description_that_skipped_validation_still_renders_as_one_comment_line
             assert "Qwen touch /tmp/OWNED [Service] ExecStartPost=/bin/true" in rendered.content, rendered.path
             checked += 1
     assert checked == 2
+
+
+# The plan talked around from extra_args: each flag repeats one the kit renders from a profile field, and the
+# engine's argparse keeps the last value (issue 22: 0.9 ran where the plan, the gate and `clients` said 0.6).
+MANAGED_REPEATS = [
+    ("qwen36", ["--gpu-memory-utilization", "0.9"], "--gpu-memory-utilization", "memory.fraction"),
+    ("qwen36", ["--max-model-len=65536"], "--max-model-len", "context_length"),
+    ("qwen36", ["--gpu_memory_utilization", "0.9"], "--gpu_memory_utilization", "memory.fraction"),  # vLLM's _ spelling
+    ("qwen36", ["--gpu-memory-util", "0.9"], "--gpu-memory-util", "memory.fraction"),  # argparse's abbreviation
+    ("qwen36", ["--kv-cache-memory-bytes", "120000000000"], "--kv-cache-memory-bytes", "memory.fraction"),
+    ("qwen36", ["--port", "8000"], "--port", "port"),
+    ("qwen36", ["--speculative-config.num_speculative_tokens", "9"], "--speculative-config.num_speculative_tokens", "speculative"),
+    ("mistral4", ["--mem-fraction-static", "0.95"], "--mem-fraction-static", "memory.fraction"),
+    ("mistral4", ["--context-length=1048576"], "--context-length", "context_length"),
+]
+
+
+@pytest.mark.parametrize("name,args,shown,field", MANAGED_REPEATS, ids=[" ".join(m[1]) for m in MANAGED_REPEATS])
+def test_extra_args_may_not_repeat_a_flag_the_kit_renders(profiles_dir, name, args, shown, field):
+    path = edit_profile(profiles_dir, name, lambda data: data.__setitem__("extra_args", [*data.get("extra_args", []), *args]))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2, result.output
+    index = len(yaml.safe_load(path.read_text())["extra_args"]) - len(args)
+    match = ERROR_LINE.match(result.output.splitlines()[0])
+    assert match and match["file"].endswith(path.name) and match["field"] == f"extra_args.{index}", result.output
+    assert f"{shown} is rendered by sparkstack from {field}" in result.output, result.output
+
+
+def test_a_variant_may_not_repeat_a_managed_flag_either(profiles_dir):
+    path = edit_profile(profiles_dir, "mistral4", _set(["variants", "safer-eagle", "extra_args"], ["--mem-fraction-static", "0.9"]))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2, result.output
+    assert f"{path.name}" in result.output and "variants.safer-eagle.extra_args.0: --mem-fraction-static is rendered" in result.output
+
+
+def test_env_may_not_set_what_the_kit_sets(profiles_dir):
+    path = edit_profile(profiles_dir, "qwen36", _set(["env", "HF_HUB_OFFLINE"], "0"))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2, result.output
+    assert f"{path.name}" in result.output and "env.HF_HUB_OFFLINE: is set by the kit" in result.output, result.output
+
+
+def test_every_flag_an_adapter_renders_is_on_its_managed_list():
+    """A flag added to an adapter's command is refused in extra_args at once, or this test names it."""
+    from sparkstack.engines import adapter_for
+    from sparkstack.profiles import _SAMPLE_WORKER, _IntentRevisions, load_profiles
+
+    tests = Path(__file__).resolve().parents[1]
+    dirs = [None, tests / "hosts" / "cluster_models", tests / "hosts" / "cluster_models_four"]
+    seen = 0
+    for directory in dirs:
+        for lp in load_profiles([directory] if directory else None):
+            p = lp.profile
+            adapter = adapter_for(p.engine)
+            for variant in p.variant_names:
+                resolved = p.resolve(variant)
+                own = set(resolved.extra_args)
+                for node in ([None] if not p.cluster else [_SAMPLE_WORKER]):
+                    argv = adapter.command(p, resolved, _IntentRevisions(p), node)
+                    rendered = {t.split("=", 1)[0] for t in argv if t.startswith("--") and t not in own}
+                    assert rendered <= set(adapter.managed_flags), (p.name, rendered - set(adapter.managed_flags))
+                    seen += len(rendered)
+    assert seen > 50
