@@ -10,7 +10,8 @@ from typing import NoReturn
 import click
 
 from sparkstack.artifacts import UNLOCKED
-from sparkstack.groups import GroupSettingsError, known_groups, load_group_settings
+from sparkstack.cluster import inventory_problems
+from sparkstack.groups import GroupSettingsError, inventory_hosts, known_groups, load_group_settings
 from sparkstack.lockfile import LockError, group_pins, lock_path
 from sparkstack.memory import PlanError, make_plan
 from sparkstack.paths import NotARepo, display_path
@@ -45,9 +46,13 @@ def group_plan(group: str, loaded: list[LoadedProfile]):
     """The group's settings and memory plan, or the reason there is none (exit 2)."""
     try:
         settings = load_group_settings(group)
-        return settings, make_plan(group, [lp.profile for lp in loaded], settings)
+        plan = make_plan(group, [lp.profile for lp in loaded], settings)
     except (GroupSettingsError, PlanError) as exc:
         fail(str(exc))
+    problems = inventory_problems(group, settings, inventory_hosts(group))
+    if problems:
+        fail("\n".join(problems))
+    return settings, plan
 
 
 class KitGroup(click.Group):

@@ -64,6 +64,22 @@ def cluster_node(settings: GroupSettings, host_name: str, group: str) -> Cluster
                        "out of the group")
 
 
+def inventory_problems(group: str, settings: GroupSettings, hosts: list[str] | None) -> list[str]:
+    """A cluster group whose inventory hosts and named nodes differ, each difference with what to set. Checked at
+    plan and render time; nothing to compare while the inventory lists no host of the group (offline)."""
+    if not settings.cluster_addresses or not hosts:
+        return []
+    where = f"group_data/{group}.py"
+    problems = [f"inventory group {group!r} has host {name!r}, which {where} does not name in "
+                f"sparkstack_cluster_addresses; add it there (head first, with its interconnect address) or take it "
+                f"out of the inventory" for name in hosts if name not in settings.cluster_addresses]
+    problems += [f"{where} names node {name!r} in sparkstack_cluster_addresses, but inventory group {group!r} has no such "
+                 f"host (it has: {', '.join(hosts)}); add it to the inventory (for group 'cluster': "
+                 f"SPARKSTACK_CLUSTER_HOSTS) or remove it there and set sparkstack_cluster_nodes to the nodes you have"
+                 for name in settings.cluster_addresses if name not in hosts]
+    return problems
+
+
 def registry_entry(node: ClusterNode, settings: GroupSettings, ranks: int, backend: str) -> dict:
     """What llm-switch and sparkstack-cluster on this node know about a cluster model of `ranks` nodes."""
     return {

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Mapping
 from pydantic import Field, FilePath, ValidationError, model_validator
 
 from sparkstack.paths import display_path, group_data_dir
-from sparkstack.schema import StrictModel
+from sparkstack.schema import StrictModel, error_text
 
 PREFIX = "sparkstack_"
 # A DGX Spark has 128 GB of unified memory (NVIDIA; seeds 000/001). Used when
@@ -175,7 +175,7 @@ def settings_from_data(data: Mapping[str, Any], source: str) -> GroupSettings:
     try:
         return GroupSettings.model_validate(values)
     except ValidationError as exc:
-        lines = [f"{source}: {PREFIX}{'.'.join(map(str, e['loc']))}: {e['msg']}" if e["loc"] else f"{source}: {e['msg']}"
+        lines = [f"{source}: {PREFIX}{'.'.join(map(str, e['loc']))}: {error_text(e)}" if e["loc"] else f"{source}: {error_text(e)}"
                  for e in exc.errors()]
         raise GroupSettingsError("\n".join(lines)) from None
 
@@ -183,6 +183,25 @@ def settings_from_data(data: Mapping[str, Any], source: str) -> GroupSettings:
 def known_groups(root: Path | None = None) -> list[str]:
     root = root or group_data_dir()
     return sorted(p.stem for p in root.glob("*.py") if p.stem != "all")
+
+
+def inventory_hosts(group: str) -> list[str] | None:
+    """The host names inventory.py gives GROUP now (it reads the environment and the running test hosts), or
+    None when the inventory configures no host at all (it then exits with its guidance)."""
+    import contextlib
+    import io
+
+    from sparkstack.paths import repo_root
+
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            namespace = runpy.run_path(str(repo_root() / "inventory.py"))
+    except SystemExit:
+        return None
+    entry = namespace.get(group)
+    if not isinstance(entry, tuple) or not entry:
+        return []
+    return [host[0] if isinstance(host, tuple) else host for host in entry[0]]
 
 
 def load_group_settings(group: str, root: Path | None = None) -> GroupSettings:

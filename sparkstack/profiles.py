@@ -20,7 +20,7 @@ from sparkstack.cluster import ClusterNode
 from sparkstack.engines import SPARK_COMPUTE_CAPABILITY, adapter_for
 from sparkstack.engines.release import ReleaseError, parse_specifier, releases_for
 from sparkstack.paths import display_path, models_dir
-from sparkstack.schema import StrictModel
+from sparkstack.schema import StrictModel, error_text
 
 Engine = Literal["vllm", "sglang"]
 ENGINES = get_args(Engine)
@@ -321,7 +321,7 @@ def _message(err: dict) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "value_error":
-        return str(err["ctx"]["error"])
+        return error_text(err)
     if kind == "literal_error":
         choices = err["ctx"]["expected"].replace("'", "").replace(" or ", ", ")
         return f"{err['loc'][-1]} {err['input']!r} is not supported (choose one of: {choices})"

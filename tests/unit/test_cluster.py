@@ -40,7 +40,8 @@ def test_cluster_addresses_must_name_every_node_and_the_interface():
     with pytest.raises(GroupSettingsError) as caught:
         settings_from_data({"sparkstack_cluster_nodes": 2, "sparkstack_cluster_addresses": {"a": "10.0.0.1"},
                             "sparkstack_cluster_interface": "eth1"}, "group_data/x.py")
-    assert "group_data/x.py: Value error, sparkstack_cluster_addresses names 1 nodes but sparkstack_cluster_nodes is 2" in str(caught.value)
+    assert "Value error" not in str(caught.value)  # pydantic's prefix does not leak into the message
+    assert "group_data/x.py: sparkstack_cluster_addresses names 1 nodes but sparkstack_cluster_nodes is 2" in str(caught.value)
     with pytest.raises(GroupSettingsError, match="sparkstack_cluster_interface is not"):
         settings_from_data({"sparkstack_cluster_nodes": 2, "sparkstack_cluster_addresses": {"a": "10.0.0.1", "b": "10.0.0.2"}},
                            "group_data/x.py")
@@ -200,3 +201,32 @@ def test_a_profile_spread_over_fewer_nodes_than_the_group_runs_on_the_first_ones
     assert [n["name"] for n in registry["models"]["glm51-pair"]["cluster"]["nodes"]] == ["testcluster-head", "testcluster-worker"]
     third = render("testcluster", loaded, settings, plan, node="third")
     assert not any("glm51-pair" in f.path for f in third.files) and third.node is None
+
+
+@pytest.mark.parametrize("hosts,says", [
+    (["testcluster-head"], "group_data/testcluster.py names node 'testcluster-worker' in sparkstack_cluster_addresses, "
+                           "but inventory group 'testcluster' has no such host (it has: testcluster-head)"),
+    (["testcluster-head", "testcluster-worker", "spark-9"], "inventory group 'testcluster' has host 'spark-9', which "
+                           "group_data/testcluster.py does not name in sparkstack_cluster_addresses"),
+], ids=["a node missing from the inventory", "an inventory host the group does not name"])
+@pytest.mark.parametrize("command", [["plan", "--group", "testcluster"], ["render", "--group", "testcluster", "--out", "OUT"]])
+def test_plan_and_render_refuse_a_cluster_group_whose_inventory_and_nodes_differ(monkeypatch, tmp_path, hosts, says, command):
+    import sparkstack.cli
+
+    monkeypatch.setattr(sparkstack.cli, "inventory_hosts", lambda group: hosts if group == "testcluster" else [])
+    args = [str(tmp_path / "out") if word == "OUT" else word for word in command]
+    result = CliRunner().invoke(main, args, env={"SPARKSTACK_MODELS_DIR": str(CLUSTER_MODELS)})
+    assert result.exit_code == 2, result.output
+    assert says in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_inventory_is_read_as_pyinfra_reads_it(monkeypatch):
+    from sparkstack.groups import inventory_hosts
+
+    monkeypatch.setenv("SPARKSTACK_CLUSTER_HOSTS", "spark-1, admin@spark-2")
+    assert inventory_hosts("cluster") == ["spark-1", "admin@spark-2"]
+    monkeypatch.delenv("SPARKSTACK_CLUSTER_HOSTS")
+    monkeypatch.delenv("SPARKSTACK_SPARK_HOSTS", raising=False)
+    monkeypatch.setenv("SPARKSTACK_CACHE", "/nonexistent")  # no test host running
+    assert inventory_hosts("cluster") is None  # the inventory configures nothing: the plan compares nothing
