@@ -44,10 +44,12 @@ PACKAGES = (
 )
 DISK_SIZE = "8G"
 MEMORY_MB = 2048
-# One vCPU. `make test` runs the VM beside the hosts tier on a 2-core machine: with two vCPUs a guest spins on
-# the locks a descheduled vCPU holds, and the boot cost 109 CPU-s against 85 with one (both beside two busy
-# processes on this machine; tools/test_tiers.sh gives the VM tier the priority a single vCPU then needs).
-CPUS = 1
+# Two vCPUs. `make test` runs the VM beside the hosts tier on a 2-core machine, where a descheduled vCPU leaves
+# the other spinning on the locks it holds: beside two busy processes the boot cost 109 CPU-s with two vCPUs and
+# 85 with one. One vCPU was slower still end to end (its smoke became the run's longest path: QEMU reached only
+# 0.7 of a core, mostly waiting on itself), so the VM keeps two and tools/test_tiers.sh runs its tier at a higher
+# priority, where its vCPUs are seldom descheduled.
+CPUS = 2
 # TCG emulates every vector extension `-cpu max` advertises, and glibc and CPython then pick them: with the
 # baseline x86-64 model, three `python3 -c 'import asyncio'` took 8.8 s in the VM instead of 13.9 s, and the
 # boot 109 s instead of 131 s (measured on this 2-core machine, QEMU 7.2). mitigations=off: a throwaway guest.

@@ -99,9 +99,9 @@ start_vm() {  # in the background, its image first; report_vm waits for it
             exit 1
         fi
         vm_started=$SECONDS
-        # Ahead of the hosts tier: the VM has one vCPU (sparkstack/testvm.py), so at the default priority it got
-        # less than a core among the shards' processes and became the longest path. As root (CI) it runs at -10;
-        # elsewhere `nice` says it cannot and the tier runs at the default.
+        # Ahead of the hosts tier: a contended guest spins on the locks of its descheduled vCPUs (sparkstack/testvm.py),
+        # and the smoke is one long serial path. As root (CI) it runs at -10; elsewhere `nice` says it cannot and
+        # the tier runs at the default priority.
         SPARKSTACK_TESTHOST_DRIVER=vm SPARKSTACK_LOCK_DIR=$PWD/build/locks/vm \
             nice -n -10 "$BIN/pytest" -p no:cacheprovider tests/vm --durations=10 --durations-min=1 >"$LOGS/vm.log" 2>&1
         echo "$? $((SECONDS - vm_started))" >"$LOGS/vm.rc"
