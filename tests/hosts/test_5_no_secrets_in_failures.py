@@ -19,7 +19,9 @@ def test_a_failing_env_check_does_not_print_the_secrets_file(deployed, ssh_confi
     for source in models_dir().glob("*.yaml"):
         text = source.read_text()
         if source.name == "qwen36.yaml":
-            text += "env: {VLLM_HOST_IP: 10.9.9.9}\n"  # the host's launch script does not set it: the check fails
+            # An engine variable the kit leaves to profiles (VLLM_HOST_IP, which it used to be, is now the kit's
+            # own); the host's launch script does not set it, so the check fails.
+            text += "env: {VLLM_IMAGE_FETCH_TIMEOUT: '19876'}\n"
         (models / source.name).write_text(text)
     try:
         result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/host",
@@ -28,10 +30,10 @@ def test_a_failing_env_check_does_not_print_the_secrets_file(deployed, ssh_confi
                      env={"SPARKSTACK_MODELS_DIR": str(models)})
         output = result.stdout + result.stderr
         assert result.returncode == 1, output[-3000:]
-        assert "VLLM_HOST_IP" in output and "10.9.9.9" in output  # the failure is shown...
+        assert "VLLM_IMAGE_FETCH_TIMEOUT" in output and "19876" in output  # the failure is shown...
         assert PLANTED not in output                              # ...and the secret is not
         held = vm_ssh("docker inspect sparkstack-qwen36 --format '{{json .Config.Env}}'").stdout
-        assert "VLLM_HOST_IP=10.9.9.9" not in held and PLANTED not in held  # the token stayed in the file
+        assert "VLLM_IMAGE_FETCH_TIMEOUT=19876" not in held and PLANTED not in held  # the token stayed in the file
     finally:
         vm_ssh(f"sed -i '/^HF_TOKEN={PLANTED}$/d' {SECRETS_PATH}; llm-switch none")
     assert PLANTED not in vm_ssh(f"cat {SECRETS_PATH}").stdout
