@@ -20,6 +20,19 @@ CLUSTER_KEY = f"{CLUSTER_DIR}/id_ed25519"
 CLUSTER_KNOWN_HOSTS = f"{CLUSTER_DIR}/known_hosts"
 
 
+# Every port a Ray node listens on, pinned so that the fence can name them: `ray start` picks most of them at
+# random otherwise (its options in ray/scripts/scripts.py, Ray 2.x). The GCS port is the group's
+# sparkstack_cluster_ray_port and these follow it, one each, in this order.
+RAY_FOLLOWING_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
+                            "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--metrics-export-port")
+# The Ray Client server: `ray start --head` opens it (on 10001, Ray's default) whenever the image has Ray's client
+# dependencies, and no option turns it off, so it is pinned and the fence refuses it to every source.
+RAY_CLIENT_PORT = 10001
+# Ray's worker processes, one port each: 200 a node (vLLM runs one actor a GPU) instead of Ray's 10002-19999,
+# so that the fence does not close ports other programs use (11434, say).
+RAY_WORKER_PORTS = (10002, 10201)
+
+
 class ClusterError(Exception):
     pass
 
@@ -37,10 +50,30 @@ class ClusterNode:
     bind: str                 # where the head's API listens: loopback (the door is the way in)
     ray_port: int = 6379      # the Ray head's GCS port (backend: ray)
     extra_env: dict[str, str] = field(default_factory=dict)
+    peers: tuple[str, ...] = ()  # every node's interconnect address, this one's too
 
     @property
     def is_head(self) -> bool:
         return self.rank == 0
+
+    def ray_port_options(self) -> list[str]:
+        """`ray start` options that pin every port a Ray node opens (the GCS port is the head's --port)."""
+        following = [f"{flag}={self.ray_port + n}" for n, flag in enumerate(RAY_FOLLOWING_PORT_FLAGS, 1)]
+        return [*following, f"--ray-client-server-port={RAY_CLIENT_PORT}",
+                f"--min-worker-port={RAY_WORKER_PORTS[0]}", f"--max-worker-port={RAY_WORKER_PORTS[1]}"]
+
+    def fenced_ports(self) -> list[tuple[int, int]]:
+        """The port ranges that only the group's nodes may reach, on the interconnect: Ray's and the master port
+        (merged, since nftables refuses overlapping intervals in one set)."""
+        ranges = sorted([(self.ray_port, self.ray_port + len(RAY_FOLLOWING_PORT_FLAGS)), RAY_WORKER_PORTS,
+                         (self.master_port, self.master_port)])
+        merged = [ranges[0]]
+        for low, high in ranges[1:]:
+            if low <= merged[-1][1] + 1:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+            else:
+                merged.append((low, high))
+        return merged
 
 
 def cluster_nodes(settings: GroupSettings) -> list[ClusterNode]:
@@ -51,7 +84,7 @@ def cluster_nodes(settings: GroupSettings) -> list[ClusterNode]:
     return [ClusterNode(name, rank, address, head, head_address, len(settings.cluster_addresses),
                         settings.cluster_interface or "", settings.cluster_master_port,
                         "127.0.0.1", settings.cluster_ray_port,
-                        dict(settings.cluster_env))
+                        dict(settings.cluster_env), tuple(settings.cluster_addresses.values()))
             for rank, (name, address) in enumerate(settings.cluster_addresses.items())]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 
 from sparkstack.artifacts import UNLOCKED, Pins, unpinned
-from sparkstack.cluster import ClusterError, ClusterNode, cluster_node, registry_entry
+from sparkstack.cluster import RAY_CLIENT_PORT, ClusterError, ClusterNode, cluster_node, registry_entry
 from sparkstack.engines import API_KEY_ENV, adapter_for, engine_args
 from sparkstack.groups import GroupSettings
 from sparkstack.memory import Plan
@@ -26,6 +26,9 @@ from sparkstack.paths import display_path, files_dir, repo_root, templates_dir
 from sparkstack.profiles import LoadedProfile, Profile
 
 from sparkstack_host.contract import (  # noqa: E402 (the host paths: one definition, shared with the host)
+    CLUSTER_FENCE_PATH,
+    CLUSTER_FENCE_TABLE,
+    CLUSTER_FENCE_UNIT,
     CLUSTER_PATH,
     CONFIG_DIR,
     DOOR_CERT_PATH,
@@ -36,6 +39,7 @@ from sparkstack_host.contract import (  # noqa: E402 (the host paths: one defini
     HUB_PATH,
     LAUNCH_DIR,
     MEMGUARD_PATH,
+    RAY_TOKEN_ENV,
     REGISTRY_FORMAT,
     REGISTRY_PATH,
     SECRETS_PATH,
@@ -45,6 +49,8 @@ from sparkstack_host.contract import (  # noqa: E402 (the host paths: one defini
 )
 
 MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
+# Debian's and Ubuntu's nftables package puts it here.
+NFT_PATH = "/usr/sbin/nft"
 EARLYOOM_DROPIN = f"{UNIT_DIR}/earlyoom.service.d/sparkstack.conf"
 # earlyoom picks these first: the engine processes that hold the model, by their 15-character process
 # names. vLLM names them VLLM::<role> (vllm/utils/system_utils.py set_process_title) and its CLI is
@@ -122,7 +128,9 @@ class Rendering:
         for f in self.files:
             lines.append(f"{f.path} {f.mode} {f.user}:{f.group} {f.kind}")
         s = self.secrets_file
-        lines.append(f"{s.path} {s.mode} {s.user}:{s.group} secrets (created empty if absent; content never touched)")
+        touched = ("a cluster head's RAY_AUTH_TOKEN is added if absent, nothing else touched"
+                   if self.node is not None and self.node.is_head else "content never touched")
+        lines.append(f"{s.path} {s.mode} {s.user}:{s.group} secrets (created empty if absent; {touched})")
         return "\n".join(lines) + "\n"
 
 
@@ -234,6 +242,8 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
     bind = "127.0.0.1"  # engines never leave loopback; the door is the way in
     labels = [WATCHTOWER_DISABLE_LABEL, f"io.sparkstack.model={p.name}", "io.sparkstack.managed=true"]
     container_env = dict(p.env)
+    # A Ray rank's token, by name like every secret (sparkstack_host/cluster.py puts it in each node's file).
+    ray_token = RAY_TOKEN_ENV if node is not None and p.cluster and p.cluster.backend == "ray" else None
     if node is not None:
         # A rank talks to its peers on the interconnect (NCCL, Gloo, the master port): the host's network.
         runtime_flags.append("--network host")
@@ -248,7 +258,7 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
         runtime_flags=runtime_flags,
         # The container's secrets by name only: systemd read the secrets file into the script's environment, and
         # docker copies just these from it. An engine needs its own API key and nothing else of the file.
-        secret_names=[name for name in (API_KEY_ENV.get(p.engine),) if name],
+        secret_names=[name for name in (API_KEY_ENV.get(p.engine), ray_token) if name],
         env=[shlex.quote(f"{k}={v}") for k, v in sorted(container_env.items())],
         publish=None if node is not None else f"{bind}:{p.port}:{p.port}",
         cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
@@ -278,6 +288,8 @@ def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str], sett
         start_timeout_s=settings.memory_wait_s + START_SLACK_S,
         # The ranks of a cluster model live and die together: the group switch restarts them all, systemd none.
         restart=not p.cluster,
+        # A rank never runs unfenced: its unit pulls the fence in and starts after it.
+        fence_unit=CLUSTER_FENCE_UNIT if p.cluster else None,
     )
 
 
@@ -374,6 +386,20 @@ def memory_guard_files(env: jinja2.Environment, settings: GroupSettings) -> list
     ]
 
 
+def cluster_fence_files(env: jinja2.Environment, node: ClusterNode) -> list[RenderedFile]:
+    """A cluster node's port fence: the nftables rules and the unit that loads them (sparkstack/cluster.py names
+    the ports)."""
+    names = {"unit_name": CLUSTER_FENCE_UNIT, "table": CLUSTER_FENCE_TABLE, "interface": node.interface}
+    rules = env.get_template("cluster-fence.nft.j2").render(
+        **names, node_name=node.name, peers=node.peers, ray_client_port=RAY_CLIENT_PORT,
+        ports=[str(low) if low == high else f"{low}-{high}" for low, high in node.fenced_ports()])
+    unit = env.get_template("cluster-fence.service.j2").render(**names, nft=NFT_PATH, rules_path=CLUSTER_FENCE_PATH)
+    return [
+        RenderedFile(CLUSTER_FENCE_PATH, rules, "0644", kind="cluster-fence-rules", component="cluster"),
+        RenderedFile(f"{UNIT_DIR}/{CLUSTER_FENCE_UNIT}", unit, "0644", kind="cluster-fence-unit", component="cluster"),
+    ]
+
+
 def frontdoor_files(env: jinja2.Environment) -> list[RenderedFile]:
     """The front door (a service, enabled), and the switch socket it asks for on-demand switches on."""
     unit = env.get_template("frontdoor.service.j2").render(
@@ -450,6 +476,7 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
     if place is not None:
         files.append(RenderedFile(CLUSTER_PATH, (files_dir() / "sparkstack-cluster").read_text(encoding="utf-8"), "0755",
                                   kind="cluster-switch", component="cluster"))
+        files += cluster_fence_files(env, place)
     files += memory_guard_files(env, settings)
     files += frontdoor_files(env)
     files += artifact_files()

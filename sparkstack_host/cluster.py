@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from sparkstack_host import contract
+from sparkstack_host import contract, secrets
 from sparkstack_host import switch as sw
 
 # This node's part in a running cluster model; llm-switch refuses local models while it exists.
@@ -39,6 +39,8 @@ WATCH_UNIT = "sparkstack-cluster-watch.service"
 WATCH_EVERY_S = 2
 PROGRESS_EVERY_S = 10
 SSH_TIMEOUT_S = 30
+# A Ray token is Ray's own (a hex string); a line longer than this is not one.
+RAY_TOKEN_MAX = 4096
 
 
 SwitchError = sw.SwitchError
@@ -97,10 +99,19 @@ def cluster_model(registry, name):
     return model
 
 
-def member_start(registry, name, variant):
+def member_start(registry, name, variant, ray_token=None):
+    """Start this node's rank. Over Ray a worker is handed the group's Ray token first (on ssh's stdin, never an
+    argument), into its secrets file, where its unit reads it like any secret."""
     model = cluster_model(registry, name)
     if variant not in model["variants"]:
         raise SwitchError(f"{name} has no variant {variant!r}")
+    if ray_token:
+        if model["cluster"].get("backend") != "ray":
+            raise SwitchError(f"{name} does not run over Ray; it takes no Ray token")
+        try:
+            secrets.set_value(registry["secrets_file"], contract.RAY_TOKEN_ENV, ray_token)
+        except secrets.SecretsError as exc:
+            raise SwitchError(f"the Ray token from the head: {exc}") from None
     lent = read_json(LENT_PATH)
     if not lent or lent.get("model") != name:
         raise SwitchError(f"this node was not prepared for {name}; the head prepares every node first")
@@ -149,15 +160,16 @@ def member_stop(registry, name, reason):
 
 MEMBER_VERBS = {
     "prepare": lambda r, a: member_prepare(r, a[0]),
-    "start": lambda r, a: member_start(r, a[0], a[1]),
+    "start": lambda r, a, token=None: member_start(r, a[0], a[1], token),
     "state": lambda r, a: member_state(r, a[0]),
     "logs": lambda r, a: member_logs(r, a[0]),
     "stop": lambda r, a: member_stop(r, a[0], " ".join(a[1:])),
 }
 
 
-def member(words):
-    """One verb, answered as one JSON line: {"ok": true, ...} or {"ok": false, "error": ...}."""
+def member(words, stdin=None):
+    """One verb, answered as one JSON line: {"ok": true, ...} or {"ok": false, "error": ...}. `start` reads the
+    group's Ray token from stdin (one line, empty for the native backend)."""
     registry = sw.load_registry()
     try:
         words = shlex.split(words)
@@ -166,7 +178,10 @@ def member(words):
     if not words or words[0] not in MEMBER_VERBS:
         raise SwitchError(f"member: unknown request {' '.join(words)!r} (known: {', '.join(MEMBER_VERBS)})")
     try:
-        answer = MEMBER_VERBS[words[0]](registry, words[1:])
+        if words[0] == "start" and stdin is not None:
+            answer = MEMBER_VERBS["start"](registry, words[1:], stdin.readline(RAY_TOKEN_MAX).strip() or None)
+        else:
+            answer = MEMBER_VERBS[words[0]](registry, words[1:])
     except (IndexError, KeyError) as exc:
         raise SwitchError(f"member: bad request {' '.join(words)!r}: {exc}") from None
     print(json.dumps({"ok": True, **answer}), flush=True)
@@ -180,8 +195,9 @@ class Node:
         self.local = local
         self.cluster = cluster
 
-    def ask(self, registry, *words, timeout=SSH_TIMEOUT_S):
-        """Run a member verb here or on the worker (through the forced command); the parsed answer."""
+    def ask(self, registry, *words, timeout=SSH_TIMEOUT_S, stdin=""):
+        """Run a member verb here or on the worker (through the forced command); the parsed answer. `stdin` goes to
+        the worker's command (never this process's own stdin, which may be a terminal)."""
         if self.local:
             try:
                 return {"ok": True, **MEMBER_VERBS[words[0]](registry, list(words[1:]))}
@@ -193,7 +209,7 @@ class Node:
                    "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
                    "-o", "LogLevel=ERROR", f"root@{self.address}", shlex.join(words)]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=stdin)
         except subprocess.TimeoutExpired:
             return {"ok": False, "error": f"no answer from {self.name} ({self.address}) within {timeout} s"}
         lines = result.stdout.strip().splitlines()
@@ -252,6 +268,18 @@ def failing_logs(registry, name, node):
     return answer.get("logs") if answer.get("ok") else None
 
 
+def ray_token(registry):
+    """The group's Ray token from the head's secrets file (the deploy made it), or SwitchError saying so."""
+    try:
+        token = secrets.read(registry["secrets_file"], [contract.RAY_TOKEN_ENV]).get(contract.RAY_TOKEN_ENV)
+    except secrets.SecretsError as exc:
+        raise SwitchError(str(exc)) from None
+    if not token:
+        raise SwitchError(f"{registry['secrets_file']} has no {contract.RAY_TOKEN_ENV}, which a Ray cluster needs; "
+                          "deploy the group again (the deploy makes it on the head)")
+    return token
+
+
 def start(registry, name, variant):
     model = registry["models"][name]
     require_head(name, model)
@@ -287,9 +315,11 @@ def start(registry, name, variant):
         # vLLM's native rank 0 waits for the others at its master port, so the workers go first; over Ray the
         # head starts the Ray cluster that the workers then join.
         ray = model["cluster"].get("backend") == "ray"
+        token = ray_token(registry) if ray else ""
         for node in sorted(nodes, key=lambda n: n.rank if ray else -n.rank):
             asked_at = time.time()
-            answer = node.ask(registry, "start", name, variant, timeout=registry["memory_wait_s"] + 330)
+            answer = node.ask(registry, "start", name, variant, timeout=registry["memory_wait_s"] + 330,
+                              stdin=token + "\n")
             if not answer.get("ok"):
                 raise SwitchError(f"rank {node.rank} did not start on {node}: {answer.get('error')}", [node])
             say(f"rank {node.rank} started on {node.name}")
@@ -464,7 +494,7 @@ def main(argv=None):
     try:
         if args.verb == "member":
             # Only what the forced command passes on: never a shell.
-            return member(os.environ.get("SSH_ORIGINAL_COMMAND", ""))
+            return member(os.environ.get("SSH_ORIGINAL_COMMAND", ""), sys.stdin)
         registry = sw.load_registry()
         for signum in (sw.signal.SIGINT, sw.signal.SIGTERM, sw.signal.SIGHUP):
             sw.signal.signal(signum, sw.on_signal)

@@ -34,6 +34,13 @@ GUARD_STATE = f"{STATE_DIR}/memory-guard.json"
 CLUSTER_LENT = f"{STATE_DIR}/cluster.json"
 CLUSTER_LAST = f"{STATE_DIR}/cluster-last.json"
 
+# A Ray cluster group's shared token (Ray's token auth, RAY_AUTH_MODE=token): a line of the secrets file on every
+# node. The deploy makes it on the head; the head's group switch hands it to each worker as the ranks start.
+RAY_TOKEN_ENV = "RAY_AUTH_TOKEN"
+# A cluster group's port fence (nftables): its rules, its table, and the unit that loads them before any rank runs.
+CLUSTER_FENCE_PATH = f"{CONFIG_DIR}/cluster-fence.nft"
+CLUSTER_FENCE_TABLE = "sparkstack_cluster"
+CLUSTER_FENCE_UNIT = "sparkstack-cluster-fence.service"
 # Bump when a key below changes meaning or goes away; the deploy rewrites the registry and restarts the door.
 REGISTRY_FORMAT = 1
 REGISTRY_KEYS = frozenset({

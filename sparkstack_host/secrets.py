@@ -13,6 +13,7 @@ name), and this module reads it for the fetcher. A file that keeps the rule read
 Problems are reported by line number and name, never with the value.
 """
 
+import os
 import re
 import sys
 
@@ -67,6 +68,31 @@ def read(path, names=None):
         return {}
     values = parse(text, path)
     return {n: v for n, v in values.items() if names is None or n in names}
+
+
+def set_value(path, name, value):
+    """Write NAME=VALUE into the file (replacing its line, keeping every other), root-only and atomically; True when
+    the file changed. The value must keep the rule; the file's other lines are kept as they are."""
+    # The value is checked whole: a newline in it would pass a line-by-line check as a second line.
+    if (not NAME.match(name) or not value or len(value) > MAX_VALUE
+            or any(c in FORBIDDEN or not " " < c < "\x7f" for c in value)):
+        raise SecretsError(f"refusing to write {name}: the value breaks the secrets file's rule")
+    try:
+        with open(path, encoding="ascii", errors="surrogateescape") as handle:
+            lines = handle.read().split("\n")
+    except FileNotFoundError:
+        lines = []
+    kept = [line for line in lines if line and line.partition("=")[0] != name]
+    if f"{name}={value}" in lines and len(kept) == len([line for line in lines if line]) - 1:
+        return False
+    text = "\n".join(kept + [f"{name}={value}"]) + "\n"
+    partial = f"{path}.sparkstack-new"
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a leftover partial file keeps its mode through O_TRUNC
+    with os.fdopen(descriptor, "w", encoding="ascii", errors="surrogateescape") as handle:
+        handle.write(text)
+    os.replace(partial, path)
+    return True
 
 
 def main(argv=None):

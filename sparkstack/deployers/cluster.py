@@ -6,6 +6,10 @@
   workers     the head's key in root's authorized_keys, restricted to the head's interconnect address
               and to one forced command, `sparkstack-cluster member`, which can only prepare, start,
               stop and report this node's rank of a cluster model (files/sparkstack-cluster)
+  every node  the port fence (nftables, its own unit): Ray's ports and the master port answer only the
+              group's nodes on the interconnect, the Ray Client port no one
+  head        the group's Ray token in the secrets file, made there if absent (the value never leaves the
+              host: the head's group switch hands it to each worker over the member key as the ranks start)
 
 No broad root ssh between nodes: the key opens nothing but that command. The group's units, launch
 scripts and registry are the models deployer's, rendered per node (sparkstack/render.py).
@@ -19,12 +23,14 @@ from io import StringIO
 from pyinfra import host, state
 from pyinfra.api import DeployError, deploy
 from pyinfra.facts.server import Command
-from pyinfra.operations import files, python, server
+from pyinfra.operations import files, python, server, systemd
+from pyinfra.operations.util import any_changed
 
 from sparkstack.cluster import CLUSTER_DIR, CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, ClusterNode
-from sparkstack.deployers.helpers import put_component
+from sparkstack.deployers.helpers import distribution_package, put_component
 from sparkstack.groups import GroupSettings
-from sparkstack.render import CLUSTER_PATH, Rendering
+from sparkstack.render import CLUSTER_PATH, SECRETS_PATH, Rendering
+from sparkstack_host.contract import CLUSTER_FENCE_UNIT, RAY_TOKEN_ENV
 
 AUTHORIZED_KEYS = "/root/.ssh/authorized_keys"
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
@@ -73,11 +79,18 @@ def cluster_access(rendering: Rendering, settings: GroupSettings) -> None:
     if node is None:
         return
     group = rendering.group
-    put_component(rendering, "cluster")
+    distribution_package("nftables", "the cluster's port fence")
+    ops = put_component(rendering, "cluster")
+    systemd.daemon_reload(name="Reload systemd (the cluster fence's unit changed)", _if=any_changed(ops["cluster-fence-unit"]))
+    systemd.service(name=f"Run {CLUSTER_FENCE_UNIT}, enabled at boot", service=CLUSTER_FENCE_UNIT, running=True,
+                    enabled=True)
+    systemd.service(name=f"Reload {CLUSTER_FENCE_UNIT} (its rules or unit changed)", service=CLUSTER_FENCE_UNIT,
+                    restarted=True, _if=any_changed(ops["cluster-fence-rules"], ops["cluster-fence-unit"]))
     files.directory(name=f"Directory {CLUSTER_DIR}", path=CLUSTER_DIR, user="root", group="root", mode="0700")
     head = _run_host(node.head)
     head_key = (head.get_fact(Command, command=f"cat {CLUSTER_KEY}.pub 2>/dev/null || true") or "").strip()
     if node.is_head:
+        ray_token_on_head()
         if not head_key:
             server.shell(name=f"Make the group switch's ssh key {CLUSTER_KEY} (it never leaves this node)",
                          commands=[f"ssh-keygen -q -t ed25519 -N '' -C {key_comment(group)} -f {CLUSTER_KEY}"])
@@ -96,6 +109,23 @@ def cluster_access(rendering: Rendering, settings: GroupSettings) -> None:
         # The head makes its key in this same run: its public half is read when this operation runs, after that.
         python.call(name=f"The head's switch key in {AUTHORIZED_KEYS} (forced command only; key made in this run)",
                     function=_authorize_new_head_key, head=head, node=node, group=group)
+
+
+def ray_token_on_head() -> None:
+    """The group's Ray token, made on the head from its own random source if the secrets file has none. Counted,
+    never read out: the value stays on the host (and in no command line)."""
+    count = host.get_fact(Command, command=f"grep -c '^{RAY_TOKEN_ENV}=..*' {SECRETS_PATH} 2>/dev/null || true")
+    if str(count).strip() not in ("", "0"):
+        return
+    make = ("import os, secrets\n"
+            f"path = {SECRETS_PATH!r}\n"
+            "os.umask(0o077)\n"
+            "text = open(path).read() if os.path.exists(path) else ''\n"
+            "with open(path, 'a') as handle:\n"
+            "    handle.write(('' if text.endswith('\\n') or not text else '\\n')\n"
+            f"                 + '{RAY_TOKEN_ENV}=' + secrets.token_hex(32) + '\\n')\n")
+    server.shell(name=f"Make the group's Ray token ({RAY_TOKEN_ENV} in {SECRETS_PATH}; it never leaves the group)",
+                 commands=[f"python3 -c {shlex.quote(make)}"])
 
 
 def _authorize_new_head_key(head, node: ClusterNode, group: str) -> None:

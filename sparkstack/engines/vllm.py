@@ -58,6 +58,8 @@ class VllmAdapter(EngineAdapter):
         **{name: "cluster (the kit sets each rank's interconnect)" for name in (
             "VLLM_HOST_IP", "MASTER_ADDR", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME",
             "UCX_NET_DEVICES", "OMPI_MCA_btl_tcp_if_include", "RAY_memory_monitor_refresh_ms")},
+        **{name: "cluster (a Ray group's token auth: the token lives in the secrets file)" for name in (
+            "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")},
     }
 
     # What `vllm serve` loads (vllm/model_executor/model_loader/weight_utils.py): safetensors, or with
@@ -122,7 +124,7 @@ class VllmAdapter(EngineAdapter):
         if node is None or p.cluster.backend != "ray":
             return serve
         ray_node = [f"--node-ip-address={node.address}", f"--object-store-memory={_bytes(p.cluster.ray_object_store_gb)}",
-                    "--disable-usage-stats"]
+                    *node.ray_port_options(), "--disable-usage-stats"]
         if not node.is_head:
             return ["ray", "start", "--block", f"--address={node.head_address}:{node.ray_port}", *ray_node]
         # The dashboard (and its job API, which runs code) stays off: nothing on the head needs it.
@@ -145,6 +147,9 @@ class VllmAdapter(EngineAdapter):
         }
         if p.cluster.backend == "ray":
             env["RAY_memory_monitor_refresh_ms"] = "0"
+            # Ray's token auth (Ray >= 2.52): every node, and every client of the cluster, must present the group's
+            # token (RAY_AUTH_TOKEN, from the secrets file by name; sparkstack_host/cluster.py hands it to workers).
+            env["RAY_AUTH_MODE"] = "token"
         return env | node.extra_env
 
     @staticmethod

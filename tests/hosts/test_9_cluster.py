@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -285,6 +286,55 @@ def test_over_ray_the_nodes_form_one_ray_cluster_with_one_rank_on_each(cluster):
     assert placed == ["10.77.0.1", "10.77.0.2", "10.77.0.3", "10.77.0.4"], logs[-3000:]
     assert status(WORKER)["cluster"]["model"] == RAY_MODEL
     assert on(WORKER, "llm-switch qwen36").returncode == 1
+
+
+def open_ports(where: list[str], targets: list[tuple[str, int]], over_ssh: bool = False) -> set[str]:
+    """Which of `targets` accept a TCP connection from where `where` runs python3 (an argv prefix: none for this
+    machine, a `docker run`, or an ssh command, which takes one shell word)."""
+    code = ("import socket\nfor a, p in %r:\n    try:\n        socket.create_connection((a, p), 3).close()\n"
+            "        print(f'{a}:{p}')\n    except OSError:\n        pass\n" % (targets,))
+    command = [*where, f"python3 -c {shlex.quote(code)}"] if over_ssh else [*where, "python3", "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def listening_beyond_loopback(instance: str) -> set[int]:
+    ports = set()
+    for line in on(instance, "ss -Htln").stdout.splitlines():
+        address, _, port = line.split()[3].rpartition(":")
+        if not address.strip("[]").startswith(("127.", "::1")):
+            ports.add(int(port))
+    return ports
+
+
+def test_over_ray_the_clusters_ports_answer_only_the_group_on_the_interconnect(cluster):
+    """The Ray model is hot (the test above). Ray's servers listen on every interface; the fence decides."""
+    listening = listening_beyond_loopback(HEAD) - {22}  # sshd is the owner's way in
+    assert {6379, 10001} <= listening, listening  # Ray's GCS and its client server
+    link, lan = testhost.link_address(HEAD), testhost_container.address(HEAD)
+    # An attacker on the LAN (this machine, on the nodes' ssh network) tries every port the head listens on.
+    assert open_ports([], [(lan, port) for port in sorted(listening)]) == set()
+    # An attacker plugged into the interconnect, at an address of its own, tries them there.
+    network, prefix = testhost_container.link_network()
+    intruder = ["docker", "run", "--rm", "--network", network, "--ip", f"{prefix}.99",
+                testhost_container.image_tag(testhost_container.release())]
+    assert open_ports(intruder, [(link, port) for port in sorted(listening)]) == set()
+    # A node of the group reaches the GCS over the interconnect only, and the Ray Client from nowhere.
+    worker = testhost.ssh_command(WORKER)
+    assert open_ports(worker, [(link, 6379), (lan, 6379), (link, 10001)], over_ssh=True) == {f"{link}:6379"}
+    # A node of the group whose Ray lacks the token, or holds another, is refused by Ray itself.
+    image = json.loads(on(HEAD, "cat /etc/sparkstack/models.json").stdout)["models"][RAY_MODEL]["image"]
+    for env in ("", "--env RAY_AUTH_MODE=token --env RAY_AUTH_TOKEN=0000"):
+        joined = on(WORKER, f"timeout 120 docker run --rm --network host {env} --entrypoint python3 {image} -c "
+                            f"\"import ray; ray.init(address='{link}:6379', logging_level='ERROR'); print('JOINED')\"",
+                    timeout=200)
+        assert "JOINED" not in joined.stdout and joined.returncode != 0, joined.stdout + joined.stderr
+    # The token reached every node through the member command, not as an argument anywhere.
+    for instance in NODES:
+        assert on(instance, "grep -c '^RAY_AUTH_TOKEN=' /etc/sparkstack/secrets.env").stdout.strip() == "1"
+        args = on(instance, f"docker inspect {RAY_CONTAINER} --format '{{{{json .Args}}}} {{{{json .Path}}}}'").stdout
+        assert "RAY_AUTH_TOKEN" not in args
 
 
 def test_over_ray_a_dead_worker_takes_the_model_down_on_every_node(cluster):

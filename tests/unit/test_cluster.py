@@ -144,23 +144,33 @@ def test_sglang_clusters_are_refused_and_ray_needs_a_bounded_object_store(tmp_pa
         load_profiles([tmp_path])
 
 
+# Every port `ray start` would otherwise pick at random, pinned (sparkstack/cluster.py), so the fence can name them.
+PINNED_RAY_PORTS = ["--node-manager-port=6380", "--object-manager-port=6381", "--runtime-env-agent-port=6382",
+                    "--dashboard-agent-grpc-port=6383", "--dashboard-agent-listen-port=6384",
+                    "--metrics-export-port=6385", "--ray-client-server-port=10001", "--min-worker-port=10002",
+                    "--max-worker-port=10201"]
+
+
 def test_over_ray_the_head_starts_ray_then_serves_and_a_worker_only_joins(trees):
     head = (trees / NODES[0] / "usr/local/libexec/sparkstack/launch-glm51-ray").read_text()
     worker = (trees / NODES[1] / "usr/local/libexec/sparkstack/launch-glm51-ray").read_text()
     head_argv, worker_argv = engine_argv(head), engine_argv(worker)
     assert head_argv[:2] == ["bash", "-c"] and head_argv[3:6] == ["ray-head", "vllm", "serve"]
     assert shlex.split(head_argv[2]) == ["ray", "start", "--head", "--port=6379", "--node-ip-address=10.77.0.1",
-                                         "--object-store-memory=100000000", "--disable-usage-stats",
+                                         "--object-store-memory=100000000", *PINNED_RAY_PORTS, "--disable-usage-stats",
                                          "--include-dashboard=false", "&&", "exec", "$@"]
     serve = head_argv[4:]
     assert serve[serve.index("--distributed-executor-backend") + 1] == "ray"
     assert serve[serve.index("--tensor-parallel-size") + 1] == "2"
     assert not {"--nnodes", "--node-rank", "--master-addr", "--headless"} & set(serve)
     assert worker_argv == ["ray", "start", "--block", "--address=10.77.0.1:6379", "--node-ip-address=10.77.0.2",
-                           "--object-store-memory=100000000", "--disable-usage-stats"]
+                           "--object-store-memory=100000000", *PINNED_RAY_PORTS, "--disable-usage-stats"]
     for script, address in ((head, "10.77.0.1"), (worker, "10.77.0.2")):
-        for env in ("RAY_memory_monitor_refresh_ms=0", f"VLLM_HOST_IP={address}", "NCCL_SOCKET_IFNAME=eth1"):
+        for env in ("RAY_memory_monitor_refresh_ms=0", f"VLLM_HOST_IP={address}", "NCCL_SOCKET_IFNAME=eth1",
+                    "RAY_AUTH_MODE=token"):
             assert f"--env {env} " in script
+        # The token by name only: docker copies it from the unit's environment (the secrets file).
+        assert "--env RAY_AUTH_TOKEN \\\n" in script and "RAY_AUTH_TOKEN=" not in script
         assert "--network host" in script and "--publish" not in script
     for rank, node in enumerate(NODES):
         model = json.loads((trees / node / "etc/sparkstack/models.json").read_text())["models"]["glm51-ray"]
@@ -230,3 +240,56 @@ def test_the_inventory_is_read_as_pyinfra_reads_it(monkeypatch):
     monkeypatch.delenv("SPARKSTACK_SPARK_HOSTS", raising=False)
     monkeypatch.setenv("SPARKSTACK_CACHE", "/nonexistent")  # no test host running
     assert inventory_hosts("cluster") is None  # the inventory configures nothing: the plan compares nothing
+
+
+def test_the_native_ranks_get_no_ray_token(trees):
+    for node in NODES:
+        script = (trees / node / "usr/local/libexec/sparkstack/launch-glm51-pair").read_text()
+        assert "RAY_AUTH" not in script
+
+
+def test_every_node_is_fenced_and_no_rank_runs_without_the_fence(trees):
+    for node in NODES:
+        rules = (trees / node / "etc/sparkstack/cluster-fence.nft").read_text()
+        assert "elements = { 10.77.0.1, 10.77.0.2 }" in rules
+        # Ray's ports (GCS and the six that follow it), its workers' and vLLM's master port: the group's only.
+        assert "elements = { 6379-6385, 10002-10201, 29501 }" in rules
+        assert 'iifname "eth1" ip saddr != @group_nodes reject' in rules
+        assert "tcp dport 10001 reject with tcp reset" in rules  # the Ray Client: no one
+        for rank_unit in ("vllm-glm51-pair.service", "vllm-glm51-ray.service"):
+            unit = (trees / node / "etc/systemd/system" / rank_unit).read_text()
+            assert "Requires=sparkstack-cluster-fence.service\nAfter=sparkstack-cluster-fence.service\n" in unit
+        local = (trees / node / "etc/systemd/system/vllm-qwen36.service").read_text()
+        assert "sparkstack-cluster-fence" not in local
+
+
+@pytest.mark.skipif(shutil.which("nft") is None, reason="nftables not installed (make test installs it)")
+def test_nft_accepts_every_nodes_rules_and_a_broken_rule_is_caught(trees, tmp_path):
+    for node in NODES:
+        rules = trees / node / "etc/sparkstack/cluster-fence.nft"
+        result = subprocess.run(["nft", "--check", "-f", str(rules)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    broken = tmp_path / "broken.nft"
+    broken.write_text(rules.read_text().replace("reject with tcp reset", "reject with tcp rst"))
+    assert subprocess.run(["nft", "--check", "-f", str(broken)], capture_output=True).returncode != 0
+
+
+PAIR = {"sparkstack_cluster_addresses": {"a": "10.0.0.1", "b": "10.0.0.2"}, "sparkstack_cluster_nodes": 2,
+        "sparkstack_cluster_interface": "enp1s0f0np0"}
+
+
+def test_the_fence_merges_adjacent_ports():
+    from sparkstack.cluster import cluster_nodes
+    settings = settings_from_data(PAIR | {"sparkstack_cluster_master_port": 10202}, "g")
+    assert cluster_nodes(settings)[0].fenced_ports() == [(6379, 6385), (10002, 10202)]
+
+
+@pytest.mark.parametrize("setting,value,says", [
+    ("ray_port", 9995, "sparkstack_cluster_ray_port 9995: Ray's ports are it and the 6 after it"),
+    ("ray_port", 65530, "below 65536"),
+    ("master_port", 6383, "sparkstack_cluster_master_port 6383 is one of Ray's ports"),
+    ("master_port", 10001, "sparkstack_cluster_master_port 10001 is one of Ray's ports"),
+])
+def test_ports_that_would_collide_are_refused_naming_the_setting(setting, value, says):
+    with pytest.raises(GroupSettingsError, match=says):
+        settings_from_data(PAIR | {f"sparkstack_cluster_{setting}": value}, "group_data/g.py")

@@ -64,3 +64,25 @@ def test_read_returns_only_the_names_asked_for(tmp_path):
     path.write_text("HF_TOKEN=hf_x\nVLLM_API_KEY=sk-y\n")
     assert secrets.read(str(path), ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")) == {"HF_TOKEN": "hf_x"}
     assert secrets.read(str(tmp_path / "absent")) == {}
+
+
+def test_set_value_replaces_one_line_keeps_the_others_and_the_file_stays_root_only(tmp_path):
+    path = tmp_path / "secrets.env"
+    path.write_text("# the owner's\nHF_TOKEN=hf_1\nRAY_AUTH_TOKEN=old\nVLLM_API_KEY=sk-2")  # no final newline
+    path.chmod(0o644)
+    assert secrets.set_value(str(path), "RAY_AUTH_TOKEN", "new0123") is True
+    assert path.read_text() == "# the owner's\nHF_TOKEN=hf_1\nVLLM_API_KEY=sk-2\nRAY_AUTH_TOKEN=new0123\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert secrets.set_value(str(path), "RAY_AUTH_TOKEN", "new0123") is False  # the same value: nothing written
+    assert secrets.parse(path.read_text())["RAY_AUTH_TOKEN"] == "new0123"
+
+
+def test_set_value_makes_a_missing_file_and_refuses_a_value_that_breaks_the_rule(tmp_path):
+    path = tmp_path / "secrets.env"
+    assert secrets.set_value(str(path), "RAY_AUTH_TOKEN", "abc") is True
+    assert path.read_text() == "RAY_AUTH_TOKEN=abc\n" and path.stat().st_mode & 0o777 == 0o600
+    for value in ("two words", "x\nExecStartPost=/bin/sh", "", "$HOME"):
+        with pytest.raises(secrets.SecretsError) as refused:
+            secrets.set_value(str(path), "RAY_AUTH_TOKEN", value)
+        assert value not in str(refused.value) or not value
+    assert path.read_text() == "RAY_AUTH_TOKEN=abc\n"
