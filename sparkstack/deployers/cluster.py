@@ -114,8 +114,9 @@ def cluster_access(rendering: Rendering, settings: GroupSettings) -> None:
 def ray_token_on_head() -> None:
     """The group's Ray token, made on the head from its own random source if the secrets file has none. Counted,
     never read out: the value stays on the host (and in no command line)."""
+    # pyinfra's Command fact is None for no output (grep on a file this run has yet to make).
     count = host.get_fact(Command, command=f"grep -c '^{RAY_TOKEN_ENV}=..*' {SECRETS_PATH} 2>/dev/null || true")
-    if str(count).strip() not in ("", "0"):
+    if str(count or "").strip() not in ("", "0"):
         return
     make = ("import os, secrets\n"
             f"path = {SECRETS_PATH!r}\n"

@@ -101,7 +101,7 @@ def check_api_key(settings: GroupSettings) -> None:
     needed = {FRONTDOOR_API_KEY_ENV} if settings.frontdoor_expose else set()
     for env_name in sorted(needed):
         count = host.get_fact(Command, command=f"grep -c '^{env_name}=..*' {SECRETS_PATH} 2>/dev/null || true")
-        if str(count).strip() in ("", "0"):
+        if str(count or "").strip() in ("", "0"):  # None: no output at all (no secrets file)
             raise DeployError(f"{host.name}: this group exposes its endpoints, so {SECRETS_PATH} must set "
                               f"{env_name}=<key> (root-only file); add it on the host and deploy again")
 
