@@ -25,8 +25,9 @@ CLUSTER_KNOWN_HOSTS = f"{CLUSTER_DIR}/known_hosts"
 # sparkstack_cluster_ray_port and these follow it, one each, in this order.
 RAY_FOLLOWING_PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--runtime-env-agent-port",
                             "--dashboard-agent-grpc-port", "--dashboard-agent-listen-port", "--metrics-export-port")
-# The Ray Client server: `ray start --head` opens it (on 10001, Ray's default) whenever the image has Ray's client
-# dependencies, and no option turns it off, so it is pinned and the fence refuses it to every source.
+# The Ray Client server: `ray start --head` opens it on 10001 whenever the image has Ray's client dependencies
+# (ray[client]), and no option turns it off; naming its port is an error without them (ray/_private/parameter.py),
+# so it stays at Ray's default and the fence refuses that port to every source.
 RAY_CLIENT_PORT = 10001
 # Ray's worker processes, one port each: 200 a node (vLLM runs one actor a GPU) instead of Ray's 10002-19999,
 # so that the fence does not close ports other programs use (11434, say).
@@ -59,8 +60,7 @@ class ClusterNode:
     def ray_port_options(self) -> list[str]:
         """`ray start` options that pin every port a Ray node opens (the GCS port is the head's --port)."""
         following = [f"{flag}={self.ray_port + n}" for n, flag in enumerate(RAY_FOLLOWING_PORT_FLAGS, 1)]
-        return [*following, f"--ray-client-server-port={RAY_CLIENT_PORT}",
-                f"--min-worker-port={RAY_WORKER_PORTS[0]}", f"--max-worker-port={RAY_WORKER_PORTS[1]}"]
+        return [*following, f"--min-worker-port={RAY_WORKER_PORTS[0]}", f"--max-worker-port={RAY_WORKER_PORTS[1]}"]
 
     def fenced_ports(self) -> list[tuple[int, int]]:
         """The port ranges that only the group's nodes may reach, on the interconnect: Ray's and the master port

@@ -310,19 +310,28 @@ def listening_beyond_loopback(instance: str) -> set[int]:
 
 def test_over_ray_the_clusters_ports_answer_only_the_group_on_the_interconnect(cluster):
     """The Ray model is hot (the test above). Ray's servers listen on every interface; the fence decides."""
-    listening = listening_beyond_loopback(HEAD) - {22}  # sshd is the owner's way in
-    assert {6379, 10001} <= listening, listening  # Ray's GCS and its client server
-    link, lan = testhost.link_address(HEAD), testhost_container.address(HEAD)
-    # An attacker on the LAN (this machine, on the nodes' ssh network) tries every port the head listens on.
-    assert open_ports([], [(lan, port) for port in sorted(listening)]) == set()
-    # An attacker plugged into the interconnect, at an address of its own, tries them there.
-    network, prefix = testhost_container.link_network()
-    intruder = ["docker", "run", "--rm", "--network", network, "--ip", f"{prefix}.99",
-                testhost_container.image_tag(testhost_container.release())]
-    assert open_ports(intruder, [(link, port) for port in sorted(listening)]) == set()
-    # A node of the group reaches the GCS over the interconnect only, and the Ray Client from nowhere.
-    worker = testhost.ssh_command(WORKER)
-    assert open_ports(worker, [(link, 6379), (lan, 6379), (link, 10001)], over_ssh=True) == {f"{link}:6379"}
+    # The stand-in's Ray is the minimal one, without the Ray Client; a listener takes its port 10001 on every
+    # interface, as `ray start --head` does with ray[client] in the image.
+    client = on(HEAD, "nohup python3 -m http.server 10001 --bind 0.0.0.0 >/dev/null 2>&1 & echo $!").stdout.strip()
+    try:
+        deadline = time.monotonic() + 30
+        while 10001 not in listening_beyond_loopback(HEAD) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        listening = listening_beyond_loopback(HEAD) - {22}  # sshd is the owner's way in
+        assert {6379, 10001} <= listening, listening  # Ray's GCS, and the Ray Client's port
+        link, lan = testhost.link_address(HEAD), testhost_container.address(HEAD)
+        # An attacker on the LAN (this machine, on the nodes' ssh network) tries every port the head listens on.
+        assert open_ports([], [(lan, port) for port in sorted(listening)]) == set()
+        # An attacker plugged into the interconnect, at an address of its own, tries them there.
+        network, prefix = testhost_container.link_network()
+        intruder = ["docker", "run", "--rm", "--network", network, "--ip", f"{prefix}.99",
+                    testhost_container.image_tag(testhost_container.release())]
+        assert open_ports(intruder, [(link, port) for port in sorted(listening)]) == set()
+        # A node of the group reaches the GCS over the interconnect only, and the Ray Client from nowhere.
+        worker = testhost.ssh_command(WORKER)
+        assert open_ports(worker, [(link, 6379), (lan, 6379), (link, 10001)], over_ssh=True) == {f"{link}:6379"}
+    finally:
+        on(HEAD, f"kill {client}")
     # A node of the group whose Ray lacks the token, or holds another, is refused by Ray itself.
     image = json.loads(on(HEAD, "cat /etc/sparkstack/models.json").stdout)["models"][RAY_MODEL]["image"]
     for env in ("", "--env RAY_AUTH_MODE=token --env RAY_AUTH_TOKEN=0000"):

@@ -147,8 +147,7 @@ def test_sglang_clusters_are_refused_and_ray_needs_a_bounded_object_store(tmp_pa
 # Every port `ray start` would otherwise pick at random, pinned (sparkstack/cluster.py), so the fence can name them.
 PINNED_RAY_PORTS = ["--node-manager-port=6380", "--object-manager-port=6381", "--runtime-env-agent-port=6382",
                     "--dashboard-agent-grpc-port=6383", "--dashboard-agent-listen-port=6384",
-                    "--metrics-export-port=6385", "--ray-client-server-port=10001", "--min-worker-port=10002",
-                    "--max-worker-port=10201"]
+                    "--metrics-export-port=6385", "--min-worker-port=10002", "--max-worker-port=10201"]
 
 
 def test_over_ray_the_head_starts_ray_then_serves_and_a_worker_only_joins(trees):
