@@ -11,11 +11,12 @@ import click
 
 from sparkstack.artifacts import UNLOCKED
 from sparkstack.cluster import inventory_problems
-from sparkstack.groups import GroupSettingsError, inventory_hosts, known_groups, load_group_settings
-from sparkstack.lockfile import LockError, group_pins, lock_path
+from sparkstack.groups import (DEPLOYED_GROUPS, TEST_GROUPS, GroupSettingsError, inventory_hosts, known_groups,
+                               load_group_settings)
+from sparkstack.lockfile import LockError, group_pins, load_lock, lock_path, locked_model_sizes
 from sparkstack.memory import PlanError, make_plan
 from sparkstack.paths import NotARepo, display_path
-from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
+from sparkstack.profiles import LoadedProfile, ProfileErrors, collect_profile_files, load_profiles
 from sparkstack.render import RenderError, claim_output_dir, render
 
 EXIT_INVALID = 2
@@ -46,8 +47,9 @@ def group_plan(group: str, loaded: list[LoadedProfile]):
     """The group's settings and memory plan, or the reason there is none (exit 2)."""
     try:
         settings = load_group_settings(group)
-        plan = make_plan(group, [lp.profile for lp in loaded], settings)
-    except (GroupSettingsError, PlanError) as exc:
+        profiles = [lp.profile for lp in loaded]
+        plan = make_plan(group, profiles, settings, locked=locked_model_sizes(load_lock(group), profiles))
+    except (GroupSettingsError, PlanError, LockError) as exc:
         fail(str(exc))
     problems = inventory_problems(group, settings, inventory_hosts(group))
     if problems:
@@ -74,8 +76,21 @@ def main() -> None:
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 def validate(paths: tuple[Path, ...]) -> None:
-    """Validate model profiles (default: group_data/models/). Exit 0 valid, 2 invalid."""
+    """Validate model profiles (default: group_data/models/). Exit 0 valid, 2 invalid.
+
+    A FILE is checked against the other profiles too (names, aliases, ports, served names), as a deploy would
+    check it beside them; only what concerns the FILE is reported."""
     loaded = valid_profiles(paths)
+    given = {path.resolve() for path in paths if path.is_file()}
+    if given:
+        others = [f for f in collect_profile_files(None) if f.resolve() not in given]
+        try:
+            load_profiles([*others, *paths])  # the FILE last: a clash is reported on it
+        except ProfileErrors as exc:
+            shown = {display_path(path) for path in given}
+            mine = [error for error in exc.errors if error.file in shown]
+            if mine:
+                fail(str(ProfileErrors(mine)))
     for lp in loaded:
         p = lp.profile
         click.echo(f"ok  {display_path(lp.source)}: {p.name} ({p.engine}, port {p.port}, "
@@ -84,12 +99,17 @@ def validate(paths: tuple[Path, ...]) -> None:
 
 
 @main.command()
-@click.option("--group", "groups", multiple=True, help="Host group to plan (default: every group).")
-def plan(groups: tuple[str, ...]) -> None:
+@click.option("--group", "groups", multiple=True, help="Host group to plan (default: every group you deploy to).")
+@click.option("--all", "every", is_flag=True, help=f"Also the test groups ({', '.join(TEST_GROUPS)}).")
+def plan(groups: tuple[str, ...], every: bool) -> None:
     """Show which profiles fit each group's unified memory, with the numbers."""
     loaded = valid_profiles()
-    for group in groups or known_groups():
+    chosen = groups or [g for g in known_groups() if every or g not in TEST_GROUPS]
+    for group in chosen:
         click.echo(group_plan(group, loaded)[1].describe())
+    left_out = [] if groups or every else [g for g in known_groups() if g in TEST_GROUPS]
+    if left_out:
+        click.echo(f"(test groups {', '.join(left_out)} left out: `sparkstack plan --all` or --group NAME shows them)")
 
 
 @main.command("render")
@@ -189,17 +209,22 @@ def clients(group: str, host: str, out: Path) -> None:
     click.echo(settings_text(door))
 
 
-@main.command()
-@click.option("--limit", help="Only this host group or host (as pyinfra --limit).")
-def drift(limit: str | None) -> None:
-    """Dry-run the deploy: exit 0 nothing would change, 1 something would, 2 cannot tell."""
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--limit", help="Only this host group or host (as pyinfra --limit; default: the groups you deploy to, "
+                              f"{' and '.join(DEPLOYED_GROUPS)}, never a test host that happens to run).")
+@click.option("--sudo", is_flag=True, help="Run the dry run's commands with sudo (for a sudoer, DGX OS's default user).")
+@click.argument("pyinfra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- PYINFRA_OPTIONS]")
+def drift(limit: str | None, sudo: bool, pyinfra_args: tuple[str, ...]) -> None:
+    """Dry-run the deploy: exit 0 nothing would change, 1 something would, 2 cannot tell.
+
+    Options after `--` go to pyinfra as they are (e.g. `-- --user ubuntu --sudo-password ...`)."""
     from sparkstack.drift import EXIT_UNKNOWN, check_drift
 
     try:
         load_profiles()
     except ProfileErrors as exc:
         fail(f"drift: cannot tell: invalid model profiles:\n{exc}", EXIT_UNKNOWN)
-    report = check_drift(limit)
+    report = check_drift(limit, extra=(["--sudo"] if sudo else []) + list(pyinfra_args))
     click.echo(report.describe(), err=report.exit_code == EXIT_UNKNOWN)
     sys.exit(report.exit_code)
 

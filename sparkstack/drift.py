@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparkstack.groups import DEPLOYED_GROUPS
 from sparkstack.paths import repo_root
 
 EXIT_CLEAN = 0
@@ -46,13 +47,19 @@ class DriftReport:
         return "\n".join(lines)
 
 
-def pyinfra_command(limit: str | None) -> list[str]:
+def limits(limit: str | None) -> list[str]:
+    """The --limit patterns (comma-separated), or the groups an owner deploys to: never a test host that happens
+    to run here, unless named."""
+    return [pattern for pattern in (limit or "").split(",") if pattern] or list(DEPLOYED_GROUPS)
+
+
+def pyinfra_command(limit: str | None, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     # --fail-percent 0: one unreachable host fails the run, so "cannot tell" never passes for clean.
     command = [str(Path(sys.executable).with_name("pyinfra")), "--dry", "--json", "--diff", "--fail-percent", "0",
                "inventory.py", "deploy.py"]
-    if limit:
-        command += ["--limit", limit]
-    return command
+    for pattern in limits(limit):
+        command += ["--limit", pattern]
+    return command + list(extra)
 
 
 def _diffs(stderr: str) -> list[str]:
@@ -106,10 +113,11 @@ def named_hosts(limit: str | None, cwd: Path, env: dict | None = None) -> list[s
         "print(json.dumps(sorted(names)))\n"
     )
     # A separate interpreter: inventory.py may exit (no hosts configured) and pyinfra keeps global state.
-    result = subprocess.run([sys.executable, "-c", code, limit or ""], capture_output=True, text=True, cwd=cwd, env=env)
+    result = subprocess.run([sys.executable, "-c", code, ",".join(limits(limit))], capture_output=True, text=True,
+                            cwd=cwd, env=env)
     if result.returncode != 0:
-        raise InventoryProblem(ANSI.sub("", result.stderr).strip().splitlines()[-1] if result.stderr.strip()
-                               else f"inventory.py exited {result.returncode}")
+        # The inventory's own guidance, whole (it says how to configure a Spark or start a test host).
+        raise InventoryProblem(ANSI.sub("", result.stderr).strip() or f"inventory.py exited {result.returncode}")
     return json.loads(result.stdout)
 
 
@@ -117,17 +125,22 @@ class InventoryProblem(Exception):
     pass
 
 
-def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | None = None) -> DriftReport:
+def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | None = None,
+                extra: list[str] | tuple[str, ...] = ()) -> DriftReport:
     """Exit 0 only when every host the limit names answered and a non-empty plan had no change."""
     cwd = cwd or repo_root()
     try:
         named = named_hosts(limit, cwd, env)
     except InventoryProblem as exc:
         return DriftReport(EXIT_UNKNOWN, problem=f"the inventory could not be read: {exc}")
+    if not named and not limit:
+        return DriftReport(EXIT_UNKNOWN, problem=f"no host in {' or '.join(DEPLOYED_GROUPS)}, the groups you deploy to, "
+                                                 "so nothing was checked: set SPARKSTACK_SPARK_HOSTS (or "
+                                                 "SPARKSTACK_CLUSTER_HOSTS), or name a test host with --limit testhost")
     if not named:
         return DriftReport(EXIT_UNKNOWN, problem=f"no inventory host matches --limit {limit!r}, so nothing was checked "
                                                  "(a typo, or the group's hosts are not configured: see inventory.py)")
-    result = subprocess.run(pyinfra_command(limit), capture_output=True, text=True, cwd=cwd, env=env)
+    result = subprocess.run(pyinfra_command(limit, extra), capture_output=True, text=True, cwd=cwd, env=env)
     stderr = ANSI.sub("", result.stderr)
     try:
         payload = json.loads(result.stdout)

@@ -18,6 +18,7 @@ from pydantic import Field, FilePath, ValidationError, model_validator
 from sparkstack.cluster import RAY_CLIENT_PORT, RAY_FOLLOWING_PORT_FLAGS, RAY_WORKER_PORTS
 from sparkstack.paths import display_path, group_data_dir
 from sparkstack.schema import StrictModel, error_text
+from sparkstack_host.contract import DEFAULT_DOOR_PORT
 
 PREFIX = "sparkstack_"
 # A DGX Spark has 128 GB of unified memory (NVIDIA; seeds 000/001). Used when
@@ -85,7 +86,7 @@ class GroupSettings(StrictModel):
     # unless exposed (exposed, it needs FRONTDOOR_API_KEY_ENV in the secrets file). The engines never leave
     # loopback: the door is the only way in from the network.
     # The port is sparkstack's choice, next to the models' 30000-range ports.
-    frontdoor_port: int = Field(default=30080, ge=1024, lt=65536)
+    frontdoor_port: int = Field(default=DEFAULT_DOOR_PORT, ge=1024, lt=65536)
     # Expose the door (0.0.0.0, its key required on every route) while the engines stay on loopback behind it.
     frontdoor_expose: bool = False
     # A request for a model that is not hot: False answers 409 naming the hot model and the switch command;
@@ -169,6 +170,17 @@ class GroupSettings(StrictModel):
     def cluster_head(self) -> str | None:
         return next(iter(self.cluster_addresses), None)
 
+    def memory_source(self, group: str, live_gb: float | None = None) -> tuple[str, str | None]:
+        """Where planning_memory_gb's figure comes from, as the plan states it, and a note when it is assumed."""
+        if self.unified_memory_gb is not None:
+            live = "" if live_gb is None else f"; the host's MemTotal reads {live_gb:.1f} GiB"
+            return f"sparkstack_unified_memory_gb{live}", None
+        if live_gb is not None:
+            return "the host's MemTotal", None
+        return ("assumed offline: a Spark's nominal figure",
+                f"a deploy plans against the host's MemTotal, which reads less on a Spark (about 119-120 GiB): set "
+                f"sparkstack_unified_memory_gb in group_data/{group}.py to your host's figure to plan with it here")
+
     def planning_memory_gb(self, live_gb: float | None = None) -> float:
         if self.unified_memory_gb is not None:
             return self.unified_memory_gb
@@ -190,6 +202,12 @@ def settings_from_data(data: Mapping[str, Any], source: str) -> GroupSettings:
         lines = [f"{source}: {PREFIX}{'.'.join(map(str, e['loc']))}: {error_text(e)}" if e["loc"] else f"{source}: {error_text(e)}"
                  for e in exc.errors()]
         raise GroupSettingsError("\n".join(lines)) from None
+
+
+# The groups the kit's own tests use; `plan` and `drift` leave them out unless asked.
+TEST_GROUPS = ("testcluster", "testhost")
+# The groups an owner deploys to (inventory.py): `drift` checks these when no --limit is given.
+DEPLOYED_GROUPS = ("spark", "cluster")
 
 
 def known_groups(root: Path | None = None) -> list[str]:

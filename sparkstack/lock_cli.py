@@ -123,10 +123,15 @@ def run_lock(host: str, group: str, ssh_config: Path | None, upgrade: str | None
                 click.echo(f"lock: resolving {repo}@{intent.revision} on {host}", err=True)
                 answer = _streamed(host, ssh_config, f"SPARKSTACK_HUB={tools}/sparkstack-hub python3 {tools}/sparkstack-fetch "
                                                      f"resolve-repo {shlex.quote(image)} {shlex.quote(json.dumps(spec))}")
+                unchecked = sorted(set(answer["files"]) - set(answer.get("digests", {})))
+                if unchecked:
+                    raise click.ClickException(f"lock: the hub gave no digest for {len(unchecked)} file(s) of {repo} "
+                                               f"({', '.join(unchecked[:3])}): their bytes could not be checked when "
+                                               "fetched; nothing was written")
                 try:
                     new_models[repo] = LockedRepo(revision=intent.revision, commit=answer["commit"],
                                                   allow=list(intent.allow), ignore=list(intent.ignore),
-                                                  files=answer["files"])
+                                                  files=answer["files"], digests=answer["digests"])
                 except ValidationError as exc:
                     problems = "; ".join(e["msg"] for e in exc.errors())
                     raise click.ClickException(f"lock: refused the hub's answer for {repo}: {problems}; "

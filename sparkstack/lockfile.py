@@ -6,7 +6,7 @@ the group (images through its docker, repos through the hub API with its token):
 
   images: reference as written -> {pinned: repo@sha256:<digest>, size_bytes, platform}
   models: repo -> {revision (the intent it was locked for), commit (40 hex), allow, ignore,
-                   files: {path: size}, size_bytes}
+                   files: {path: size}, digests: {path: sha256:<hex> | git-sha1:<hex>}, size_bytes}
 
 An entry is stale when its intent changed since it was locked (another revision, other file
 patterns); a deploy refuses unlocked and stale entries. Nothing here is ever invented: a value
@@ -21,7 +21,7 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from sparkstack.artifacts import Intents, Pins
 from sparkstack.paths import display_path, group_data_dir
@@ -29,6 +29,7 @@ from sparkstack.paths import display_path, group_data_dir
 LOCK_VERSION = 1
 DIGEST_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*@sha256:[0-9a-f]{64}$")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+FILE_DIGEST = re.compile(r"sha256:[0-9a-f]{64}|git-sha1:[0-9a-f]{40}")
 
 
 def snapshot_name_problem(name: str) -> str | None:
@@ -58,6 +59,25 @@ class LockedRepo(_Strict):
     allow: list[str]
     ignore: list[str]
     files: dict[str, int]
+    # What each file's bytes hash to, as the hub gave it: "sha256:<hex>" (an LFS file) or "git-sha1:<hex>" (its git
+    # blob id). The fetcher checks every file it fetches against it (files/sparkstack-hub).
+    digests: dict[str, str] = {}
+
+    @field_validator("digests")
+    @classmethod
+    def _digests_are_hashes(cls, digests: dict[str, str]) -> dict[str, str]:
+        for name, digest in digests.items():
+            if not FILE_DIGEST.fullmatch(digest):
+                raise ValueError(f"file {name[:200]!r} has digest {digest[:80]!r}, which is neither sha256:<64 hex> "
+                                 "nor git-sha1:<40 hex>")
+        return digests
+
+    @model_validator(mode="after")
+    def _digests_name_locked_files(self):
+        strays = sorted(set(self.digests) - set(self.files))
+        if strays:
+            raise ValueError(f"digests name files the lock does not hold: {', '.join(n[:200] for n in strays[:5])}")
+        return self
 
     @field_validator("files")
     @classmethod
@@ -93,6 +113,13 @@ def lock_path(group: str) -> Path:
     lock the test groups against their own registry and hub)."""
     override = os.environ.get("SPARKSTACK_LOCK_DIR")
     return (Path(override) if override else group_data_dir()) / f"{group}.lock.json"
+
+
+def locked_model_sizes(lock: Lock | None, profiles) -> dict[str, tuple[str, float]]:
+    """Profile name -> (its model repo, the GB of the files the lock records for it), for the locked ones."""
+    if lock is None:
+        return {}
+    return {p.name: (p.model, lock.models[p.model].size_bytes / 1e9) for p in profiles if p.model in lock.models}
 
 
 def load_lock(group: str) -> Lock | None:

@@ -71,6 +71,8 @@ class Plan:
     fits: list[Fit]
     # The group names its nodes and interconnect (sparkstack_cluster_addresses): placed cluster profiles deploy.
     cluster_ready: bool = False
+    memory_source: str = ""  # where host_gb comes from (a setting, the host, or the assumption offline)
+    memory_note: str | None = None
 
     @property
     def deployable(self) -> list[Profile]:
@@ -93,8 +95,12 @@ class Plan:
         return [f for f in self.fits if not f.fits]
 
     def describe(self) -> str:
-        lines = [f"memory plan for group {self.group!r}: {_gb(self.host_gb)} unified memory, OS reserve {_gb(self.reserve_gb)}"]
+        source = f" ({self.memory_source})" if self.memory_source else ""
+        lines = [f"memory plan for group {self.group!r}: {_gb(self.host_gb)} unified memory{source}, "
+                 f"OS reserve {_gb(self.reserve_gb)}"]
         lines += ["  " + line for fit in self.fits for line in fit.describe().splitlines()]
+        if self.memory_note:
+            lines.append(f"  note: {self.memory_note}")
         if not self.cluster_ready:
             for fit in self.placed_clusters:
                 lines.append(f"  note: {fit.profile.name} is placed but not deployed: the group names no nodes "
@@ -120,9 +126,20 @@ def node_share(profile: Profile, nodes: int) -> float:
     return round(profile.required_memory_gb / nodes + extra, 2)
 
 
-def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes: int = 1) -> Fit:
-    """Does the profile fit this group's hosts? A cluster profile is checked per node, on a group of enough nodes."""
+# How far below the lock's recorded size a profile's weights_gb may be (the files the engine loads include configs
+# and tokenizers; rounding in a profile is fine, a figure from another quantisation is not).
+LOCKED_WEIGHTS_MARGIN = 0.10
+
+
+def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes: int = 1,
+              locked: tuple[str, float] | None = None) -> Fit:
+    """Does the profile fit this group's hosts? A cluster profile is checked per node, on a group of enough nodes.
+    `locked` is (repo, GB) of the model's files as the group's lock records them."""
     problems = []
+    if locked and profile.memory.weights_gb < locked[1] * (1 - LOCKED_WEIGHTS_MARGIN):
+        problems.append(f"memory.weights_gb {_gb(profile.memory.weights_gb)} is more than "
+                        f"{LOCKED_WEIGHTS_MARGIN:.0%} below the {_gb(round(locked[1], 2))} the lock records for "
+                        f"{locked[0]}; set memory.weights_gb to at least {_gb(round(locked[1], 1))}")
     nodes = profile.cluster.nodes if profile.cluster else 1
     if nodes > cluster_nodes:
         c = profile.cluster
@@ -148,8 +165,10 @@ def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes
     return Fit(profile, host_gb, reserve_gb, problems, nodes)
 
 
-def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live_gb: float | None = None) -> Plan:
-    """Plan a group; raise PlanError when the group pins a profile that is unknown or cannot fit."""
+def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live_gb: float | None = None,
+              locked: dict[str, tuple[str, float]] | None = None) -> Plan:
+    """Plan a group; raise PlanError when the group pins a profile that is unknown or cannot fit. `locked` maps a
+    profile name to its model repo and the GB the group's lock records for it."""
     host_gb = settings.planning_memory_gb(live_gb)
     by_name = {p.name: p for p in profiles}
     if settings.models is not None:
@@ -158,9 +177,11 @@ def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live
             raise PlanError(f"group {group!r}: sparkstack_models names unknown profiles: {', '.join(unknown)} "
                             f"(known: {', '.join(by_name)})")
         profiles = [by_name[m] for m in settings.models]
+    source, note = settings.memory_source(group, live_gb)
     plan = Plan(group, host_gb, settings.os_reserve_gb,
-                [check_fit(p, host_gb, settings.os_reserve_gb, settings.cluster_nodes) for p in profiles],
-                cluster_ready=bool(settings.cluster_addresses))
+                [check_fit(p, host_gb, settings.os_reserve_gb, settings.cluster_nodes, (locked or {}).get(p.name))
+                 for p in profiles],
+                cluster_ready=bool(settings.cluster_addresses), memory_source=source, memory_note=note)
     if settings.models is not None and plan.refused:
         raise PlanError(plan.describe() + f"\ngroup {group!r} pins profiles that cannot fit; "
                         "remove them from sparkstack_models or deploy them to a larger cluster")

@@ -21,6 +21,7 @@ from sparkstack.engines import SPARK_COMPUTE_CAPABILITY, adapter_for
 from sparkstack.engines.release import ReleaseError, parse_specifier, releases_for
 from sparkstack.paths import display_path, models_dir
 from sparkstack.schema import StrictModel, error_text
+from sparkstack_host.contract import DEFAULT_DOOR_PORT
 
 Engine = Literal["vllm", "sglang"]
 ENGINES = get_args(Engine)
@@ -459,8 +460,17 @@ def _cross_profile_errors(loaded: list[LoadedProfile]) -> list[ProfileError]:
     errors: list[ProfileError] = []
     names: dict[str, LoadedProfile] = {}
     ports: dict[int, LoadedProfile] = {}
+    served: dict[str, LoadedProfile] = {}
     for lp in loaded:
         p, shown = lp.profile, display_path(lp.source)
+        # Two engines answering to one name: a client (and the door's model list) could not tell them apart.
+        other = served.setdefault(p.served_model_name, lp)
+        if other is not lp:
+            errors.append(ProfileError(shown, "served_model_name",
+                                       f"{p.served_model_name!r} is already served by {display_path(other.source)}"))
+        if p.port == DEFAULT_DOOR_PORT:
+            errors.append(ProfileError(shown, "port", f"{p.port} is where the front door listens by default "
+                                                      "(sparkstack_frontdoor_port); give this model another port"))
         for label, word in [("name", p.name)] + [("aliases", a) for a in p.aliases]:
             other = names.get(word)
             if other is not None and other is not lp:

@@ -420,8 +420,10 @@ def frontdoor_files(env: jinja2.Environment) -> list[RenderedFile]:
 def check_frontdoor_port(profiles: list[Profile], settings: GroupSettings, group: str) -> None:
     taken = [p.name for p in profiles if p.port == settings.frontdoor_port]
     if taken:
-        raise RenderError(f"group {group!r}: sparkstack_frontdoor_port {settings.frontdoor_port} is the port of "
-                          f"{', '.join(taken)}; give the front door another port")
+        # Either may move: the profile's port, or the group's door.
+        raise RenderError(f"group {group!r}: profile {', '.join(taken)} uses port {settings.frontdoor_port}, where this "
+                          f"group's front door listens (sparkstack_frontdoor_port); give the profile another `port`, "
+                          f"or the door another sparkstack_frontdoor_port in group_data/{group}.py")
 
 
 def host_package_files() -> list[RenderedFile]:

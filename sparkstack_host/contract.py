@@ -26,6 +26,8 @@ FRONTDOOR_PATH = f"{LAUNCH_DIR}/sparkstack-frontdoor"
 # Where the deploy installs this package (the shims in files/ add it to sys.path).
 HOST_LIB = "/usr/local/lib/sparkstack"
 SWITCH_SOCKET = "/run/sparkstack-switch.sock"
+# The front door's port unless a group sets sparkstack_frontdoor_port (profiles may not take it).
+DEFAULT_DOOR_PORT = 30080
 
 # Runtime state: tmpfs, so a reboot forgets it, as it should (no model runs after a boot).
 STATE_DIR = "/run/sparkstack"

@@ -14,6 +14,8 @@ the same objects `sparkstack render` writes for review.
 
 from __future__ import annotations
 
+import sys
+
 from pyinfra import host
 from pyinfra.api import DeployError
 
@@ -30,6 +32,16 @@ from sparkstack.render import RenderError, render
 
 
 def deploy_sparkstack() -> None:
+    """The deploy; a refusal (raised while pyinfra prepares the operations, so before any ran) is said as one,
+    without pyinfra's "pyinfra error in FILE line N" prefix, which reads as a crash."""
+    try:
+        _deploy_sparkstack()
+    except DeployError as exc:
+        print(f"sparkstack: the deploy was refused before any change:\n{exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+def _deploy_sparkstack() -> None:
     loaded, settings = load_inputs()
     live_gb = preflight(settings)
     plan = plan_for_host(loaded, settings, live_gb)

@@ -143,6 +143,7 @@ def fetch_snapshots(lock: Lock, needed: Intents, settings: GroupSettings, missin
         entry = lock.models[repo]
         image = lock.images[needed.repos[repo].image].pinned
         spec = {"repo": repo, "commit": entry.commit, "allow": entry.allow, "ignore": entry.ignore,
-                "files": entry.files, "endpoint": settings.hf_endpoint, "cache_dir": settings.model_cache_dir}
+                "files": entry.files, "digests": entry.digests, "endpoint": settings.hf_endpoint,
+                "cache_dir": settings.model_cache_dir}
         server.shell(name=f"Fetch {repo}@{entry.commit[:12]}: {len(todo)} file(s), {size(sum(todo.values()))}",
                      commands=[f"{FETCH_PATH} snapshot {shlex.quote(image)} {shlex.quote(json.dumps(spec, sort_keys=True))}"])

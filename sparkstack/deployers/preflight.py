@@ -14,6 +14,7 @@ from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
 
 from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
+from sparkstack.lockfile import LockError, load_lock, locked_model_sizes
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.paths import NotARepo
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
@@ -75,10 +76,15 @@ def preflight(settings: GroupSettings) -> float:
 
 
 def plan_for_host(loaded: list[LoadedProfile], settings: GroupSettings, live_gb: float) -> Plan:
+    profiles = [lp.profile for lp in loaded]
     try:
-        plan = make_plan(host_group(), [lp.profile for lp in loaded], settings, live_gb=live_gb)
-    except PlanError as exc:
+        locked = locked_model_sizes(load_lock(host_group()), profiles)
+        plan = make_plan(host_group(), profiles, settings, live_gb=live_gb, locked=locked)
+    except (PlanError, LockError) as exc:
         raise DeployError(str(exc)) from None
+    if settings.unified_memory_gb is not None and abs(settings.unified_memory_gb - live_gb) > 0.02 * live_gb:
+        logger.warning(f"{host.name}: the plan counts {settings.unified_memory_gb:g} GB (sparkstack_unified_memory_gb); "
+                       f"this host's MemTotal reads {live_gb:.1f} GiB")
     for fit in plan.refused:
         logger.warning(f"{host.name}: not deploying {fit.profile.name}:\n{fit.describe()}")
     return plan

@@ -122,7 +122,7 @@ def test_a_removed_profile_is_retired_from_the_host(deployed, tmp_path):
     assert drift().returncode == 0
 
 
-@pytest.mark.parametrize("limit", ["spark", None], ids=["only the unreachable host", "beside the reachable VM"])
+@pytest.mark.parametrize("limit", ["spark", "spark,testhost"], ids=["only the unreachable host", "beside the reachable host"])
 def test_drift_cannot_tell_when_a_host_is_unreachable(deployed, limit):
     result = drift({"SPARKSTACK_SPARK_HOSTS": "root@127.0.0.1"}, limit=limit)
     assert result.returncode == 2, result.stdout + result.stderr
@@ -146,6 +146,13 @@ def test_drift_never_passes_when_no_host_matched(deployed, limit, env):
     result = drift(env, limit=limit)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"no inventory host matches --limit '{limit}', so nothing was checked" in result.stderr
+
+
+def test_drift_without_a_limit_checks_the_groups_you_deploy_to_not_a_running_test_host(deployed):
+    result = drift({"SPARKSTACK_SPARK_HOSTS": "", "SPARKSTACK_CLUSTER_HOSTS": ""}, limit=None)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no host in spark or cluster, the groups you deploy to, so nothing was checked" in result.stderr
+    assert "--limit testhost" in result.stderr
 
 
 def test_clean_drift_names_the_hosts_it_checked(deployed):

@@ -11,6 +11,7 @@ import json
 import re
 import subprocess
 import time
+import zlib
 
 import pytest
 
@@ -215,6 +216,37 @@ def test_a_download_killed_half_way_is_finished_by_the_next_deploy(no_model_runn
     assert vm_ssh(f"stat -L -c %s {snapshot_file(QWEN, 'model-00001-of-00001.safetensors')}").stdout.strip() == \
         str(entry["files"]["model-00001-of-00001.safetensors"])
     assert vm_ssh("llm-switch qwen").returncode == 0
+
+
+def test_a_hub_that_serves_wrong_bytes_is_refused_and_keeps_nothing_of_them(no_model_running, artifact_servers):
+    """The attacker runs the hub: for the locked commit it serves weights of its own, of the same size."""
+    entry = locked()["models"][MISTRAL]
+    name = "model-00001-of-00001.safetensors"
+    git = ["git", "-C", str(artifact_servers.repo_path(MISTRAL))]
+    blob = subprocess.run([*git, "rev-parse", f"{entry['commit']}:{name}"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    stored = artifact_servers.repo_path(MISTRAL) / ".git" / "objects" / blob[:2] / blob[2:]
+    original = stored.read_bytes()
+    # The hub's storage now holds other bytes under the same name and size: it answers for the locked commit
+    # with them (olah reads git objects without checking their hashes, as a hostile hub would not).
+    size = entry["files"][name]
+    stored.chmod(0o644)
+    stored.write_bytes(zlib.compress(b"blob %d\0" % size + b"\x66" * size))
+    try:
+        assert vm_ssh(f"rm -rf {repo_cache_dir(CACHE, MISTRAL)}").returncode == 0
+        refused = attempt_deploy()
+        assert refused.returncode != 0
+        output = refused.stdout + refused.stderr
+        assert f"{name} hashes to git-sha1:" in output and f"the lock says {entry['digests'][name]}" in output, \
+            output[-3000:]
+        assert "the hub sent the wrong bytes, removed, never loaded" in output
+        assert "attempt 1/3 failed" not in output  # refused at once: the same hub would send the same bytes
+        assert vm_ssh(f"test -e {snapshot_file(MISTRAL, name)}").returncode != 0  # no engine can load them
+    finally:
+        stored.write_bytes(original)
+    healed = deploy()
+    assert not healed.errors and any(f"Fetch {MISTRAL}" in op for op in healed.changed), healed.changed
+    assert vm_ssh(f"stat -L -c %s {snapshot_file(MISTRAL, name)}").stdout.strip() == str(size)
 
 
 def test_the_hf_token_stays_in_the_secrets_file(no_model_running):

@@ -207,6 +207,38 @@ def test_the_door_survives_a_switch_and_a_restart(door):
     assert [m["role"] for m in seen["messages"]] == ["system", "user"]
 
 
+def test_an_attacker_at_the_deployed_door_is_refused_at_each_step_and_the_door_keeps_serving(door):
+    """The unit tier's attack corpus (tests/unit/test_frontdoor_process.py, a door process on this machine), step by
+    step against the door the deploy installed, under its unit and the host's aiohttp."""
+    from tests.unit.test_frontdoor_process import CHAT, TRAVERSALS, ask
+
+    port = int(door.rsplit(":", 1)[1])
+    switch("qwen")
+    wait_until_hot(door, "qwen36")
+    since = vm_ssh("date '+%Y-%m-%d %H:%M:%S'").stdout.strip()
+    # 1. Walk out of /v1 with dot segments, raw and percent-encoded, towards the engine's own routes.
+    assert {raw: ask(port, "POST", raw, CHAT, key=None)[0] for raw in TRAVERSALS} == {raw: 400 for raw in TRAVERSALS}
+    # 2. Ask for the engine's routes by name.
+    named = ("/invocations", "/tokenize", "/update_weights_from_disk", "/metrics")
+    assert {raw: ask(port, "POST", raw, CHAT, key=None)[0] for raw in named} == {raw: 404 for raw in named}
+    # 3. A web page in the owner's browser posts cross-origin, then as a "simple" text/plain request.
+    assert ask(port, "POST", "/v1/chat/completions", CHAT, key=None, headers={"Origin": "https://evil.example"})[0] == 403
+    assert ask(port, "POST", "/v1/chat/completions", CHAT, key=None, headers={"Content-Type": "text/plain"})[0] == 415
+    # 4. The page's DNS name is rebound to the Spark.
+    assert ask(port, "GET", "/v1/models", key=None, headers={"Host": f"rebind.evil.example:{port}"})[0] == 421
+    # 5. A body past the cap.
+    from sparkstack_host.frontdoor import MAX_BODY_BYTES
+    assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "padding": "x" * (MAX_BODY_BYTES + 1024)}, key=None)[0] == 413
+    # The owner's own request still goes through, and the engine heard nothing of the attacker's.
+    code, body = ask(port, "POST", "/v1/chat/completions", CHAT, key=None)
+    assert code == 200 and json.loads(body)["choices"][0]["message"]["content"], body
+    heard = engine_log("vllm-qwen36.service", since)
+    assert not any(word in heard for word in ("flush_cache", "invocations", "tokenize", "update_weights", "evil")), heard
+    # One journal line per refusal, never a traceback.
+    journal = vm_ssh(f"journalctl -u sparkstack-frontdoor -o cat --no-pager --since '{since}'").stdout
+    assert journal.count("refused ") >= len(TRAVERSALS) + len(named) + 4 and "Traceback" not in journal, journal[-3000:]
+
+
 def test_client_configs_make_the_hot_model_the_small_one(door, tmp_path):
     from tests.hosts.conftest import BIN, run
 

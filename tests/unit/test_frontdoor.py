@@ -141,7 +141,7 @@ def test_a_door_port_taken_by_a_model_is_refused_before_any_host():
     from sparkstack.render import RenderError
 
     settings = load_group_settings("spark").model_copy(update={"frontdoor_port": 30001})
-    with pytest.raises(RenderError, match="sparkstack_frontdoor_port 30001 is the port of qwen36"):
+    with pytest.raises(RenderError, match=r"profile qwen36 uses port 30001, where this group.s front door listens \(sparkstack_frontdoor_port\); give the profile another `port`, or the door another"):
         rendering_for("spark", settings)
 
 

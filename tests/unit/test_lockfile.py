@@ -161,3 +161,21 @@ def test_a_hub_naming_a_file_outside_the_snapshot_is_refused_at_lock_time(name):
         LockedRepo(revision="main", commit="a" * 40, allow=[], ignore=[], files={name: 1, "config.json": 2})
     assert LockedRepo(revision="main", commit="a" * 40, allow=[], ignore=[],
                       files={"config.json": 2, "sub/dir/model.safetensors": 3}).size_bytes == 5
+
+
+@pytest.mark.parametrize("digests,says", [
+    ({"config.json": "md5:0123"}, "neither sha256:<64 hex> nor git-sha1:<40 hex>"),
+    ({"config.json": "sha256:" + "a" * 63}, "neither sha256"),
+    ({"config.json": "git-sha1:" + "A" * 40}, "neither sha256"),
+    ({"other.json": "git-sha1:" + "a" * 40}, "digests name files the lock does not hold: other.json"),
+])
+def test_a_lock_holds_only_real_hashes_and_only_of_its_files(digests, says):
+    from pydantic import ValidationError
+
+    from sparkstack.lockfile import LockedRepo
+
+    with pytest.raises(ValidationError, match=says):
+        LockedRepo(revision="main", commit="a" * 40, allow=[], ignore=[], files={"config.json": 2}, digests=digests)
+    kept = LockedRepo(revision="main", commit="a" * 40, allow=[], ignore=[], files={"config.json": 2},
+                      digests={"config.json": "git-sha1:" + "a" * 40})
+    assert kept.digests == {"config.json": "git-sha1:" + "a" * 40}

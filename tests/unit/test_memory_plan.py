@@ -109,3 +109,41 @@ def test_tensor_parallel_must_divide_the_declared_heads(tmp_path):
     message = str(caught.value)
     assert "glm51.yaml" in message and "cluster.tensor_parallel: 3 does not divide the 64 attention heads" in message
     assert "cluster.tensor_parallel: 3 neither divides the 8 KV heads nor is a multiple of them" in message
+
+
+def test_weights_far_below_what_the_lock_records_are_refused_with_both_numbers(profiles):
+    qwen = profiles["qwen36"]
+    declared = qwen.memory.weights_gb
+    # The lock says the repo's files weigh twice what the profile declares (another quantisation, say).
+    fit = check_fit(qwen, 128, 8, locked=("org/qwen", declared * 2))
+    assert not fit.fits
+    assert (f"memory.weights_gb {declared:g} GB is more than 10% below the {declared * 2:g} GB the lock records for "
+            f"org/qwen; set memory.weights_gb to at least {declared * 2:g} GB") in fit.describe()
+    # Within 10% (configs and rounding), the declared figure stands.
+    assert check_fit(qwen, 128, 8, locked=("org/qwen", declared * 1.05)).fits
+
+
+def test_the_plan_reads_the_groups_lock(profiles, tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from sparkstack.cli import main
+
+    lock = {"lock_version": 1, "group": "spark", "images": {}, "models": {"rdtand/Qwen3.6-35B-A3B-PrismaQuant-4.75bit-vllm": {
+        "revision": "main", "commit": "a" * 40, "allow": [], "ignore": [],
+        "files": {"model-00001-of-00002.safetensors": 60_000_000_000, "model-00002-of-00002.safetensors": 40_000_000_000}}}}
+    (tmp_path / "spark.lock.json").write_text(json.dumps(lock))
+    monkeypatch.setenv("SPARKSTACK_LOCK_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["plan", "--group", "spark"])
+    assert "the 100 GB the lock records for rdtand/Qwen3.6-35B-A3B-PrismaQuant-4.75bit-vllm" in result.output, result.output
+
+
+def test_the_plan_says_where_its_memory_figure_comes_from(profiles):
+    spark = make_plan("spark", list(profiles.values()), load_group_settings("spark")).describe()
+    assert "128 GB unified memory (assumed offline: a Spark's nominal figure)" in spark
+    assert "set sparkstack_unified_memory_gb in group_data/spark.py to your host's figure" in spark
+    live = make_plan("spark", list(profiles.values()), load_group_settings("spark"), live_gb=119.7).describe()
+    assert "119.7 GB unified memory (the host's MemTotal)" in live and "note: a deploy plans" not in live
+    pinned = make_plan("testhost", list(profiles.values()), load_group_settings("testhost"), live_gb=1.9).describe()
+    assert "128 GB unified memory (sparkstack_unified_memory_gb; the host's MemTotal reads 1.9 GiB)" in pinned

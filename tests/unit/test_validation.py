@@ -288,3 +288,28 @@ def test_every_flag_an_adapter_renders_is_on_its_managed_list():
                     assert rendered <= set(adapter.managed_flags), (p.name, rendered - set(adapter.managed_flags))
                     seen += len(rendered)
     assert seen > 50
+
+
+def test_validate_file_checks_it_against_the_other_profiles_and_reports_it_alone(tmp_path):
+    # A new profile copied from qwen36, renamed, that forgot to change its port and served name.
+    from sparkstack.paths import models_dir
+
+    text = (models_dir() / "qwen36.yaml").read_text()
+    text = text.replace("name: qwen36", "name: qwen37", 1).replace("aliases: [qwen]", "aliases: [q7]")
+    new = tmp_path / "qwen37.yaml"
+    new.write_text(text)
+    result = CliRunner().invoke(main, ["validate", str(new)])
+    assert result.exit_code == 2, result.output
+    assert f"{new}: port: 30001 is already used by group_data/models/qwen36.yaml" in result.output
+    assert f"{new}: served_model_name: 'qwen36' is already served by group_data/models/qwen36.yaml" in result.output
+    new.write_text(text.replace("port: 30001 ", "port: 30009 ").replace("served_model_name: qwen36 ", "served_model_name: qwen37 "))
+    assert CliRunner().invoke(main, ["validate", str(new)]).exit_code == 0
+
+
+def test_a_profile_on_the_doors_default_port_is_refused_naming_the_setting(tmp_path):
+    from sparkstack.paths import models_dir
+
+    (tmp_path / "qwen36.yaml").write_text((models_dir() / "qwen36.yaml").read_text().replace("port: 30001 ", "port: 30080 "))
+    with pytest.raises(ProfileErrors, match="port: 30080 is where the front door listens by default "
+                                            r"\(sparkstack_frontdoor_port\); give this model another port"):
+        load_profiles([tmp_path])
