@@ -39,15 +39,25 @@ GB = Annotated[float, Field(gt=0)]
 # Free text the rendered script and unit show in comments: one line of printable characters, so it can never
 # become a line of its own there (a newline in a description became a shell line of the root launch script,
 # and a `[Service]` section of the unit).
-OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+OneLine = Annotated[str, Field(min_length=1, max_length=200, pattern=ONE_LINE_PATTERN)]
+# A name or reference the engine or docker reads (an image, a repo, a served name, a parser): printable, no spaces.
+TOKEN_PATTERN = r"^[^\x00-\x20\x7f]+$"
+Token = Annotated[str, Field(min_length=1, max_length=300, pattern=TOKEN_PATTERN)]
+# An argument or env value: shell-quoted into the launch script, so any printable text, but no control character
+# (a NUL ends the string docker gets, a newline would read as a second value) and bounded.
+ARG_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+ArgText = Annotated[str, Field(max_length=4096, pattern=ARG_TEXT_PATTERN)]
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+EnvName = Annotated[str, Field(pattern=ENV_NAME_PATTERN)]
 
 
 class Speculative(StrictModel):
     """Speculative decoding settings, mapped onto each engine's own flags."""
 
-    method: str
+    method: Token
     num_speculative_tokens: int | None = Field(default=None, gt=0)
-    draft_model: str | None = None
+    draft_model: Token | None = None
     num_steps: int | None = Field(default=None, gt=0)
     eagle_topk: int | None = Field(default=None, gt=0)
 
@@ -86,7 +96,7 @@ class Cluster(StrictModel):
 
 
 class Tools(StrictModel):
-    parser: str
+    parser: Token
 
 
 class Variant(StrictModel):
@@ -99,7 +109,7 @@ class Variant(StrictModel):
     description: OneLine | None = None
     speculative: Speculative | None = None
     memory_fraction: float | None = Field(default=None, gt=0, le=1)
-    extra_args: list[str] | None = None
+    extra_args: list[ArgText] | None = None
     expected_decode_tok_s: float | None = Field(default=None, gt=0)
 
 
@@ -111,12 +121,12 @@ class Profile(StrictModel):
     # The engine release the image carries: a version (0.33.0) or a PEP 440 range (>=0.33.0).
     # `sparkstack validate` checks every variant against the committed snapshots of releases in
     # it; the deploy asks the image itself and refuses one outside it.
-    engine_version: str
-    image: str
-    model: str
+    engine_version: OneLine
+    image: Token
+    model: Token
     # The branch, tag or commit of `model` to lock (`sparkstack lock` resolves it to a commit on a host).
     revision: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")] = "main"
-    served_model_name: str
+    served_model_name: Token
     port: int = Field(ge=1024, le=65535)
     context_length: int = Field(gt=0)
     memory: Memory
@@ -124,7 +134,7 @@ class Profile(StrictModel):
     language_model_only: bool = False
     speculative: Speculative | None = None
     tools: Tools | None = None
-    reasoning_parser: str | None = None
+    reasoning_parser: Token | None = None
     # What the front door (sparkstack-frontdoor) fixes in chat requests before this model's chat template
     # sees them: merge_consecutive_turns for strict-alternation templates (user and plain assistant turns;
     # tool calls and results never), system_first for templates that demand one system message first.
@@ -134,9 +144,9 @@ class Profile(StrictModel):
     # Which MoE kernels the engine must use, in the engine's own backend names (vLLM
     # --moe-backend, SGLang --moe-runner-backend); the adapter spells it for the declared release
     # and refuses a backend the target GPU cannot run.
-    moe_backend: str | None = None
-    env: dict[str, str] = {}
-    extra_args: list[str] = []
+    moe_backend: Token | None = None
+    env: dict[EnvName, ArgText] = {}
+    extra_args: list[ArgText] = []
     variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Variant] = {}
     default_variant: str | None = None
     readiness_timeout_s: int = Field(default=900, gt=0)
@@ -329,8 +339,18 @@ def _message(err: dict) -> str:
     if kind.endswith("_type"):
         return f"wrong type: {err['msg'].lower()}, got {type(err['input']).__name__} {err['input']!r}"
     if kind == "string_pattern_mismatch":
-        return f"{err['input']!r} is not a valid name (lower-case letters, digits and '-', starting with a letter)"
+        meaning = PATTERN_MEANINGS.get(err["ctx"]["pattern"], f"does not match {err['ctx']['pattern']}")
+        return f"{str(err['input'])[:80]!r} {meaning}"
     return f"{err['msg']} (got {err['input']!r})"
+
+
+PATTERN_MEANINGS = {
+    NAME_PATTERN: "is not a valid name (lower-case letters, digits and '-', starting with a letter)",
+    ONE_LINE_PATTERN: "is not one line of printable characters (no newline or other control character)",
+    TOKEN_PATTERN: "is not one printable word (no space, newline or other control character)",
+    ARG_TEXT_PATTERN: "holds a control character (a newline, a NUL, an escape): values are printable text",
+    ENV_NAME_PATTERN: "is not an environment variable name (letters, digits and _, not starting with a digit)",
+}
 
 
 def _line_index(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:

@@ -313,3 +313,28 @@ def test_a_profile_on_the_doors_default_port_is_refused_naming_the_setting(tmp_p
     with pytest.raises(ProfileErrors, match="port: 30080 is where the front door listens by default "
                                             r"\(sparkstack_frontdoor_port\); give this model another port"):
         load_profiles([tmp_path])
+
+
+# The attacker's profile pull request puts its payload in a field that reaches the launch script or the unit.
+HOSTILE_FIELDS = [
+    ("an env value with a second line", ["env"], {"NCCL_DEBUG": "INFO\ntouch /tmp/OWNED"}, "env.NCCL_DEBUG",
+     "holds a control character"),
+    ("an env value with a NUL", ["env"], {"NCCL_DEBUG": "INFO\x00"}, "env.NCCL_DEBUG", "holds a control character"),
+    ("an env name that is code", ["env"], {"X=1; touch /tmp/OWNED #": "v"}, "env.X=1; touch /tmp/OWNED #.[key]",
+     "is not an environment variable name"),
+    ("an argument with a second line", ["extra_args"], ["--enable-chunked-prefill\ntouch /tmp/OWNED"], "extra_args.0",
+     "holds a control character"),
+    ("a served name with a space", ["served_model_name"], "qwen36 --api-key stolen", "served_model_name",
+     "is not one printable word"),
+    ("an image with a second line", ["image"], "eugr/spark-vllm:latest\ntouch /tmp/OWNED", "image", "is not one printable word"),
+    ("a very long argument", ["extra_args"], ["--x=" + "A" * 5000], "extra_args.0", "at most 4096 characters"),
+]
+
+
+@pytest.mark.parametrize("kind,path,value,field,says", HOSTILE_FIELDS, ids=[h[0] for h in HOSTILE_FIELDS])
+def test_a_hostile_value_in_a_field_that_reaches_a_script_is_refused(profiles_dir, kind, path, value, field, says):
+    edit_profile(profiles_dir, "qwen36", _set(path, value))
+    result = validate(profiles_dir)
+    assert result.exit_code == 2, result.output
+    line = next((line for line in result.output.splitlines() if f": {field}: " in line), None)
+    assert line is not None and says in line, result.output
