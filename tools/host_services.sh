@@ -30,7 +30,10 @@ start() {
             echo "host services: removed a dead lxcfs mount at $LXCFS_ROOT"
         fi
         $sudo mkdir -p "$LXCFS_ROOT"
-        $sudo lxcfs "$LXCFS_ROOT" >"$STATE_DIR/lxcfs.log" 2>&1 &
+        # -u: no swap virtualization. With it, lxcfs 5 sometimes reports SwapFree as 18446744073709551360 kB (an
+        # unsigned underflow; 20 of 300 reads on a node without swap), and earlyoom, which parses it, exits and is
+        # restarted: drift then caught earlyoom "not running" at random. The nodes have no swap either way.
+        $sudo lxcfs -u "$LXCFS_ROOT" >"$STATE_DIR/lxcfs.log" 2>&1 &
         echo $! >"$STATE_DIR/lxcfs.pid"
         wait_for lxcfs lxcfs_mounted "$STATE_DIR/lxcfs.log"
         echo "host services: started lxcfs at $LXCFS_ROOT (pid $(cat "$STATE_DIR/lxcfs.pid"))"
