@@ -12,6 +12,7 @@ import pytest
 from sparkstack.engines import engine_args
 from tests.host.conftest import DEPLOYED, RENDERING
 from sparkstack.cluster import CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, cluster_nodes
+from sparkstack_host.contract import CLUSTER_FENCE_TABLE, CLUSTER_FENCE_UNIT
 from sparkstack.render import CLUSTER_PATH, SECRETS_PATH, SWITCH_PATH, WATCHTOWER_DISABLE_LABEL, launch_path
 
 
@@ -140,6 +141,11 @@ def test_the_front_door_runs_unprivileged_enabled_and_bound_as_rendered(host, re
     assert host.socket(f"tcp://{door['bind']}:{door['port']}").is_listening
     user = host.check_output("ps -o user= -p $(systemctl show -p MainPID --value sparkstack-frontdoor.service)")
     assert user.strip() == "sparkstack-door"
+    # The file limit the unit renders is the one the running door has (slowloris needs files to fail).
+    unit_file = next(f for f in rendering.files if f.kind == "frontdoor-unit").content
+    wanted = next(line.split("=", 1)[1] for line in unit_file.splitlines() if line.startswith("LimitNOFILE="))
+    limits = host.check_output("cat /proc/$(systemctl show -p MainPID --value sparkstack-frontdoor.service)/limits")
+    assert next(line.split()[3] for line in limits.splitlines() if line.startswith("Max open files")) == wanted
     socket = host.service("sparkstack-switch-request.socket")
     assert socket.is_running == door["on_demand"] and socket.is_enabled == door["on_demand"]
     for unit_file in ("sparkstack-frontdoor.service", "sparkstack-switch-request.socket"):
@@ -188,3 +194,15 @@ def test_cluster_switch_access_is_as_narrow_as_rendered(host, settings):
         assert entries == [entry for entry in entries
                            if entry.startswith(f'restrict,from="{node.head_address}",command="{CLUSTER_PATH} member" ')]
         assert len(entries) == 1, entries
+
+
+@node_only
+def test_the_cluster_fence_is_loaded_as_rendered(host):
+    """The port fence's unit is on and enabled, and the kernel holds its table: the group's addresses, and the Ray
+    Client's port refused. Reaching the ports from elsewhere is tests/hosts/test_9_cluster.py's, from a second node."""
+    fence = host.service(CLUSTER_FENCE_UNIT)
+    assert fence.is_enabled and host.run(f"systemctl is-active {CLUSTER_FENCE_UNIT}").stdout.strip() == "active"
+    table = host.run(f"nft list table inet {CLUSTER_FENCE_TABLE}")
+    assert table.rc == 0, table.stderr
+    assert all(address in table.stdout for address in RENDERING.node.peers), table.stdout
+    assert "tcp dport 10001 reject with tcp reset" in table.stdout and f'iifname "{RENDERING.node.interface}"' in table.stdout

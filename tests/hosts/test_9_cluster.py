@@ -157,6 +157,22 @@ def test_the_switch_key_opens_only_the_member_command(cluster):
     assert copied.returncode == 255 and '"ok"' not in copied.stdout, copied.stdout + copied.stderr
 
 
+def test_the_master_port_answers_only_the_group_on_the_interconnect(cluster):
+    """vLLM's TCPStore listens on the master port on every interface (the stand-in's rank 0 only on the
+    interconnect address): a listener takes the port on every interface, as vLLM's does, before any model runs."""
+    store = on(HEAD, "nohup python3 -m http.server 29501 --bind 0.0.0.0 >/dev/null 2>&1 & echo $!").stdout.strip()
+    try:
+        deadline = time.monotonic() + 30
+        while 29501 not in listening_beyond_loopback(HEAD) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        link, lan = testhost.link_address(HEAD), testhost_container.address(HEAD)
+        assert open_ports([], [(lan, 29501), (link, 29501)]) == set()  # this machine: the LAN, and off the link
+        worker = testhost.ssh_command(WORKER)
+        assert open_ports(worker, [(link, 29501), (lan, 29501)], over_ssh=True) == {f"{link}:29501"}
+    finally:
+        on(HEAD, f"kill {store}")
+
+
 def test_the_group_switch_starts_every_rank_and_serves_on_the_head(cluster):
     local = on(WORKER, "llm-switch qwen36")  # a local model on the worker: the group switch must stop it first
     assert local.returncode == 0, local.stdout + local.stderr
