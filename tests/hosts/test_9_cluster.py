@@ -260,11 +260,15 @@ def test_switching_the_head_to_a_local_model_stops_every_rank(cluster):
 
 def test_a_rank_that_fails_while_loading_fails_the_switch_everywhere(cluster):
     on(WORKER, f"""echo '{{"{MODEL}": {{"crash_after_s": 1}}}}' > {KNOBS}""")
+    # The head loads for 20 s, so the worker's crash lands while the model loads: on a fast machine the ranks
+    # met and the head answered before the crash (a race the test lost once at 9 s).
+    on(HEAD, f"""echo '{{"{MODEL}": {{"load_delay_s": 20}}}}' > {KNOBS}""")
     try:
         result, seconds = switch(MODEL)
     finally:
         on(WORKER, f"rm -f {KNOBS}")
-    assert result.returncode == 1
+        on(HEAD, f"rm -f {KNOBS}")
+    assert result.returncode == 1, result.stdout + result.stderr
     assert "glm51-four did not start" in result.stderr and "no cluster model is running" in result.stderr
     assert "crashing as asked" in result.stderr  # the failing node's last log lines
     assert no_rank_anywhere()
