@@ -34,6 +34,11 @@ RAY_CLIENT_PORT = 10001
 RAY_WORKER_PORTS = (10002, 10201)
 
 
+def ray_port_span(ray_port: int) -> tuple[int, int]:
+    """The GCS port and the ports that follow it, as (first, last)."""
+    return ray_port, ray_port + len(RAY_FOLLOWING_PORT_FLAGS)
+
+
 class ClusterError(Exception):
     pass
 
@@ -65,8 +70,7 @@ class ClusterNode:
     def fenced_ports(self) -> list[tuple[int, int]]:
         """The port ranges that only the group's nodes may reach, on the interconnect: Ray's and the master port
         (merged, since nftables refuses overlapping intervals in one set)."""
-        ranges = sorted([(self.ray_port, self.ray_port + len(RAY_FOLLOWING_PORT_FLAGS)), RAY_WORKER_PORTS,
-                         (self.master_port, self.master_port)])
+        ranges = sorted([ray_port_span(self.ray_port), RAY_WORKER_PORTS, (self.master_port, self.master_port)])
         merged = [ranges[0]]
         for low, high in ranges[1:]:
             if low <= merged[-1][1] + 1:

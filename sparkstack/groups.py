@@ -15,7 +15,7 @@ from typing import Annotated, Any, Mapping
 
 from pydantic import Field, FilePath, ValidationError, model_validator
 
-from sparkstack.cluster import RAY_CLIENT_PORT, RAY_FOLLOWING_PORT_FLAGS, RAY_WORKER_PORTS
+from sparkstack.cluster import RAY_CLIENT_PORT, RAY_WORKER_PORTS, ray_port_span
 from sparkstack.paths import display_path, group_data_dir
 from sparkstack.schema import StrictModel, error_text
 from sparkstack_host.contract import DEFAULT_DOOR_PORT
@@ -154,16 +154,17 @@ class GroupSettings(StrictModel):
             if len(set(self.cluster_addresses.values())) != len(self.cluster_addresses):
                 raise ValueError("sparkstack_cluster_addresses gives two nodes the same address")
         # Ray's pinned ports follow the GCS port (sparkstack/cluster.py); none may be another's.
-        ray = set(range(self.cluster_ray_port, self.cluster_ray_port + len(RAY_FOLLOWING_PORT_FLAGS) + 1))
+        first, last = ray_port_span(self.cluster_ray_port)
+        ray = set(range(first, last + 1))
         workers = set(range(RAY_WORKER_PORTS[0], RAY_WORKER_PORTS[1] + 1))
-        if self.cluster_ray_port + len(RAY_FOLLOWING_PORT_FLAGS) > 65535 or ray & (workers | {RAY_CLIENT_PORT}):
-            raise ValueError(f"sparkstack_cluster_ray_port {self.cluster_ray_port}: Ray's ports are it and the "
-                             f"{len(RAY_FOLLOWING_PORT_FLAGS)} after it, below 65536 and clear of the Ray Client's "
-                             f"{RAY_CLIENT_PORT} and the workers' {RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}")
+        if last > 65535 or ray & (workers | {RAY_CLIENT_PORT}):
+            raise ValueError(f"sparkstack_cluster_ray_port {first}: Ray's ports are it and the {last - first} after "
+                             f"it, below 65536 and clear of the Ray Client's {RAY_CLIENT_PORT} and the workers' "
+                             f"{RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}")
         if self.cluster_master_port in ray | workers | {RAY_CLIENT_PORT}:
             raise ValueError(f"sparkstack_cluster_master_port {self.cluster_master_port} is one of Ray's ports "
-                             f"({self.cluster_ray_port}-{self.cluster_ray_port + len(RAY_FOLLOWING_PORT_FLAGS)}, "
-                             f"{RAY_CLIENT_PORT}, {RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}); choose another")
+                             f"({first}-{last}, {RAY_CLIENT_PORT}, {RAY_WORKER_PORTS[0]}-{RAY_WORKER_PORTS[1]}); "
+                             "choose another")
         return self
 
     @property

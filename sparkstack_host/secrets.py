@@ -40,15 +40,22 @@ def problems(text):
         if name in seen:
             found.append((number, f"{name} is set twice"))
         seen.add(name)
-        if not value:
-            found.append((number, f"{name} is empty"))
-        elif len(value) > MAX_VALUE:
-            found.append((number, f"{name} is longer than {MAX_VALUE} characters"))
-        elif any(c in FORBIDDEN or not " " < c < "\x7f" for c in value):
-            found.append((number, f"{name} holds a space, a quote, a backslash, a $ or a character that is not "
-                                  "printable ASCII: write the value bare (no quotes), as systemd and this kit "
-                                  "would then read it differently"))
+        why = value_problem(name, value)
+        if why:
+            found.append((number, why))
     return found
+
+
+def value_problem(name, value):
+    """What is wrong with VALUE as NAME's value (never showing it), or None."""
+    if not value:
+        return f"{name} is empty"
+    if len(value) > MAX_VALUE:
+        return f"{name} is longer than {MAX_VALUE} characters"
+    if any(c in FORBIDDEN or not " " < c < "\x7f" for c in value):
+        return (f"{name} holds a space, a quote, a backslash, a $ or a character that is not printable ASCII: write "
+                "the value bare (no quotes), as systemd and this kit would then read it differently")
+    return None
 
 
 def parse(text, path="secrets.env"):
@@ -70,22 +77,27 @@ def read(path, names=None):
     return {n: v for n, v in values.items() if names is None or n in names}
 
 
-def set_value(path, name, value):
-    """Write NAME=VALUE into the file (replacing its line, keeping every other), root-only and atomically; True when
-    the file changed. The value must keep the rule; the file's other lines are kept as they are."""
+def set_value(path, name, value, only_if_absent=False):
+    """Write NAME=VALUE into the file (replacing its line, keeping every other line as it is), root-only and
+    atomically; True when the file changed. With only_if_absent, a NAME already set is kept."""
     # The value is checked whole: a newline in it would pass a line-by-line check as a second line.
-    if (not NAME.match(name) or not value or len(value) > MAX_VALUE
-            or any(c in FORBIDDEN or not " " < c < "\x7f" for c in value)):
-        raise SecretsError(f"refusing to write {name}: the value breaks the secrets file's rule")
+    why = value_problem(name, value) if NAME.match(name) else f"{name[:60]!r} is not a name"
+    if why:
+        raise SecretsError(f"refusing to write {name}: {why}")
     try:
         with open(path, encoding="ascii", errors="surrogateescape") as handle:
-            lines = handle.read().split("\n")
+            before = handle.read()
     except FileNotFoundError:
-        lines = []
-    kept = [line for line in lines if line and line.partition("=")[0] != name]
-    if f"{name}={value}" in lines and len(kept) == len([line for line in lines if line]) - 1:
+        before = ""
+    lines = before.split("\n")
+    if only_if_absent and any(line.partition("=")[0] == name for line in lines):
         return False
+    kept = [line for line in lines if line.partition("=")[0] != name]
+    while kept and not kept[-1]:
+        kept.pop()
     text = "\n".join(kept + [f"{name}={value}"]) + "\n"
+    if text == before:
+        return False
     partial = f"{path}.sparkstack-new"
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(descriptor, 0o600)  # a leftover partial file keeps its mode through O_TRUNC
@@ -96,10 +108,14 @@ def set_value(path, name, value):
 
 
 def main(argv=None):
-    """`python3 -m sparkstack_host.secrets check PATH`: exit 1 with one line per problem (the deploy's preflight)."""
+    """`python3 -m sparkstack_host.secrets check PATH`: exit 1 with one line per problem (the deploy's preflight).
+    `... make NAME PATH`: set NAME to 32 random bytes in hex unless the file has it (the deploy; nothing printed)."""
     argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 3 and argv[0] == "make":
+        set_value(argv[2], argv[1], os.urandom(32).hex(), only_if_absent=True)
+        return 0
     if len(argv) != 2 or argv[0] != "check":
-        sys.exit("usage: secrets.py check PATH")
+        sys.exit("usage: secrets.py check PATH | make NAME PATH")
     try:
         with open(argv[1], encoding="ascii", errors="surrogateescape") as handle:
             bad = problems(handle.read())

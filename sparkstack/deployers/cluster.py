@@ -27,7 +27,7 @@ from pyinfra.operations import files, python, server, systemd
 from pyinfra.operations.util import any_changed
 
 from sparkstack.cluster import CLUSTER_DIR, CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, ClusterNode
-from sparkstack.deployers.helpers import distribution_package, put_component
+from sparkstack.deployers.helpers import distribution_package, put_component, secret_is_set, secrets_rule_command
 from sparkstack.groups import GroupSettings
 from sparkstack.render import CLUSTER_PATH, SECRETS_PATH, Rendering
 from sparkstack_host.contract import CLUSTER_FENCE_UNIT, RAY_TOKEN_ENV
@@ -112,21 +112,11 @@ def cluster_access(rendering: Rendering, settings: GroupSettings) -> None:
 
 
 def ray_token_on_head() -> None:
-    """The group's Ray token, made on the head from its own random source if the secrets file has none. Counted,
-    never read out: the value stays on the host (and in no command line)."""
-    # pyinfra's Command fact is None for no output (grep on a file this run has yet to make).
-    count = host.get_fact(Command, command=f"grep -c '^{RAY_TOKEN_ENV}=..*' {SECRETS_PATH} 2>/dev/null || true")
-    if str(count or "").strip() not in ("", "0"):
-        return
-    make = ("import os, secrets\n"
-            f"path = {SECRETS_PATH!r}\n"
-            "os.umask(0o077)\n"
-            "text = open(path).read() if os.path.exists(path) else ''\n"
-            "with open(path, 'a') as handle:\n"
-            "    handle.write(('' if text.endswith('\\n') or not text else '\\n')\n"
-            f"                 + '{RAY_TOKEN_ENV}=' + secrets.token_hex(32) + '\\n')\n")
-    server.shell(name=f"Make the group's Ray token ({RAY_TOKEN_ENV} in {SECRETS_PATH}; it never leaves the group)",
-                 commands=[f"python3 -c {shlex.quote(make)}"])
+    """The group's Ray token, made on the head from its own random source if the secrets file has none (the secrets
+    module's `make`: the value is in no command line, fact or log)."""
+    if not secret_is_set(RAY_TOKEN_ENV):
+        server.shell(name=f"Make the group's Ray token ({RAY_TOKEN_ENV} in {SECRETS_PATH}; it never leaves the group)",
+                     commands=[secrets_rule_command("make", RAY_TOKEN_ENV, SECRETS_PATH)])
 
 
 def _authorize_new_head_key(head, node: ClusterNode, group: str) -> None:

@@ -7,14 +7,16 @@ the returned operation tells the caller whether it changed (and so whether to re
 from __future__ import annotations
 
 from io import StringIO
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import DeployError
 from pyinfra.facts.deb import DebPackage
-from pyinfra.facts.server import Which
+from pyinfra.facts.server import Command, Which
 from pyinfra.operations import apt, files
 
-from sparkstack.render import Rendering, RenderedFile
+from sparkstack.render import SECRETS_PATH, Rendering, RenderedFile
+from sparkstack_host import secrets as host_secrets
 
 
 def put_rendered(rendered: RenderedFile, label: str | None = None):
@@ -35,3 +37,18 @@ def distribution_package(package: str, purpose: str) -> None:
     if not host.get_fact(DebPackage, package=package):
         apt.update(name=f"Update the package index ({package} is missing)")
     apt.packages(name=f"{package}, {purpose}", packages=[package])
+
+
+def secrets_rule_command(*args: str, tolerate_failure: bool = False) -> str:
+    """Run the secrets module's own source on the host (`python3 - ARGS`), so the file's rule has one definition
+    and nothing of the host package needs to be installed yet."""
+    source = Path(host_secrets.__file__).read_text()
+    tail = " || true" if tolerate_failure else ""
+    return f"python3 - {' '.join(args)} <<'SPARKSTACK_SECRETS_RULE'{tail}\n{source}\nSPARKSTACK_SECRETS_RULE"
+
+
+def secret_is_set(name: str) -> bool:
+    """Whether the host's secrets file sets NAME: its lines are counted, never read out. (pyinfra's Command fact is
+    None for no output, which is what grep gives on a file this run has yet to make.)"""
+    count = host.get_fact(Command, command=f"grep -c '^{name}=..*' {SECRETS_PATH} 2>/dev/null || true")
+    return str(count or "").strip() not in ("", "0")

@@ -18,8 +18,8 @@ from sparkstack.lockfile import LockError, load_lock, locked_model_sizes
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.paths import NotARepo
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
+from sparkstack.deployers.helpers import secret_is_set, secrets_rule_command
 from sparkstack.render import FRONTDOOR_API_KEY_ENV, SECRETS_PATH
-from sparkstack_host import secrets as host_secrets
 
 SUPPORTED_DISTRIBUTIONS = ("Ubuntu", "Debian")  # DGX OS is Ubuntu-based; the test VM is Debian 12
 # A Spark's GB10 is an ARM64 system and the pinned engine images are arm64 builds.
@@ -93,9 +93,7 @@ def plan_for_host(loaded: list[LoadedProfile], settings: GroupSettings, live_gb:
 def check_secrets_rule() -> None:
     """The secrets file keeps the one rule its readers share (sparkstack_host/secrets.py): that module's own
     source runs on the host, so the rule has one definition. Only line numbers and names come back."""
-    source = Path(host_secrets.__file__).read_text()
-    found = host.get_fact(Command, command=f"python3 - check {SECRETS_PATH} <<'SPARKSTACK_SECRETS_RULE' || true\n"
-                                           f"{source}\nSPARKSTACK_SECRETS_RULE")
+    found = host.get_fact(Command, command=secrets_rule_command("check", SECRETS_PATH, tolerate_failure=True))
     if found and str(found).strip():
         raise DeployError(f"{host.name}: {SECRETS_PATH} breaks the secrets rule, which systemd and sparkstack "
                           f"read alike: {'; '.join(str(found).strip().splitlines())}. Write each line as NAME=VALUE "
@@ -106,8 +104,7 @@ def check_api_key(settings: GroupSettings) -> None:
     """An exposed endpoint needs its API key in the secrets file; count the line, never read it out."""
     needed = {FRONTDOOR_API_KEY_ENV} if settings.frontdoor_expose else set()
     for env_name in sorted(needed):
-        count = host.get_fact(Command, command=f"grep -c '^{env_name}=..*' {SECRETS_PATH} 2>/dev/null || true")
-        if str(count or "").strip() in ("", "0"):  # None: no output at all (no secrets file)
+        if not secret_is_set(env_name):
             raise DeployError(f"{host.name}: this group exposes its endpoints, so {SECRETS_PATH} must set "
                               f"{env_name}=<key> (root-only file); add it on the host and deploy again")
 
