@@ -8,6 +8,7 @@ Mistral, system first for Qwen, 400 for an image to a language-only start) and l
 from __future__ import annotations
 
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -232,8 +233,10 @@ def test_an_attacker_at_the_deployed_door_is_refused_at_each_step_and_the_door_k
     # The owner's own request still goes through, and the engine heard nothing of the attacker's.
     code, body = ask(port, "POST", "/v1/chat/completions", CHAT, key=None)
     assert code == 200 and json.loads(body)["choices"][0]["message"]["content"], body
-    heard = engine_log("vllm-qwen36.service", since)
-    assert not any(word in heard for word in ("flush_cache", "invocations", "tokenize", "update_weights", "evil")), heard
+    # The engine's access log: only the routes the door serves were asked for (its start-up lines name files such
+    # as tokenizer.json, so the requests are read, not the words).
+    asked = set(re.findall(r'"(?:GET|POST|PUT|DELETE) (\S+) HTTP', engine_log("vllm-qwen36.service", since)))
+    assert asked <= {"/health", "/v1/models", "/v1/chat/completions"}, asked
     # One journal line per refusal, never a traceback.
     journal = vm_ssh(f"journalctl -u sparkstack-frontdoor -o cat --no-pager --since '{since}'").stdout
     assert journal.count("refused ") >= len(TRAVERSALS) + len(named) + 4 and "Traceback" not in journal, journal[-3000:]
