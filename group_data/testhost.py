@@ -30,6 +30,9 @@ sparkstack_memory_wait_s = 30
 # The guard's floor, scaled like the rest: 30 GB x 0.01 = 0.3 GB. The Spark default (10 GB) would scale
 # to 0.1 GB, too close to the VM's own needs to drive it there safely in a test.
 sparkstack_memory_guard_floor_gb = 30.0
+# The plan's fit threshold is that floor (a model the guard would stop does not fit), so the reserve is what the
+# 30 GB floor leaves for it with the shipped mistral4 (0.75 x 128 = 96 GB claimed): 2 GB, 0.02 GB on the VM.
+sparkstack_os_reserve_gb = 2.0
 sparkstack_switch_lock_wait_s = 300
 
 # The front door, scaled for the VM: a model stays hot at least 20 s, a request is held up to 120 s while

@@ -1,11 +1,16 @@
 """Memory plan: which profiles fit a host's unified memory, with the numbers.
 
-A profile fits a host when
-  * what it holds once loaded plus the OS reserve is within unified memory, and
+The engine's claim is what it will take: the memory fraction its launch script passes it
+(vLLM's --gpu-memory-utilization, SGLang's --mem-fraction-static) times unified memory, or
+what the profile says it holds once loaded (resident_gb, else the weights), whichever is
+larger; the largest over the profile's variants. A profile fits a host when
+  * the claim plus the OS reserve leaves at least the memory guard's floor available
+    (sparkstack_memory_guard_floor_gb: a model the guard would stop does not fit), and
   * for every variant, memory fraction x unified memory covers the weights
     (the engine must be allowed to hold at least the weights).
 A profile that does not fit is refused, with the figures and the number of
-hosts it would need, and is never deployed.
+hosts it would need, and is never deployed. Where the fraction's figure and resident_gb
+disagree by more than CLAIM_DISAGREEMENT, the plan says so: one of them is wrong.
 
 A cluster profile (`cluster:` in its YAML) is placed on a cluster group of at least its
 tensor x pipeline nodes; each node holds its share of the weights and of the resident memory
@@ -22,12 +27,37 @@ from sparkstack.profiles import Profile
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What the engine takes on one node, and the two figures it is the larger of."""
+
+    fraction: float  # the largest memory fraction among the variants
+    told_gb: float  # fraction x unified memory: what the launch script lets the engine take
+    resident_gb: float  # what the profile says one node holds once loaded (its share, on a cluster)
+
+    @property
+    def gb(self) -> float:
+        return max(self.told_gb, self.resident_gb)
+
+    def describe(self, host_gb: float, resident_declared: bool) -> str:
+        told = f"{self.fraction:g} x {_gb(host_gb)} = {_gb(self.told_gb)}"
+        held = "resident" if resident_declared else "weights"
+        if self.told_gb >= self.resident_gb:
+            return f"claim {_gb(self.gb)} ({told} >= {held} {_gb(self.resident_gb)})"
+        return f"claim {_gb(self.gb)} ({held} {_gb(self.resident_gb)} > {told})"
+
+    def disagreement(self) -> float:
+        return abs(self.told_gb - self.resident_gb) / self.resident_gb
+
+
+@dataclass(frozen=True)
 class Fit:
     profile: Profile
     host_gb: float
     reserve_gb: float
     problems: list[str] = field(default_factory=list)
     nodes: int = 1  # the nodes the profile is spread over (its cluster's tensor x pipeline)
+    floor_gb: float = 0.0  # the memory guard's floor: what must stay available with the model loaded
+    claim: Claim | None = None
 
     @property
     def fits(self) -> bool:
@@ -43,17 +73,38 @@ class Fit:
         declared = self.profile.cluster.nodes if self.profile.cluster else 1
         return max(by_memory, declared)
 
+    @property
+    def claim_gb(self) -> float:
+        return self.claim.gb if self.claim else node_share(self.profile, self.nodes)
+
+    @property
+    def notes(self) -> list[str]:
+        """Where the two figures behind the claim disagree enough that one of them is probably wrong."""
+        c = self.claim
+        if c is None or self.profile.memory.resident_gb is None or c.disagreement() <= CLAIM_DISAGREEMENT:
+            return []
+        if c.told_gb > c.resident_gb:
+            fits_resident = math.floor(c.resident_gb / self.host_gb * 100) / 100
+            return [f"memory.fraction {c.fraction:g} lets the engine take {_gb(c.told_gb)}, {_gb(round(c.told_gb - c.resident_gb, 2))} "
+                    f"more than memory.resident_gb {_gb(c.resident_gb)}; the plan counts {_gb(c.gb)} (a fraction of "
+                    f"about {fits_resident:g} matches resident_gb)"]
+        return [f"memory.resident_gb {_gb(c.resident_gb)} is {_gb(round(c.resident_gb - c.told_gb, 2))} more than "
+                f"memory.fraction {c.fraction:g} lets the engine take ({_gb(c.told_gb)}); the plan counts {_gb(c.gb)}"]
+
     def describe(self) -> str:
         p = self.profile
-        share = node_share(p, self.nodes)
-        need = share + self.reserve_gb
+        need = round(self.claim_gb + self.reserve_gb, 2)
         per = "" if self.nodes == 1 else f" per node of {self.nodes}"
-        head = (f"{p.name:<10} {p.engine:<6} weights {_gb(_share(p.memory.weights_gb, self.nodes)):>6}{per}  "
-                f"resident {_gb(share):>6} + reserve {_gb(self.reserve_gb)} = {_gb(need):>6} "
-                f"of {_gb(self.host_gb)}")
+        claim = self.claim.describe(self.host_gb, p.memory.resident_gb is not None) if self.claim else \
+            f"resident {_gb(self.claim_gb)}"
+        head = (f"{p.name:<10} {p.engine:<6} weights {_gb(_share(p.memory.weights_gb, self.nodes))}{per}  "
+                f"{claim} + reserve {_gb(self.reserve_gb)} = {_gb(need)} of {_gb(self.host_gb)}")
         if self.fits:
             where = "" if self.nodes == 1 else f"; placed on {self.nodes} nodes, {self.profile.cluster.backend} multi-node"
-            return f"FITS     {head}  (headroom {_gb(round(self.host_gb - need, 2))}{where})"
+            lines = [f"FITS     {head}  (headroom {_gb(round(self.host_gb - need, 2))} >= guard floor "
+                     f"{_gb(self.floor_gb)}{where})"]
+            lines += [f"         note: {note}" for note in self.notes]
+            return "\n".join(lines)
         lines = [f"REFUSED  {head}"]
         lines += [f"         - {problem}" for problem in self.problems]
         if self.min_hosts > 1:
@@ -85,10 +136,10 @@ class Plan:
         """Cluster profiles that fit the group's nodes."""
         return [f for f in self.fits if f.fits and f.profile.cluster is not None]
 
-    def node_share_gb(self, profile: Profile) -> float:
-        """What one node holds of this profile once loaded (the whole model on a single node)."""
-        fit = next(f for f in self.fits if f.profile.name == profile.name)
-        return node_share(profile, fit.nodes)
+    def claim_gb(self, profile: Profile) -> float:
+        """What the profile's engine takes on one node (the whole model on a single node): the figure the memory gate
+        waits for before a start."""
+        return next(f for f in self.fits if f.profile.name == profile.name).claim_gb
 
     @property
     def refused(self) -> list[Fit]:
@@ -126,15 +177,24 @@ def node_share(profile: Profile, nodes: int) -> float:
     return round(profile.required_memory_gb / nodes + extra, 2)
 
 
+# How far the fraction's figure and resident_gb may differ (relative to resident_gb) before the plan says so.
+CLAIM_DISAGREEMENT = 0.10
+
 # How far below the lock's recorded size a profile's weights_gb may be (the files the engine loads include configs
 # and tokenizers; rounding in a profile is fine, a figure from another quantisation is not).
 LOCKED_WEIGHTS_MARGIN = 0.10
 
 
+def claim_of(profile: Profile, host_gb: float, nodes: int) -> Claim:
+    fraction = max(profile.resolve(v).memory_fraction for v in profile.variant_names)
+    return Claim(fraction, round(fraction * host_gb, 2), node_share(profile, nodes))
+
+
 def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes: int = 1,
-              locked: tuple[str, float] | None = None) -> Fit:
+              locked: tuple[str, float] | None = None, *, floor_gb: float) -> Fit:
     """Does the profile fit this group's hosts? A cluster profile is checked per node, on a group of enough nodes.
-    `locked` is (repo, GB) of the model's files as the group's lock records them."""
+    `locked` is (repo, GB) of the model's files as the group's lock records them; `floor_gb` is the memory guard's
+    floor, what must stay available with the model loaded."""
     problems = []
     if locked and profile.memory.weights_gb < locked[1] * (1 - LOCKED_WEIGHTS_MARGIN):
         problems.append(f"memory.weights_gb {_gb(profile.memory.weights_gb)} is more than "
@@ -148,13 +208,21 @@ def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes
     # On too few nodes the figures are those of the nodes there are, so the numbers show why.
     nodes = min(nodes, cluster_nodes)
     per = "" if nodes == 1 else f" per node of {nodes}"
-    resident = node_share(profile, nodes)
+    claim = claim_of(profile, host_gb, nodes)
     weights = _share(profile.memory.weights_gb, nodes)
-    need = resident + reserve_gb
+    need = round(claim.gb + reserve_gb, 2)
+    left = round(host_gb - need, 2)
     if need > host_gb:
-        what = "resident memory" if profile.memory.resident_gb else "weights (resident memory not declared)"
-        problems.append(f"{what}{per} {_gb(resident)} + OS reserve {_gb(reserve_gb)} = "
-                        f"{_gb(need)} exceeds {_gb(host_gb)} of unified memory")
+        problems.append(f"{claim.describe(host_gb, profile.memory.resident_gb is not None)}{per} + OS reserve "
+                        f"{_gb(reserve_gb)} = {_gb(need)} exceeds {_gb(host_gb)} of unified memory")
+    elif left < floor_gb:
+        problems.append(f"{claim.describe(host_gb, profile.memory.resident_gb is not None)}{per} + OS reserve "
+                        f"{_gb(reserve_gb)} = {_gb(need)} leaves {_gb(left)} of {_gb(host_gb)}, below the memory "
+                        f"guard's floor of {_gb(floor_gb)} (sparkstack_memory_guard_floor_gb): the guard would stop it")
+    if left < floor_gb and claim.told_gb >= claim.resident_gb:
+        most = math.floor((host_gb - reserve_gb - floor_gb) / host_gb * 100) / 100
+        if most * host_gb >= weights and most > 0:
+            problems.append(f"memory.fraction {claim.fraction:g}: at most {most:g} leaves the guard's floor here")
     for variant in profile.variant_names:
         fraction = profile.resolve(variant).memory_fraction
         budget = fraction * host_gb
@@ -162,7 +230,7 @@ def check_fit(profile: Profile, host_gb: float, reserve_gb: float, cluster_nodes
             label = "" if variant == "default" else f" (variant {variant})"
             problems.append(f"memory fraction {fraction:g} x {_gb(host_gb)} = {_gb(round(budget, 1))} "
                             f"cannot hold {_gb(weights)} of weights{per}{label}")
-    return Fit(profile, host_gb, reserve_gb, problems, nodes)
+    return Fit(profile, host_gb, reserve_gb, problems, nodes, floor_gb, claim)
 
 
 def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live_gb: float | None = None,
@@ -179,7 +247,8 @@ def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live
         profiles = [by_name[m] for m in settings.models]
     source, note = settings.memory_source(group, live_gb)
     plan = Plan(group, host_gb, settings.os_reserve_gb,
-                [check_fit(p, host_gb, settings.os_reserve_gb, settings.cluster_nodes, (locked or {}).get(p.name))
+                [check_fit(p, host_gb, settings.os_reserve_gb, settings.cluster_nodes, (locked or {}).get(p.name),
+                           floor_gb=settings.memory_guard_floor_gb)
                  for p in profiles],
                 cluster_ready=bool(settings.cluster_addresses), memory_source=source, memory_note=note)
     if settings.models is not None and plan.refused:

@@ -321,8 +321,8 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "variants": p.variant_names,
             "default_variant": p.effective_default_variant,
             "readiness_timeout_s": p.readiness_timeout_s,
-            # What this host holds: a cluster model's share per node.
-            "required_memory_gb": round((plan.node_share_gb(p) if plan else p.required_memory_gb)
+            # What the engine takes on this host (a cluster model: per node), as the plan counts it.
+            "required_memory_gb": round((plan.claim_gb(p) if plan else p.required_memory_gb)
                                         * settings.switch_memory_scale, 3),
             "cluster": registry_entry(node, settings, p.cluster.nodes, p.cluster.backend) if p.cluster and node else None,
             "vision": p.vision,

@@ -144,7 +144,7 @@ def test_memory_gate_refuses_with_the_numbers(deployed):
     env = registry_copy({"qwen36": {"required_memory_gb": 500}})
     code, out = switch("qwen", env)
     assert code == 1
-    assert "refusing to start qwen36: the host has" in out and "less than 500 GB for qwen36 + 0.08 GB reserve" in out
+    assert "refusing to start qwen36: the host has" in out and "less than 500 GB for qwen36 + 0.02 GB reserve" in out
     assert running() == []
 
 

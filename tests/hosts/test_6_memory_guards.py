@@ -2,7 +2,7 @@
 
 Real memory pressure in the 2 GB VM: a `hog` process allocates and touches memory and holds it,
 for a while (memory an engine frees late) or for good. The group's figures are scaled by 0.01
-(group_data/testhost.py): qwen36 needs 0.67 + 0.08 GB, mistral4 0.82 + 0.08 GB, the guard's floor
+(group_data/testhost.py): qwen36 needs 0.67 + 0.02 GB, mistral4 0.96 + 0.02 GB (each the plan's claim), the guard's floor
 is 0.3 GB and the wait for room is bounded at 30 s.
 """
 

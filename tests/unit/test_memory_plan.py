@@ -21,7 +21,7 @@ def test_spark_plan_admits_qwen_and_mistral_and_refuses_glm(profiles):
 
 
 def test_glm_refusal_carries_the_numbers(profiles):
-    fit = check_fit(profiles["glm51"], host_gb=128, reserve_gb=8)
+    fit = check_fit(profiles["glm51"], host_gb=128, reserve_gb=8, floor_gb=10)
     assert not fit.fits
     text = fit.describe()
     assert "377 GB" in text and "128 GB" in text
@@ -29,23 +29,82 @@ def test_glm_refusal_carries_the_numbers(profiles):
     assert fit.min_hosts == 4
 
 
+# The claim is the larger of fraction x host and resident_gb; with the reserve it must leave the guard's floor.
 @pytest.mark.parametrize("name,host_gb,reserve_gb,fits", [
-    ("qwen36", 128, 8, True),      # 67 + 8 = 75 <= 128
-    ("qwen36", 74, 8, False),      # 67 + 8 = 75 > 74
-    ("qwen36", 75, 8, True),       # exactly full still fits
-    ("mistral4", 128, 8, True),    # 82 + 8 = 90
-    ("mistral4", 128, 50, False),  # 82 + 50 = 132
-    ("mistral4", 89, 0, True),     # 0.75 x 89 = 66.75 >= 60 weights
+    ("qwen36", 128, 8, True),      # claim 67 (resident > 0.5 x 128 = 64): 128 - 75 = 53 left
+    ("qwen36", 84, 8, False),      # 84 - 75 = 9 left, below the 10 GB floor
+    ("qwen36", 85, 8, True),       # exactly the floor left still fits
+    ("mistral4", 128, 8, True),    # claim 96 (0.75 x 128 > resident 82): 24 left
+    ("mistral4", 128, 30, False),  # 128 - 96 - 30 = 2 left
+    ("mistral4", 92, 0, True),     # claim 82 (resident > 0.75 x 92 = 69): 10 left
     ("mistral4", 81, 0, False),    # 82 GB resident > 81
 ])
 def test_fit_boundaries(profiles, name, host_gb, reserve_gb, fits):
-    fit = check_fit(profiles[name], host_gb, reserve_gb)
+    fit = check_fit(profiles[name], host_gb, reserve_gb, floor_gb=10)
     assert fit.fits is fits, fit.describe()
+
+
+def _with_memory(profile, **memory):
+    return profile.model_copy(update={"memory": profile.memory.model_copy(update=memory)})
+
+
+def test_a_fraction_above_what_resident_gb_says_is_what_the_plan_counts(profiles):
+    # A new user's profile: fraction 0.95 and no resident_gb. The engine is told 0.95 x 128 GB and takes it.
+    greedy = _with_memory(profiles["qwen36"], fraction=0.95, resident_gb=None)
+    fit = check_fit(greedy, 128, 8, floor_gb=10)
+    assert not fit.fits
+    assert ("claim 121.6 GB (0.95 x 128 GB = 121.6 GB >= weights 22 GB) + OS reserve 8 GB = 129.6 GB exceeds 128 GB "
+            "of unified memory") in fit.describe()
+    assert "memory.fraction 0.95: at most 0.85 leaves the guard's floor here" in fit.describe()
+
+
+def test_a_model_the_guard_would_stop_does_not_fit(profiles):
+    # 0.88 x 128 = 112.64 GB + 8 GB leaves 7.36 GB: it loads, and the guard stops it below its 10 GB floor.
+    fit = check_fit(_with_memory(profiles["qwen36"], fraction=0.88), 128, 8, floor_gb=10)
+    assert not fit.fits
+    assert ("claim 112.64 GB (0.88 x 128 GB = 112.64 GB >= resident 67 GB) + OS reserve 8 GB = 120.64 GB leaves "
+            "7.36 GB of 128 GB, below the memory guard's floor of 10 GB (sparkstack_memory_guard_floor_gb): the guard "
+            "would stop it") in fit.describe()
+    # The floor is the group's one setting: the plan reads the same figure the guard is rendered with.
+    strict = GroupSettings(memory_guard_floor_gb=30)
+    plan = make_plan("spark", [profiles["mistral4"], profiles["qwen36"]], strict)
+    assert [p.name for p in plan.deployable] == ["qwen36"]  # mistral4: 128 - 96 - 8 = 24 left < 30
+
+
+def test_a_claim_far_from_resident_gb_is_pointed_out(profiles):
+    fit = check_fit(profiles["mistral4"], 128, 8, floor_gb=10)
+    assert fit.fits
+    assert ("note: memory.fraction 0.75 lets the engine take 96 GB, 14 GB more than memory.resident_gb 82 GB; "
+            "the plan counts 96 GB (a fraction of about 0.64 matches resident_gb)") in fit.describe()
+    # qwen36's two figures are 3 GB apart (within 10% of its 67 GB): no note.
+    assert "note:" not in check_fit(profiles["qwen36"], 128, 8, floor_gb=10).describe()
+
+
+def test_the_plan_counts_what_the_launch_scripts_pass_the_engines(profiles):
+    import json
+
+    from sparkstack.render import render
+
+    loaded = load_profiles()
+    settings = load_group_settings("spark")
+    plan = make_plan("spark", [lp.profile for lp in loaded], settings)
+    files = {f.path: f.content for f in render("spark", loaded, settings, plan).files}
+    registry = json.loads(next(c for p, c in files.items() if p.endswith("/models.json")))
+    for profile in plan.deployable:
+        script = next(c for p, c in files.items() if p.endswith(f"/launch-{profile.name}"))
+        flag = {"vllm": "--gpu-memory-utilization", "sglang": "--mem-fraction-static"}[profile.engine]
+        told = float(script.split(flag, 1)[1].split()[0].strip("'\"\\"))
+        fit = next(f for f in plan.fits if f.profile is profile)
+        assert told == fit.claim.fraction
+        assert fit.claim.told_gb == round(told * plan.host_gb, 2)
+        # The memory gate waits for the very figure the plan counted.
+        assert registry["models"][profile.name]["required_memory_gb"] == fit.claim_gb
+    assert registry["memory_guard_floor_gb"] == settings.memory_guard_floor_gb
 
 
 def test_fraction_must_cover_the_weights(profiles):
     # 0.5 x 40 = 20 GB < 22 GB of qwen36 weights, even with a large host otherwise.
-    fit = check_fit(profiles["qwen36"].model_copy(update={"memory": profiles["qwen36"].memory.model_copy(update={"resident_gb": 30})}), 40, 0)
+    fit = check_fit(_with_memory(profiles["qwen36"], resident_gb=30), 40, 0, floor_gb=0)
     assert not fit.fits
     assert "memory fraction 0.5 x 40 GB = 20 GB cannot hold 22 GB of weights" in fit.describe()
 
@@ -53,7 +112,7 @@ def test_fraction_must_cover_the_weights(profiles):
 def test_reserve_is_configurable(profiles):
     tight = GroupSettings(os_reserve_gb=50)
     plan = make_plan("spark", [profiles["mistral4"], profiles["qwen36"]], tight)
-    assert [p.name for p in plan.deployable] == ["qwen36"]  # 67 + 50 = 117 fits, 82 + 50 = 132 does not
+    assert [p.name for p in plan.deployable] == ["qwen36"]  # 67 + 50 = 117 leaves 11, 96 + 50 = 146 does not fit
 
 
 def test_live_memory_is_used_when_the_group_does_not_declare_it(profiles):
@@ -77,8 +136,9 @@ def test_glm_is_placed_on_a_four_node_cluster_with_the_figures_per_node(profiles
     plan = make_plan("cluster", list(profiles.values()), load_group_settings("cluster"))
     fit = next(f for f in plan.fits if f.profile.name == "glm51")
     assert fit.fits and fit.nodes == 4
-    assert ("glm51      vllm   weights 94.25 GB per node of 4  resident 94.25 GB + reserve 8 GB = 102.25 GB of 128 GB  "
-            "(headroom 25.75 GB; placed on 4 nodes, native multi-node)") in fit.describe()
+    assert ("glm51      vllm   weights 94.25 GB per node of 4  claim 102.4 GB (0.8 x 128 GB = 102.4 GB >= weights "
+            "94.25 GB) + reserve 8 GB = 110.4 GB of 128 GB  (headroom 17.6 GB >= guard floor 10 GB; placed on 4 nodes, "
+            "native multi-node)") in fit.describe()
     # placed, but not deployed: nothing renders a cluster model per node yet
     assert [f.profile.name for f in plan.placed_clusters] == ["glm51"]
     assert "glm51" not in [p.name for p in plan.deployable]
@@ -86,12 +146,13 @@ def test_glm_is_placed_on_a_four_node_cluster_with_the_figures_per_node(profiles
 
 
 def test_glm_on_three_nodes_is_refused_with_the_per_node_numbers(profiles):
-    fit = check_fit(profiles["glm51"], host_gb=128, reserve_gb=8, cluster_nodes=3)
+    fit = check_fit(profiles["glm51"], host_gb=128, reserve_gb=8, cluster_nodes=3, floor_gb=10)
     assert not fit.fits
     text = fit.describe()
     assert "tensor_parallel 4 x pipeline_parallel 1 = 4 nodes, but this group has 3" in text
-    # 377 / 3 = 125.67 GB per node: more than 0.9 x 128 GB and, with the reserve, more than 128 GB
-    assert "weights (resident memory not declared) per node of 3 125.67 GB + OS reserve 8 GB = 133.67 GB exceeds 128 GB" in text
+    # 377 / 3 = 125.67 GB per node: more than 0.8 x 128 GB and, with the reserve, more than 128 GB
+    assert ("claim 125.67 GB (weights 125.67 GB > 0.8 x 128 GB = 102.4 GB) per node of 3 + OS reserve 8 GB = 133.67 GB "
+            "exceeds 128 GB") in text
     assert "needs at least 4 hosts of 128 GB; not deployed" in text
 
 
@@ -115,12 +176,12 @@ def test_weights_far_below_what_the_lock_records_are_refused_with_both_numbers(p
     qwen = profiles["qwen36"]
     declared = qwen.memory.weights_gb
     # The lock says the repo's files weigh twice what the profile declares (another quantisation, say).
-    fit = check_fit(qwen, 128, 8, locked=("org/qwen", declared * 2))
+    fit = check_fit(qwen, 128, 8, locked=("org/qwen", declared * 2), floor_gb=10)
     assert not fit.fits
     assert (f"memory.weights_gb {declared:g} GB is more than 10% below the {declared * 2:g} GB the lock records for "
             f"org/qwen; set memory.weights_gb to at least {declared * 2:g} GB") in fit.describe()
     # Within 10% (configs and rounding), the declared figure stands.
-    assert check_fit(qwen, 128, 8, locked=("org/qwen", declared * 1.05)).fits
+    assert check_fit(qwen, 128, 8, locked=("org/qwen", declared * 1.05), floor_gb=10).fits
 
 
 def test_the_plan_reads_the_groups_lock(profiles, tmp_path, monkeypatch):
