@@ -257,6 +257,49 @@ def verify_command(host, url, model, variant, ssh_config, runs, max_tokens, read
                         api_key_env, as_json, show_history, history_file, variant))
 
 
+@main.group(invoke_without_command=True)
+@click.pass_context
+def engines(ctx) -> None:
+    """The engine release snapshots (sparkstack/engines/releases/) and which profile checks against which."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sparkstack.engines.release import admits, committed_releases
+    from sparkstack.profiles import release_findings
+
+    profiles = [lp.profile for lp in valid_profiles()]
+    for release in committed_releases():
+        checked = [p for p in profiles if p.engine == release.engine and admits(p.engine_version, release.version)]
+        parts = []
+        for p in checked:
+            found = release_findings(p, release)
+            parts.append(p.name if not found else f"{p.name} ({len(found)} finding(s))")
+        defaults = "defaults recorded" if any(a.default is not None for a in release.actions) else "no defaults recorded"
+        click.echo(f"{release.label:<16} {len(release.actions):>4} options, {len(release.env_vars):>4} env vars, "
+                   f"{defaults}; checks: {', '.join(parts) or 'no profile admits it'}")
+    uncovered = [p.name for p in profiles if not any(admits(p.engine_version, r.version)
+                                                     for r in committed_releases(p.engine))]
+    if uncovered:
+        click.echo(f"no snapshot admitted by: {', '.join(uncovered)} (tools/snapshot_engine.py ENGINE==VERSION)")
+
+
+@engines.command("diff")
+@click.argument("engine")
+@click.argument("old")
+@click.argument("new")
+def engines_diff(engine: str, old: str, new: str) -> None:
+    """What changed from release OLD to NEW in the flags and env vars the profiles use (removed, values, defaults)."""
+    from sparkstack.engines.diff import diff
+    from sparkstack.engines.release import committed_releases
+
+    releases = {r.version: r for r in committed_releases(engine)}
+    missing = [v for v in (old, new) if v not in releases]
+    if missing:
+        fail(f"engines diff: no {engine} snapshot for {', '.join(missing)} (have: {', '.join(releases) or 'none'}); "
+             f"make one with `python tools/snapshot_engine.py {engine}=={missing[0]}`")
+    for line in diff(releases[old], releases[new], [lp.profile for lp in valid_profiles()]):
+        click.echo(line)
+
+
 NODE_OPTION = click.option("--node", type=click.IntRange(1, 4), default=1, show_default=True,
                            help="Which node: 1 is the main one (the `testhost` group, a cluster's head).")
 

@@ -145,6 +145,10 @@ class Profile(StrictModel):
     # --moe-backend, SGLang --moe-runner-backend); the adapter spells it for the declared release
     # and refuses a backend the target GPU cannot run.
     moe_backend: Token | None = None
+    # The checkpoint's quantization as its config.json names it (quantization_config.quant_method:
+    # compressed-tensors, fp8, awq, modelopt, ...), or "none" for unquantized weights. Engines pick MoE
+    # kernels by it: vLLM refuses --moe-backend marlin for an unquantized MoE.
+    checkpoint_quantization: Token | None = None
     env: dict[EnvName, ArgText] = {}
     extra_args: list[ArgText] = []
     variants: dict[Annotated[str, Field(pattern=NAME_PATTERN)], Variant] = {}
@@ -527,7 +531,15 @@ def engine_release_errors(loaded: list[LoadedProfile]) -> list[ProfileError]:
 def release_findings(profile: Profile, release) -> list[tuple[str, object]]:
     """(PROFILE[/VARIANT], Finding) for everything one engine release refuses or ignores in a profile."""
     adapter = adapter_for(profile.engine)
-    found = []
+    return [(subject, finding) for subject, argv, env in rendered_launches(profile)
+            for finding in adapter.check(argv, env, release)]
+
+
+def rendered_launches(profile: Profile) -> list[tuple[str, list[str], dict[str, str]]]:
+    """(PROFILE[/VARIANT], engine argv, engine env) for each variant, as its launch script runs it (a cluster
+    profile as a worker rank), with revisions as the profile writes them."""
+    adapter = adapter_for(profile.engine)
+    launches = []
     for variant in profile.variant_names:
         resolved = profile.resolve(variant)
         subject = profile.name if variant == "default" else f"{profile.name}/{variant}"
@@ -535,9 +547,8 @@ def release_findings(profile: Profile, release) -> list[tuple[str, object]]:
         env = adapter.environment(profile, resolved)
         if profile.cluster:
             env |= adapter.cluster_environment(profile, _SAMPLE_WORKER)
-        for finding in adapter.check(argv, env, release):
-            found.append((subject, finding))
-    return found
+        launches.append((subject, argv, env))
+    return launches
 
 
 # A worker rank (it carries every multi-node flag, --headless too), for checking a cluster profile's

@@ -46,10 +46,19 @@ def expectations_from_profiles(word: str | None, served: str | None, variant: st
 
 
 def served_names(client: Client) -> list[str]:
+    """What the endpoint serves. Through the front door (its entries say which model is hot) only the hot
+    model counts: the others are cold, and a request for one would be refused or start a switch."""
     try:
-        return [m.get("id") for m in client.request("GET", "/v1/models").json().get("data", [])]
-    except (Instrument, ValueError):
+        data = client.request("GET", "/v1/models").json().get("data", [])
+    except (Instrument, ValueError, AttributeError):
         return []  # the readiness check will say why
+    if any(isinstance(m, dict) and "hot" in m for m in data):
+        hot = [m.get("id") for m in data if m.get("hot")]
+        if not hot:
+            raise UsageError("the endpoint is sparkstack's front door and no model is hot behind it; switch one "
+                             "(llm-switch NAME on the host) or pass --model NAME")
+        return hot
+    return [m.get("id") for m in data if isinstance(m, dict)]
 
 
 def expectations_from_host(host: str, ssh_config: Path | None, word: str | None) -> tuple[Expectations, int]:
@@ -91,7 +100,8 @@ def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, reg
         except UsageError as exc:
             click.echo(f"verify: {exc}", err=True)
             return EXIT_USAGE
-        e = e or Expectations(names[0] if names else (model or "unknown"), tokens_per_chunk_max=None)
+        # A --model that names no profile is the served name to measure, never the first one listed.
+        e = e or Expectations(model or (names[0] if names else "unknown"), tokens_per_chunk_max=None)
         report = run_checks(client, e, runs, max_tokens, regression_share)
     else:
         if ssh_config is None and host == testhost.HOST_ALIAS and testhost.ssh_config_file().is_file():

@@ -28,6 +28,8 @@ class Action:
     options: tuple[str, ...]
     nargs: int | str | None
     choices: tuple[str, ...] | None
+    # The parser's default as JSON text; None where the snapshot predates recording defaults.
+    default: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class EngineRelease:
     # Values the engine checks after parsing (tool and reasoning parser registries, ...): flag -> allowed.
     value_choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
     env_vars: frozenset[str] = frozenset()
+    # What each env var reads as when unset, as JSON text (vLLM snapshots since defaults were recorded).
+    env_defaults: dict[str, str] = field(default_factory=dict)
     # Keys of vLLM's --speculative-config JSON and the methods it takes (empty for engines without one).
     speculative_config_keys: frozenset[str] = frozenset()
     speculative_methods: tuple[str, ...] = ()
@@ -83,7 +87,8 @@ class EngineRelease:
     @classmethod
     def from_document(cls, document: dict, source: str) -> "EngineRelease":
         try:
-            actions = tuple(Action(tuple(a["options"]), a["nargs"], tuple(a["choices"]) if a["choices"] is not None else None)
+            actions = tuple(Action(tuple(a["options"]), a["nargs"], tuple(a["choices"]) if a["choices"] is not None else None,
+                                   json.dumps(a["default"], sort_keys=True) if "default" in a else None)
                             for a in document["actions"])
             Version(document["version"])
             return cls(
@@ -93,6 +98,7 @@ class EngineRelease:
                 actions=actions,
                 value_choices={k: tuple(v) for k, v in (document.get("value_choices") or {}).items()},
                 env_vars=frozenset(document.get("env_vars") or ()),
+                env_defaults={k: json.dumps(v, sort_keys=True) for k, v in (document.get("env_defaults") or {}).items()},
                 speculative_config_keys=frozenset(document.get("speculative_config_keys") or ()),
                 speculative_methods=tuple(document.get("speculative_methods") or ()),
                 ray_version=(document["ray"] or "") if "ray" in document else None,

@@ -29,6 +29,11 @@ MOE_BACKEND_DEVICES = {
 # off FlashInfer's CUTLASS MoE kernels (see `moe_backend` in sparkstack/profiles.py), so older
 # releases have no spelling for the setting and a profile that sets it must declare >= 0.23.0.
 MOE_BACKEND_FLAG_SINCE = Version("0.23.0")
+# What vLLM says when --moe-backend marlin meets an unquantized MoE, captured from vLLM 0.24.0 on an H200
+# (tests/contracts/vllm-0.24.0/marlin-unquantized.json; ../shared/REAL-ENGINE.md). Marlin runs quantized
+# weights only: with --quantization fp8 (weight-only FP8 through Marlin) the same model starts.
+MARLIN_UNQUANTIZED_REFUSAL = ("moe_backend='marlin' is not supported for unquantized MoE. Expected one of "
+                              "['triton', 'flashinfer_trtllm', 'flashinfer_cutlass', 'aiter']")
 
 
 class VllmAdapter(EngineAdapter):
@@ -203,6 +208,16 @@ class VllmAdapter(EngineAdapter):
             errors.append(("moe_backend", f"vLLM's {backend!r} MoE backend does not run on compute capability {cc} "
                            f"(the target GPU); vLLM refuses it at load. Backends that do: "
                            f"{', '.join(b for b, ok in sorted(MOE_BACKEND_DEVICES.items()) if ok(compute_capability))}"))
+        if backend == "marlin":
+            quantized_at_load = any(a == "--quantization" or a.startswith("--quantization=") for a in profile.extra_args)
+            if profile.checkpoint_quantization is None and not quantized_at_load:
+                errors.append(("checkpoint_quantization", "moe_backend marlin runs quantized MoE weights only, and "
+                               "the profile does not say whether the checkpoint is quantized; set "
+                               "checkpoint_quantization to its config.json quantization_config.quant_method, or none"))
+            elif profile.checkpoint_quantization == "none" and not quantized_at_load:
+                errors.append(("moe_backend", f"marlin with an unquantized checkpoint: vLLM refuses it at start "
+                               f"({MARLIN_UNQUANTIZED_REFUSAL}); choose one of those backends, or quantize at load "
+                               "(extra_args: [--quantization, fp8])"))
         if _lowest_admitted(profile.engine_version) < MOE_BACKEND_FLAG_SINCE:
             errors.append(("engine_version", f"{profile.engine_version!r} admits vLLM releases before "
                            f"{MOE_BACKEND_FLAG_SINCE}, which have no --moe-backend to spell moe_backend with; "

@@ -27,6 +27,21 @@ def _literal_values(tp):
     return values
 
 
+def _env_defaults(envs):
+    """What each variable reads as when unset (its getter, called with the variable removed)."""
+    defaults = {}
+    for name, getter in envs.environment_variables.items():
+        saved = os.environ.pop(name, None)
+        try:
+            defaults[name] = plain(getter())  # noqa: F821 (probes/common.py is sent ahead of this file)
+        except Exception:  # a getter that needs more than its own variable: recorded as unknown
+            defaults[name] = "<unknown>"
+        finally:
+            if saved is not None:
+                os.environ[name] = saved
+    return defaults
+
+
 def probe():
     import vllm
     import vllm.envs as envs
@@ -60,6 +75,7 @@ def probe():
         "actions": describe_parser(parser),  # noqa: F821 (probes/common.py is sent ahead of this file)
         "value_choices": value_choices,
         "env_vars": sorted(envs.environment_variables),
+        "env_defaults": _env_defaults(envs),
         "speculative_config_keys": sorted(f.name for f in dataclasses.fields(speculative_config)),
         "speculative_methods": sorted(set(_literal_values(speculative_method))),
     }
