@@ -153,10 +153,13 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | N
     plan = payload.get("plan") or []
     if not plan:
         return DriftReport(EXIT_UNKNOWN, problem=f"pyinfra planned no operation for {', '.join(named)}; an empty plan checks nothing")
-    answered = set(re.findall(r"\[([^\]]+)\]\s+Ready: deploy\.py", stderr))
+    # One host per line; a diff printed just before (a JSON list opening "[") must not be read as a host name.
+    answered = set(re.findall(r"^[ \t]*\[([^\]\[\n]+)\][ \t]+Ready: deploy\.py", stderr, re.MULTILINE))
     missing = [h for h in named if h not in answered]
     if missing:
-        return DriftReport(EXIT_UNKNOWN, problem=f"{len(answered)} of {len(named)} hosts answered; not checked: {', '.join(missing)}")
+        tail = "\n".join(stderr.strip().splitlines()[-15:])
+        return DriftReport(EXIT_UNKNOWN, problem=f"{len(answered & set(named))} of {len(named)} hosts answered; not checked: "
+                                                 f"{', '.join(missing)}; pyinfra said:\n{tail}")
     changes = [(host, op["name"]) for op in plan for host in op["hosts_with_change"]]
     report = DriftReport(EXIT_DRIFT if changes else EXIT_CLEAN, changes=changes, operations=len(plan), hosts=sorted(answered))
     if changes:

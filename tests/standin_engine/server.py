@@ -147,7 +147,67 @@ def template_error(model, messages):
     return None
 
 
-def make_handler(served, language_only, settings, ready, engine="vllm", model=""):
+def error_body(engine, code, message, kind):
+    """An error as the engine shapes it: vLLM ErrorResponse {"error": ErrorInfo}; SGLang a flat ErrorResponse."""
+    if engine == "sglang":
+        return {"object": "error", "message": message, "type": kind, "param": None, "code": code}
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+# Routes the engine serves, by method (vLLM 0.24.0's OpenAI server, as captured in tests/contracts/). A path
+# outside them is 404 {"detail": "Not Found"}; a known path with another method 405 with `allow` (FastAPI's own).
+GET_ROUTES = ("/health", "/v1/models", "/metrics", "/version", "/server_info", "/standin/cmdline")
+POST_ROUTES = ("/v1/chat/completions", "/v1/completions")
+
+
+class Metrics:
+    """The engine's own counters, kept as vLLM keeps them, for what reads /metrics (verify, the door)."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.prompt = self.generated = self.decode_sum = self.ttft_sum = 0.0
+        self.requests = self.decode_count = self.ttft_count = 0
+
+    def finished(self, prompt_tokens, generated, ttft_s, decode_s):
+        with self.lock:
+            self.requests += 1
+            self.prompt += prompt_tokens
+            self.generated += generated
+            if generated:
+                self.ttft_sum += ttft_s
+                self.ttft_count += 1
+                self.decode_sum += decode_s
+                self.decode_count += 1
+
+    def exposition(self, served):
+        label = f'{{engine="0",model_name="{served}"}}'
+        with self.lock:
+            families = [
+                ("vllm:num_requests_running", "gauge", [("", 0)]),
+                ("vllm:prompt_tokens", "counter", [("_total", self.prompt)]),
+                ("vllm:generation_tokens", "counter", [("_total", self.generated)]),
+                ("vllm:request_success", "counter", [("_total", self.requests)]),
+                ("vllm:time_to_first_token_seconds", "histogram",
+                 [("_count", self.ttft_count), ("_sum", self.ttft_sum)]),
+                ("vllm:request_decode_time_seconds", "histogram",
+                 [("_count", self.decode_count), ("_sum", self.decode_sum)]),
+            ]
+        lines = []
+        for name, kind, samples in families:
+            lines += [f"# HELP {name} stand-in counter", f"# TYPE {name} {kind}"]
+            if kind == "histogram":
+                count = samples[0][1]
+                lines.append(f'{name}_bucket{{engine="0",le="+Inf",model_name="{served}"}} {float(count)}')
+            lines += [f"{name}{suffix}{label} {float(value)}" for suffix, value in samples]
+        return "\n".join(lines) + "\n"
+
+
+def make_handler(served, language_only, settings, ready, engine="vllm", model="", served_names=None,
+                 max_model_len=None, auto_tools=True):
+    """served: the first served name; served_names: all of them (vLLM takes several); max_model_len: the context,
+    which requests are checked against as the engine checks them; auto_tools: started with the tool-call parser
+    flags (vLLM: --enable-auto-tool-choice), without which tool_choice "auto" is refused."""
+    names = list(served_names or [served])
     token_rate = float(settings.get("token_rate", 200))
     hang = bool(settings.get("hang"))
     zero_tokens = bool(settings.get("zero_tokens"))
@@ -161,6 +221,8 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
     thinking_always = bool(settings.get("thinking_always"))
     finish_override = settings.get("finish_reason")
     no_done = bool(settings.get("no_done"))
+    started = int(time.time())
+    metrics = Metrics()
 
     def thinking_on(body):
         # Qwen3's template (and the engines) switch thinking off with chat_template_kwargs.enable_thinking=false.
@@ -169,23 +231,45 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
         return thinking_tokens > 0 and (body.get("chat_template_kwargs") or {}).get("enable_thinking", True) is not False
 
     def generate(text, max_tokens, thinking):
-        """(kind, text) pieces, one per token, and the finish reason: thinking first, then the answer, cut at max_tokens."""
-        answer = [("content", answer_text)] if "12*17" in text else [("content", f"tok{i} ") for i in range(max_tokens)]
+        """(kind, text) pieces, one per token, and the finish reason: thinking first, then the answer, cut at
+        max_tokens. 12*17 has an answer that ends (finish stop, when it fits before max_tokens); anything else
+        rambles on, as a model does, until max_tokens cuts it (finish length, as vLLM says then)."""
+        natural = "12*17" in text
+        answer = [("content", answer_text)] if natural else [("content", f"tok{i} ") for i in range(max_tokens)]
         thought = [("reasoning", "12*17=204 " if i == 0 else f"think{i} ") for i in range(thinking_tokens)]
         pieces = (thought if thinking else []) + answer
-        return pieces[:max_tokens], ("length" if len(pieces) > max_tokens else "stop")
+        return pieces[:max_tokens], ("stop" if natural and len(pieces) < max_tokens else "length")
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self):
+            super().setup()
+            # As uvicorn does: each SSE chunk leaves at once, not held back by Nagle's algorithm until the
+            # client's delayed ACK (up to 40 ms), which would skew every client-side clock.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, fmt, *args):
             sys.stderr.write(f"standin: {self.address_string()} {fmt % args}\n")
             sys.stderr.flush()
 
-        def send_json(self, code, body):
+        def send_json(self, code, body, headers=None):
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def send_error_body(self, code, message, kind):
+            return self.send_json(code, error_body(engine, code, message, kind))
+
+        def send_text(self, code, text, content_type):
+            data = text.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -193,105 +277,168 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
         def authorized(self):
             key = os.environ.get("VLLM_API_KEY")
             if key and self.headers.get("Authorization") != f"Bearer {key}":
-                self.send_json(401, {"error": "unauthorized"})
+                self.send_json(401, {"error": "Unauthorized"})  # vLLM's key middleware: a bare string
                 return False
             return True
+
+        def routed(self, method):
+            """False (after answering) for a path the engine does not serve with this method."""
+            mine, other = (GET_ROUTES, POST_ROUTES) if method == "GET" else (POST_ROUTES, GET_ROUTES)
+            if self.path in mine:
+                return True
+            if self.path in other:
+                self.send_json(405, {"detail": "Method Not Allowed"}, {"Allow": "POST" if method == "GET" else "GET"})
+            else:
+                self.send_json(404, {"detail": "Not Found"})
+            return False
 
         def do_GET(self):
             if hang:
                 time.sleep(3600)
+            if not self.routed("GET"):
+                return None
             if self.path == "/health":
                 if ready.is_set():
-                    self.send_json(200, {})
-                else:
-                    self.send_json(503, {"error": "not ready"})
-            elif self.path == "/v1/models":
+                    return self.send_text(200, "", "application/json")
+                return self.send_error_body(503, "not ready", "ServiceUnavailableError")
+            if self.path == "/v1/models":
                 if self.authorized():
-                    self.send_json(200, {"object": "list", "data": [{"id": served, "object": "model", "owned_by": "standin"}]})
-            elif self.path == ("/version" if engine == "vllm" else "/server_info"):
+                    self.send_json(200, {"object": "list", "data": [
+                        {"id": name, "object": "model", "created": started, "owned_by": engine, "root": model or served,
+                         "parent": None, "max_model_len": max_model_len, "permission": []} for name in names]})
+                return None
+            if self.path == "/metrics" and engine == "vllm":
+                return self.send_text(200, metrics.exposition(served), "text/plain; version=0.0.4; charset=utf-8")
+            if self.path == ("/version" if engine == "vllm" else "/server_info"):
                 # vLLM: GET /version; SGLang: GET /server_info carries "version" (their http servers).
-                self.send_json(200, {"version": table.table(engine)["version"]})
-            elif self.path == "/standin/cmdline":
-                self.send_json(200, {"argv": sys.argv})
-            else:
-                self.send_json(404, {"error": "not found"})
+                return self.send_json(200, {"version": table.table(engine)["version"]})
+            if self.path == "/standin/cmdline":
+                return self.send_json(200, {"argv": sys.argv})
+            return self.send_json(404, {"detail": "Not Found"})
+
+        def refuse(self, body, messages, prompt_tokens, max_tokens):
+            """The 4xx the engine answers before generating, as (code, message, type); None to go on."""
+            if body.get("model") not in names:
+                return 404, f"The model `{body.get('model')}` does not exist.", "NotFoundError"
+            if self.path == "/v1/chat/completions" and not isinstance(body.get("messages"), list):
+                return 400, "messages: Field required", "BadRequestError"
+            if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)):
+                return 400, "max_tokens: Input should be a valid integer", "BadRequestError"
+            if max_model_len and prompt_tokens > max_model_len:
+                return 400, (f"This model's maximum context length is {max_model_len} tokens. However, your request "
+                             f"has {prompt_tokens} input tokens. Please reduce the length of the input messages."), \
+                    "BadRequestError"
+            if max_model_len and max_tokens and prompt_tokens + max_tokens > max_model_len:
+                return 400, (f"'max_tokens' is too large: {max_tokens}. This model's maximum context length is "
+                             f"{max_model_len} tokens and your request has {prompt_tokens} input tokens "
+                             f"({max_tokens} > {max_model_len} - {prompt_tokens})."), "BadRequestError"
+            if body.get("tool_choice") == "auto" and body.get("tools") and not auto_tools:
+                return 400, ('"auto" tool choice requires --enable-auto-tool-choice and --tool-call-parser to be set'), \
+                    "BadRequestError"
+            refused = template_error(model, messages)
+            if refused:
+                return 400, refused, "BadRequestError"
+            has_image = any(isinstance(m.get("content"), list) and
+                            any(isinstance(part, dict) and part.get("type") == "image_url" for part in m["content"])
+                            for m in messages if isinstance(m, dict))
+            if has_image and language_only:
+                return 400, "image input is not supported: started with --language-model-only", "BadRequestError"
+            return None
 
         def do_POST(self):
             if hang:
                 time.sleep(3600)
             length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                return self.send_json(400, {"error": "invalid JSON"})
-            if self.path != "/v1/chat/completions":
-                return self.send_json(404, {"error": "not found"})
+            raw = self.rfile.read(length)
+            if not self.routed("POST"):
+                return None
             if not self.authorized():
                 return None
-            if body.get("model") != served:
-                return self.send_json(404, {"error": f"model {body.get('model')!r} does not exist"})
-            messages = body.get("messages") or []
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError as exc:
+                return self.send_error_body(400, f"JSON decode error: {exc}", "BadRequestError")
+            if not isinstance(body, dict):
+                return self.send_error_body(400, "Input should be a valid dictionary", "BadRequestError")
+            chat = self.path == "/v1/chat/completions"
+            messages = body.get("messages") if chat else [{"role": "user", "content": body.get("prompt", "")}]
+            messages = messages if isinstance(messages, list) else []
+            text = " ".join(str(m.get("content")) for m in messages if isinstance(m, dict))
+            prompt_tokens = len(text.split())
+            max_tokens = body.get("max_tokens")
+            refused = self.refuse(body, messages, prompt_tokens, max_tokens)
+            if refused:
+                return self.send_error_body(*refused)
             try:  # what reached the engine, for the tests of what sits in front of it
                 os.makedirs(RECORD_DIR, exist_ok=True)
                 with open(os.path.join(RECORD_DIR, f"{served}-request.json"), "w", encoding="utf-8") as handle:
                     json.dump(body, handle)
             except OSError:
                 pass
-            refused = template_error(model, messages)
-            if refused:
-                return self.send_json(400, {"object": "error", "message": refused, "type": "BadRequestError", "param": None,
-                                            "code": 400})
-            has_image = any(isinstance(m.get("content"), list) and any(part.get("type") == "image_url" for part in m["content"])
-                            for m in messages)
-            if has_image and language_only:
-                return self.send_json(400, {"error": "image input is not supported: started with --language-model-only"})
-            text = " ".join(str(m.get("content")) for m in messages)
-            max_tokens = int(body.get("max_tokens") or 16)
             if zero_tokens:
                 pieces, finish = [], "stop"
+            elif not max_tokens:
+                # No limit asked: vLLM allows the rest of the context, and a real model ends long before; the
+                # stand-in says 16 tokens and ends (finish stop) rather than ramble through the context.
+                pieces, _ = generate(text, 16, chat and thinking_on(body))
+                finish = "stop"
             else:
-                pieces, finish = generate(text, max_tokens, thinking_on(body))
+                pieces, finish = generate(text, max_tokens, chat and thinking_on(body))
             tool_calls = None
-            if body.get("tools"):
+            if chat and body.get("tools") and body.get("tool_choice") != "none":
                 fn = body["tools"][0]["function"]["name"]
                 tool_calls = [{"id": "call_0", "type": "function", "function": {"name": fn, "arguments": "{}"}}]
-            prompt_tokens = len(text.split())
+            served_as = body["model"]
             if body.get("stream"):
                 try:
-                    return self.stream(pieces, finish_override or finish, prompt_tokens, body.get("stream_options") or {})
+                    return self.stream(pieces, finish_override or finish, prompt_tokens, body.get("stream_options") or {},
+                                       served_as, chat)
                 except (BrokenPipeError, ConnectionResetError):
                     # As the engines abort a request whose client is gone.
                     print(f"standin: the client went away mid-stream; generation of {served} stopped", flush=True)
                     self.close_connection = True
                     return None
-            message = {"role": "assistant", "content": "".join(t for kind, t in pieces if kind == "content") or None}
+            generated = len(pieces) + hidden_tokens
+            usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + generated,
+                     "completion_tokens": generated, "prompt_tokens_details": None}
+            metrics.finished(prompt_tokens, generated, 0.001, max(0, len(pieces) - 1) / token_rate)
+            head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-standin0", "created": int(time.time()), "model": served_as}
+            if not chat:
+                return self.send_json(200, {**head, "object": "text_completion", "choices": [
+                    {"index": 0, "text": "".join(t for _, t in pieces), "logprobs": None, "finish_reason": finish,
+                     "stop_reason": None, "prompt_logprobs": None}], "usage": usage,
+                    "system_fingerprint": None, "service_tier": None, "kv_transfer_params": None})
+            message = {"role": "assistant", "content": "".join(t for kind, t in pieces if kind == "content") or None,
+                       "refusal": None, "annotations": None, "audio": None, "function_call": None,
+                       "tool_calls": tool_calls or [], REASONING_FIELD[engine]: None}
             thought = "".join(t for kind, t in pieces if kind == "reasoning")
             if thought:
                 message[REASONING_FIELD[engine]] = thought
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            generated = len(pieces) + hidden_tokens
             return self.send_json(200, {
-                "id": "standin-0", "object": "chat.completion", "model": served,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
-                          "total_tokens": prompt_tokens + generated},
+                **head, "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish,
+                             "stop_reason": None, "token_ids": None}],
+                "service_tier": None, "system_fingerprint": None, "usage": usage, "prompt_logprobs": None,
+                "prompt_token_ids": None, "kv_transfer_params": None,
             })
 
-        def stream(self, pieces, finish, prompt_tokens, options):
-            """An SSE stream shaped as the engine's own: vLLM 0.33 (`reasoning` deltas, finish_reason on the last
+        def stream(self, pieces, finish, prompt_tokens, options, served_as, chat=True):
+            """An SSE stream shaped as the engine's own: vLLM (`reasoning` deltas, finish_reason on the last
             token's chunk) or SGLang 0.5 (`reasoning_content` deltas, a separate finish chunk); per-chunk usage
             under stream_options.continuous_usage_stats, a usage chunk under include_usage, then [DONE]."""
             self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             continuous = bool(options.get("continuous_usage_stats"))
             pending = []
             generated = 0
+            created = int(time.time())
+            ident = f"{'chatcmpl' if chat else 'cmpl'}-standin0"
+            kind = "chat.completion.chunk" if chat else "text_completion"
 
             def usage(count):
-                return {"prompt_tokens": prompt_tokens, "completion_tokens": count, "total_tokens": prompt_tokens + count}
+                return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + count, "completion_tokens": count}
 
             def chunk(payload):
                 data = f"data: {payload}\n\n".encode()
@@ -302,14 +449,20 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
                     pending.clear()
 
             def event(delta, finish_reason=None, count=None):
-                body = {"id": "standin-0", "object": "chat.completion.chunk", "created": int(time.time()), "model": served,
-                        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}]}
+                choice = ({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason} if chat else
+                          {"index": 0, "text": delta.get("content", ""), "logprobs": None,
+                           "finish_reason": finish_reason, "stop_reason": None})
+                if finish_reason is not None:
+                    choice["stop_reason"] = None
+                body = {"id": ident, "object": kind, "created": created, "model": served_as, "choices": [choice]}
                 if continuous:
                     body["usage"] = usage(count if count is not None else generated)
                 chunk(json.dumps(body))
 
-            event({"role": "assistant", "content": ""})
+            if chat:
+                event({"role": "assistant", "content": ""})
             paced_from = time.monotonic()
+            first_at = None
             groups = [pieces[i:i + tokens_per_chunk] for i in range(0, len(pieces), tokens_per_chunk)]
             for number, group in enumerate(groups):
                 if drop_after is not None and generated >= drop_after:
@@ -327,17 +480,20 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
                 if not burst:
                     # Paced against a fixed schedule, so sleep overshoot does not add up: the true rate is token_rate.
                     time.sleep(max(0.0, paced_from + (generated + len(group)) / token_rate - time.monotonic()))
+                first_at = first_at or time.monotonic()
                 generated += len(group)
                 delta = {}
-                for kind, text in group:
-                    field = REASONING_FIELD[engine] if kind == "reasoning" else "content"
+                for piece_kind, text in group:
+                    field = REASONING_FIELD[engine] if piece_kind == "reasoning" else "content"
                     delta[field] = delta.get(field, "") + text
                 last = number == len(groups) - 1
                 event(delta, finish if (last and engine == "vllm") else None, generated + (hidden_tokens if last else 0))
             if engine == "sglang" or not groups:
-                event({}, finish, generated + hidden_tokens)
+                event({} if chat else {"content": ""}, finish, generated + hidden_tokens)
+            metrics.finished(prompt_tokens, generated + hidden_tokens, (first_at or paced_from) - paced_from,
+                             time.monotonic() - (first_at or paced_from))
             if options.get("include_usage"):
-                chunk(json.dumps({"id": "standin-0", "object": "chat.completion.chunk", "model": served, "choices": [],
+                chunk(json.dumps({"id": ident, "object": kind, "created": created, "model": served_as, "choices": [],
                                   "usage": usage(generated + hidden_tokens)}))
             if not no_done:
                 chunk("[DONE]")
@@ -587,7 +743,10 @@ def main(engine, argv):
         ready.set()
     language_only = bool(getattr(args, "language_model_only", False))
     model = args.model if engine == "vllm" else args.model_path
-    handler = make_handler(served, language_only, settings, ready, engine, model)
+    names = (args.served_model_name if isinstance(args.served_model_name, list) else [served]) if engine == "vllm" else [served]
+    context = getattr(args, "max_model_len", None) or getattr(args, "context_length", None)
+    auto_tools = bool(getattr(args, "enable_auto_tool_choice", False)) if engine == "vllm" else True
+    handler = make_handler(names[0], language_only, settings, ready, engine, model, names, context, auto_tools)
     server = ThreadingHTTPServer((args.host or "0.0.0.0", args.port or 8000), handler)
     print(f"standin: serving {served} on {args.host}:{args.port}", flush=True)
     server.serve_forever()
