@@ -335,6 +335,8 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "launch_script": launch_path(p),
             "unit_path": f"{UNIT_DIR}/{p.unit_name}",
             "stop_timeout_s": p.stop_timeout_s,
+            # Where the engine says its version (the door passes it through on /version).
+            "version_path": adapter_for(p.engine).version_path,
         }
     document = {
         "format": REGISTRY_FORMAT,

@@ -201,6 +201,7 @@ class Door:
         self.failures = {}  # name -> (failed on-demand tries, when the last one failed, why)
         self.active = 0  # requests in forward(), reading their body or answered
         self.in_flight = {name: 0 for name in self.models}  # requests forwarded to each model's engine
+        self.max_model_len = {}  # served name -> the context its engine last listed (vLLM's /v1/models)
 
     # - state --------------------------------------------------------------------------------------
     def hot(self):
@@ -235,7 +236,10 @@ class Door:
                 if response.status != 200:
                     return False
                 listed = await response.json(content_type=None)
-                return any(m.get("id") == model["served_model_name"] for m in listed.get("data", []))
+                entry = next((m for m in listed.get("data", []) if m.get("id") == model["served_model_name"]), None)
+                if entry is not None and isinstance(entry.get("max_model_len"), int):
+                    self.max_model_len[model["served_model_name"]] = entry["max_model_len"]  # what the engine runs with
+                return entry is not None
         except (self.client.ClientError, asyncio.TimeoutError, ValueError):
             return False
 
@@ -303,6 +307,26 @@ class Door:
             return self.unauthorized()
         return self.json(200, {"status": "ok", "hot": self.hot()})
 
+    async def version(self, request):
+        """The hot engine's own /version (vLLM's route), passed through; the door's state when none is hot."""
+        if not self.authorized(request):
+            return self.unauthorized()
+        await self.fresh()
+        hot = self.hot()
+        if hot is None:
+            return self.json(503, error_body("no model is hot, so no engine to ask its version", "model_unavailable", 503))
+        model = self.models[hot]
+        path = model["version_path"]
+        try:
+            async with self.session.get(f"http://127.0.0.1:{model['port']}{path}", headers=self.upstream_headers(model),
+                                        timeout=self.client.ClientTimeout(total=5)) as response:
+                body = await response.read()
+                return self.web.Response(body=body, status=response.status,
+                                         content_type=response.content_type or "application/json")
+        except (self.client.ClientError, asyncio.TimeoutError) as exc:
+            return self.json(502, error_body(f"{hot}'s engine did not answer {path}: {type(exc).__name__}",
+                                             "upstream_error", 502))
+
     async def list_models(self, request):
         if not self.authorized(request):
             return self.unauthorized()
@@ -315,6 +339,8 @@ class Door:
                 "hot": self.states[name] == "hot", "state": self.states[name],
                 "capabilities": {"vision": bool(model.get("vision")) and not model.get("language_model_only"),
                                  "tools": bool(model.get("tools")), "context_length": model.get("context_length")},
+                # As vLLM lists it: the engine's own figure once it has answered, else the profile's.
+                "max_model_len": self.max_model_len.get(model["served_model_name"], model.get("context_length")),
             })
         return self.json(200, {"object": "list", "data": data})
 
@@ -648,8 +674,8 @@ def make_app(registry):
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            return refused(web, request, 404, f"the door serves {', '.join(('/v1/models',) + FORWARDED_ROUTES)} "
-                                              "and /health, nothing else")
+            return refused(web, request, 404, f"the door serves {', '.join(('/v1/models',) + FORWARDED_ROUTES)}, "
+                                              "/version and /health, nothing else")
         except web.HTTPMethodNotAllowed as exc:
             response = refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
@@ -662,6 +688,7 @@ def make_app(registry):
     app["connections"] = watch
     app.router.add_get("/health", door.health)
     app.router.add_get("/v1/models", door.list_models)
+    app.router.add_get("/version", door.version)
     for route in FORWARDED_ROUTES:
         app.router.add_post(route, door.forward)
     app.on_startup.append(door.start)
