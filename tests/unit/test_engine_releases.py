@@ -185,3 +185,52 @@ def test_language_model_only_on_sglang_is_judged_by_the_declared_release(profile
     assert "--language-model-only: sglang 0.5.10rc0 has no such option" in result.output, result.output
     edit_profile(profiles_dir, "mistral4", lambda d: d.update(engine_version=">=0.5.23"))
     assert validate(profiles_dir).exit_code == 0  # SGLang 0.5.23 has the switch
+
+
+def test_marlin_with_an_unquantized_checkpoint_is_refused_with_the_engines_words(profiles_dir):
+    path = edit_profile(profiles_dir, "qwen36", lambda d: d.update(checkpoint_quantization="none"))
+    result = validate(path)
+    assert result.exit_code == 2
+    assert "qwen36.yaml" in result.output and "moe_backend" in result.output
+    assert "moe_backend='marlin' is not supported for unquantized MoE" in result.output
+    assert "extra_args: [--quantization, fp8]" in result.output
+    # Quantized at load (weight-only FP8 through Marlin), the same checkpoint starts: accepted.
+    path = edit_profile(profiles_dir, "qwen36", lambda d: d.update(extra_args=["--quantization", "fp8"]))
+    assert "moe_backend" not in validate(path).output
+
+
+def test_marlin_needs_the_checkpoint_quantization_said(profiles_dir):
+    path = edit_profile(profiles_dir, "qwen36", lambda d: d.pop("checkpoint_quantization"))
+    result = validate(path)
+    assert result.exit_code == 2 and "checkpoint_quantization" in result.output
+
+
+def test_engines_lists_each_snapshot_and_the_profiles_checked_against_it():
+    result = CliRunner().invoke(main, ["engines"])
+    assert result.exit_code == 0, result.output
+    assert any(line.startswith("vllm 0.33.0") and "qwen36" in line and "glm51" in line for line in result.output.splitlines())
+    assert any(line.startswith("sglang 0.5.10rc0") and "mistral4" in line for line in result.output.splitlines())
+
+
+def test_engines_diff_names_what_a_profile_uses_that_changed():
+    import dataclasses
+
+    from sparkstack.engines.diff import diff
+
+    old = release("vllm", "0.33.0")
+    gone = "--moe-backend"
+    changed = next(a for a in old.actions if "--gpu-memory-utilization" in a.options)
+    new = dataclasses.replace(old, version="9.9.9", actions=tuple(
+        dataclasses.replace(a, default="0.5") if a is changed else a for a in old.actions if gone not in a.options))
+    old = dataclasses.replace(old, actions=tuple(dataclasses.replace(a, default="0.9") if a is changed else a
+                                                 for a in old.actions))
+    lines = diff(old, new, [lp.profile for lp in load_profiles()])
+    assert any(line.startswith("removed   --moe-backend") and "qwen36" in line for line in lines), lines
+    assert any(line.startswith("default   --gpu-memory-utilization: 0.9 -> 0.5") for line in lines), lines
+    assert "release-wide: 0 option(s) added, 1 removed; 0 env var(s) added, 0 removed" in lines, lines
+
+
+def test_engines_diff_refuses_a_release_it_has_no_snapshot_of():
+    result = CliRunner().invoke(main, ["engines", "diff", "vllm", "0.33.0", "0.99.0"])
+    assert result.exit_code == 2 and "no vllm snapshot for 0.99.0" in result.output
+    assert "tools/snapshot_engine.py vllm==0.99.0" in result.output

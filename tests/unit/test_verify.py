@@ -143,3 +143,66 @@ def test_cli_json_exit_codes_and_history(engine, tmp_path):
 
 def test_cli_needs_exactly_one_target():
     assert CliRunner().invoke(main, ["verify"]).exit_code == 2
+
+
+def test_the_engines_own_counters_stand_beside_verifys_figures(engine):
+    report = run_checks(Client(engine(token_rate=80), read_timeout_s=10), qwen(), runs=2, max_tokens=60)
+    decode = next(c for c in report.checks if c.name == "decode")
+    assert decode.status == PASS, decode
+    engine_figures = report.figures["decode"]["engine"]
+    assert engine_figures["requests"] == 2
+    # Both clocks read the same stream: the stand-in paces 80 tok/s, vLLM's counters agreed within 0.6%.
+    assert abs(engine_figures["decode_difference"]) < 0.05, engine_figures
+    assert "engine's own /metrics over 2 request(s): decode" in decode.detail
+    assert "ttft as the client sees it (HTTP, template and tokenization included)" in decode.detail
+
+
+def test_counters_that_disagree_with_verifys_clock_make_the_reading_instrument(engine, monkeypatch):
+    from sparkstack import engine_metrics, verify
+
+    readings = iter([engine_metrics.Counters(0, 0, 0, 0, 0),
+                     # The engine says it decoded at half the rate verify timed: one of the clocks is wrong.
+                     engine_metrics.Counters(generated=2 + 2 * 59, decode_sum=2 * 59 / 40, decode_count=2,
+                                             ttft_sum=0.02, ttft_count=2)])
+    monkeypatch.setattr(verify, "engine_counters", lambda client: next(readings))
+    report = run_checks(Client(engine(token_rate=80), read_timeout_s=10), qwen(), runs=2, max_tokens=60)
+    decode = next(c for c in report.checks if c.name == "decode")
+    assert decode.status == INSTRUMENT and "more than 10% apart" in decode.detail, decode
+    assert report.exit_code == 2
+
+
+def test_a_rambling_smoke_answer_is_instrument_and_the_rest_is_still_measured(engine):
+    # A model that thinks past the smoke check's budget even with thinking off (finish length): its answer is
+    # not a score, but decode, vision, tools and engine are measured all the same.
+    url = engine(token_rate=400, thinking_tokens=600, thinking_always=1)
+    report = run_checks(Client(url, read_timeout_s=10), qwen(), runs=1, max_tokens=20)
+    found = statuses(report)
+    assert found["deterministic"] == INSTRUMENT, report.table()
+    assert "budget ran out" in next(c for c in report.checks if c.name == "deterministic").detail
+    assert found["decode"] == PASS and found["vision"] == PASS and found["tools"] == PASS, report.table()
+    assert report.exit_code == 2  # the worst result
+
+
+def test_through_the_door_verify_measures_the_hot_model_never_the_first_listed(monkeypatch):
+    from sparkstack import verify_cli
+
+    class Listing:
+        def __init__(self, data):
+            self.data = data
+
+        def request(self, method, path, **kwargs):
+            data = self.data
+
+            class Answer:
+                status_code = 200
+
+                def json(self):
+                    return {"object": "list", "data": data}
+            return Answer()
+
+    door = [{"id": "mistral4", "hot": False, "state": "stopped"}, {"id": "qwen36", "hot": True, "state": "hot"}]
+    assert verify_cli.served_names(Listing(door)) == ["qwen36"]
+    with pytest.raises(verify_cli.UsageError, match="no model is hot behind it"):
+        verify_cli.served_names(Listing([dict(m, hot=False) for m in door]))
+    # A plain engine lists what it serves, every name.
+    assert verify_cli.served_names(Listing([{"id": "a"}, {"id": "b"}])) == ["a", "b"]
