@@ -121,7 +121,7 @@ def test_an_unknown_flag_is_reported_once_with_its_value(profiles_dir):
     edit_profile(profiles_dir, "qwen36", lambda d: d.update(extra_args=["--no-such-flag", "value"]))
     result = validate(profiles_dir)
     # Once for each release the profile admits (its value is not taken for a second flag).
-    admitted = len(releases_for("vllm", next(lp.profile for lp in load_profiles([profiles_dir])
+    admitted = len(releases_for("vllm", next(lp.profile for lp in load_profiles()
                                              if lp.profile.name == "qwen36").engine_version))
     assert admitted >= 2
     assert result.output.count("qwen36: ") == admitted and "--no-such-flag" in result.output, result.output
