@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -67,7 +68,7 @@ class KitGroup(click.Group):
             fail(f"sparkstack: {exc}")
 
 
-@click.group(cls=KitGroup)
+@click.group(cls=KitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sparkstack")
 def main() -> None:
     """Provision an NVIDIA DGX Spark as a local LLM serving box from YAML model profiles."""
@@ -298,6 +299,133 @@ def engines_diff(engine: str, old: str, new: str) -> None:
              f"make one with `python tools/snapshot_engine.py {engine}=={missing[0]}`")
     for line in diff(releases[old], releases[new], [lp.profile for lp in valid_profiles()]):
         click.echo(line)
+
+
+def _complete_models(ctx, param, incomplete):
+    """Shell completion: the profiles' names and aliases, and the kit's own units for `logs`."""
+    try:
+        words = [w for lp in load_profiles() for w in (lp.profile.name, *lp.profile.aliases)]
+    except (ProfileErrors, NotARepo):
+        words = []
+    if ctx.command.name == "logs":
+        from sparkstack.operate import SERVICE_WORDS
+        words += list(SERVICE_WORDS)
+    return [w for w in words if w.startswith(incomplete)]
+
+
+def _complete_groups(ctx, param, incomplete):
+    try:
+        return [g for g in known_groups() if g.startswith(incomplete)]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+
+
+HOSTS_OPTIONS = [
+    click.option("--limit", shell_complete=_complete_groups,
+                 help="A group or host of the inventory (as pyinfra --limit; default: the groups you deploy to)."),
+    click.option("--sudo", is_flag=True, help="Run the host's commands with sudo (you connect as a sudoer, DGX OS's default)."),
+]
+
+
+def hosts_options(function):
+    for option in reversed(HOSTS_OPTIONS):
+        function = option(function)
+    return function
+
+
+def _hosts(limit, sudo):
+    from sparkstack.operate import Hosts, OperateError
+    from sparkstack.paths import repo_root
+
+    try:
+        return Hosts(limit, repo_root(), sudo)
+    except OperateError as exc:
+        fail(f"sparkstack: {exc}")
+
+
+@main.command("status")
+@hosts_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per host, as llm-switch reports it.")
+def status_command(limit, sudo, as_json) -> None:
+    """Each Spark's hot model and variant, since when, memory and the guard's floor, the door, the last verify."""
+    from sparkstack.operate import describe_status, last_verify_for, parse_status, status_command as command
+    from sparkstack.verify import default_history_file
+
+    hosts = _hosts(limit, sudo)
+    worst = 0
+    try:
+        for answer in hosts.run(command()):
+            if not answer.ok:
+                click.echo(f"{answer.host}: could not read its status: {(answer.stderr or answer.stdout).strip()[-400:]}",
+                           err=True)
+                worst = 1
+                continue
+            status = parse_status(answer.stdout)
+            if as_json:
+                click.echo(json.dumps({"host": answer.host, **status}))
+            else:
+                click.echo(describe_status(answer.host, status, last_verify_for(answer.host, default_history_file())))
+    finally:
+        hosts.close()
+    sys.exit(worst)
+
+
+@main.command("switch")
+@hosts_options
+@click.argument("target", shell_complete=_complete_models, metavar="MODEL[:VARIANT]")
+def switch_command(limit, sudo, target) -> None:
+    """Make MODEL the hot model on each Spark (llm-switch, with its memory gate), showing its progress."""
+    from sparkstack.operate import switch_command as command
+
+    model, _, variant = target.partition(":")
+    hosts = _hosts(limit, sudo)
+    try:
+        answers = hosts.run(command(model, variant or None), stream=True)
+    finally:
+        hosts.close()
+    for answer in answers:
+        click.echo(f"{answer.host}: {'switched to ' + model if answer.ok else 'the switch failed (see above)'}")
+    sys.exit(0 if all(a.ok for a in answers) else 1)
+
+
+@main.command("stop")
+@hosts_options
+def stop_command(limit, sudo) -> None:
+    """Stop whatever model is hot on each Spark (llm-switch none)."""
+    from sparkstack.operate import switch_command as command
+
+    hosts = _hosts(limit, sudo)
+    try:
+        answers = hosts.run(command("none", None), stream=True)
+    finally:
+        hosts.close()
+    sys.exit(0 if all(a.ok for a in answers) else 1)
+
+
+@main.command("logs")
+@hosts_options
+@click.argument("what", shell_complete=_complete_models, metavar="MODEL|door|guard")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
+@click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(min=1), help="How many lines.")
+def logs_command(limit, sudo, what, follow, lines) -> None:
+    """A model's unit journal (or the door's, the guard's), without knowing unit or container names."""
+    from sparkstack.operate import SERVICE_WORDS, logs_command as command
+    from sparkstack.profiles import find_profile
+
+    unit = SERVICE_WORDS.get(what)
+    if unit is None:
+        profile = find_profile(valid_profiles(), what)
+        if profile is None:
+            fail(f"logs: {what!r} is no profile name or alias, nor one of {', '.join(SERVICE_WORDS)}")
+        unit = profile.unit_name
+    hosts = _hosts(limit, sudo)
+    try:
+        answers = hosts.run(command(unit, lines, follow), stream=True)
+    except KeyboardInterrupt:
+        answers = []
+    finally:
+        hosts.close()
+    sys.exit(0 if all(a.ok for a in answers) else 1)
 
 
 NODE_OPTION = click.option("--node", type=click.IntRange(1, 4), default=1, show_default=True,

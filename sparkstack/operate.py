@@ -1,0 +1,157 @@
+"""Day-2 operations from the laptop: status, switch, stop and logs on the inventory's Sparks.
+
+They run over the connection pyinfra itself makes for a deploy: the same inventory.py, the same ssh settings
+(aliases from ~/.ssh/config, users, keys, ports), and --sudo as in `pyinfra ... --sudo`, for an owner who
+connects as a sudoer (DGX OS's default user) rather than as root. What runs on the host is the host's own
+tooling: `llm-switch` (status, a switch, none) and `journalctl` for a unit the laptop names from the profiles,
+so nobody needs to know unit or container names.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from sparkstack.drift import InventoryProblem, named_hosts
+from sparkstack.render import FRONTDOOR_UNIT, MEMORY_GUARD_UNIT
+from sparkstack_host.contract import REGISTRY_PATH, SWITCH_PATH
+
+# `logs` takes a model (name or alias) or one of these words for the kit's own units.
+SERVICE_WORDS = {"door": FRONTDOOR_UNIT, "guard": MEMORY_GUARD_UNIT}
+
+
+class OperateError(Exception):
+    pass
+
+
+@dataclass
+class Answer:
+    host: str
+    ok: bool
+    stdout: str
+    stderr: str
+
+
+class Hosts:
+    """The inventory hosts a --limit names, connected as pyinfra connects them for a deploy."""
+
+    def __init__(self, limit: str | None, cwd: Path, sudo: bool):
+        from pyinfra.api import Config, State
+        from pyinfra_cli.inventory import make_inventory
+
+        try:
+            self.names = named_hosts(limit, cwd)
+        except InventoryProblem as exc:
+            raise OperateError(str(exc)) from None
+        if not self.names:
+            raise OperateError(f"no inventory host matches {limit!r}" if limit else
+                               "no Spark in the inventory: set SPARKSTACK_SPARK_HOSTS (see inventory.py), or name a "
+                               "test host with --limit testhost")
+        self.sudo = sudo
+        inventory = make_inventory(str(cwd / "inventory.py"), cwd=str(cwd))
+        self.state = State(inventory, Config(SUDO=sudo))
+        self.hosts = [inventory.get_host(name) for name in self.names]
+
+    def run(self, command: str, stream: bool = False) -> list[Answer]:
+        """`command` on each host in turn; with `stream`, its lines printed as they come (a switch's progress)."""
+        from pyinfra.api.command import StringCommand
+
+        answers = []
+        for host in self.hosts:
+            if host.connection is None and not host.connect(show_errors=False):
+                answers.append(Answer(host.name, False, "", "could not connect (see `pyinfra inventory.py debug-inventory`)"))
+                continue
+            ok, output = host.run_shell_command(StringCommand(command), _sudo=self.sudo, print_output=stream,
+                                                print_input=False)
+            answers.append(Answer(host.name, ok, output.stdout, output.stderr))
+        return answers
+
+    def close(self) -> None:
+        for host in self.hosts:
+            if host.connection is not None:
+                host.disconnect()
+
+
+def status_command() -> str:
+    """One round trip: llm-switch's status, the door's unit and address (from the registry, which any user may read)."""
+    door = shlex.quote(FRONTDOOR_UNIT)
+    return (f"{SWITCH_PATH} status --json; echo '--- door'; systemctl is-active {door} || true; "
+            f"python3 -c 'import json,sys; d=json.load(open(sys.argv[1])).get(\"frontdoor\") or {{}}; "
+            f"print(json.dumps({{\"bind\": d.get(\"bind\"), \"port\": d.get(\"port\")}}))' {shlex.quote(REGISTRY_PATH)}")
+
+
+def parse_status(stdout: str) -> dict:
+    switch, _, door = stdout.partition("--- door")
+    status = json.loads(switch)
+    lines = [line for line in door.strip().splitlines() if line.strip()]
+    status["door"] = {"state": lines[0] if lines else "unknown", **(json.loads(lines[1]) if len(lines) > 1 else {})}
+    return status
+
+
+def _since(seconds) -> str:
+    if seconds is None:
+        return "?"
+    minutes = int(seconds) // 60
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min {int(seconds) % 60} s"
+
+
+def describe_status(host: str, status: dict, last_verify: dict | None) -> str:
+    lines = [f"{host}:"]
+    hot = status.get("hot")
+    models = {m["name"]: m for m in status.get("models", [])}
+    if hot == "CONFLICT":
+        lines.append(f"  hot: CONFLICT, more than one model runs: {', '.join(status.get('hot_models', []))}")
+    elif hot:
+        m = models[hot]
+        state = "ready" if m.get("ready") else f"loading ({m.get('readiness')})"
+        lines.append(f"  hot: {hot} (variant {m.get('variant')}), {state}, up {_since(m.get('uptime_s'))}"
+                     + (", started from an older config" if m.get("config") == "stale" else ""))
+    else:
+        failed = [n for n, m in models.items() if m.get("unit_state") == "failed"]
+        lines.append("  hot: none" + (f" (failed: {', '.join(failed)})" if failed else ""))
+    memory = status.get("memory", {})
+    guard = status.get("memory_guard") or {}
+    floor = guard.get("floor_gb")
+    lines.append(f"  memory: {memory.get('available_gb')} GB available of {memory.get('total_gb')} GB"
+                 + (f"; the guard stops the hot model below {floor:g} GB" if isinstance(floor, (int, float)) else ""))
+    action = guard.get("last_action")
+    if action:
+        lines.append(f"  guard's last action: {action if isinstance(action, str) else json.dumps(action)}")
+    door = status.get("door", {})
+    lines.append(f"  door: {door.get('state')} on {door.get('bind')}:{door.get('port')}")
+    if status.get("cluster"):
+        c = status["cluster"]
+        lines.append(f"  lent to cluster model {c['model']} (rank {c['rank']}; head {c['head']})")
+    if last_verify:
+        lines.append(f"  last verify: {last_verify}")
+    return "\n".join(lines)
+
+
+def last_verify_for(host: str, history: Path) -> str | None:
+    """The newest run in the laptop's verify history that measured this host."""
+    if not history.is_file():
+        return None
+    last = None
+    for line in history.read_text(encoding="utf-8").splitlines():
+        try:
+            run = json.loads(line)
+        except ValueError:
+            continue
+        if str(run.get("url", "")).startswith(host):
+            last = run
+    if last is None:
+        return None
+    results = ", ".join(f"{name} {status}" for name, status in (last.get("results") or {}).items())
+    tok = f", {last['decode_tok_s']:.1f} tok/s" if last.get("decode_tok_s") else ""
+    return f"{last.get('time', '?')} {last.get('model') or '?'} ({last.get('variant') or '?'}){tok}: {results}"
+
+
+def switch_command(model: str, variant: str | None) -> str:
+    command = f"{SWITCH_PATH} {shlex.quote(model)}"
+    return command + (f" --variant {shlex.quote(variant)}" if variant else "")
+
+
+def logs_command(unit: str, lines: int, follow: bool) -> str:
+    return f"journalctl --no-pager --output=short-iso -u {shlex.quote(unit)} -n {int(lines)}" + (" -f" if follow else "")
