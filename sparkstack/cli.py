@@ -324,6 +324,7 @@ HOSTS_OPTIONS = [
     click.option("--limit", shell_complete=_complete_groups,
                  help="A group or host of the inventory (as pyinfra --limit; default: the groups you deploy to)."),
     click.option("--sudo", is_flag=True, help="Run the host's commands with sudo (you connect as a sudoer, DGX OS's default)."),
+    click.option("--user", help="Connect as this user instead of the inventory's (as pyinfra --user)."),
 ]
 
 
@@ -333,12 +334,12 @@ def hosts_options(function):
     return function
 
 
-def _hosts(limit, sudo):
+def _hosts(limit, sudo, user):
     from sparkstack.operate import Hosts, OperateError
     from sparkstack.paths import repo_root
 
     try:
-        return Hosts(limit, repo_root(), sudo)
+        return Hosts(limit, repo_root(), sudo, user)
     except OperateError as exc:
         fail(f"sparkstack: {exc}")
 
@@ -346,12 +347,12 @@ def _hosts(limit, sudo):
 @main.command("status")
 @hosts_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per host, as llm-switch reports it.")
-def status_command(limit, sudo, as_json) -> None:
+def status_command(limit, sudo, user, as_json) -> None:
     """Each Spark's hot model and variant, since when, memory and the guard's floor, the door, the last verify."""
     from sparkstack.operate import describe_status, last_verify_for, parse_status, status_command as command
     from sparkstack.verify import default_history_file
 
-    hosts = _hosts(limit, sudo)
+    hosts = _hosts(limit, sudo, user)
     worst = 0
     try:
         for answer in hosts.run(command()):
@@ -373,12 +374,12 @@ def status_command(limit, sudo, as_json) -> None:
 @main.command("switch")
 @hosts_options
 @click.argument("target", shell_complete=_complete_models, metavar="MODEL[:VARIANT]")
-def switch_command(limit, sudo, target) -> None:
+def switch_command(limit, sudo, user, target) -> None:
     """Make MODEL the hot model on each Spark (llm-switch, with its memory gate), showing its progress."""
     from sparkstack.operate import switch_command as command
 
     model, _, variant = target.partition(":")
-    hosts = _hosts(limit, sudo)
+    hosts = _hosts(limit, sudo, user)
     try:
         answers = hosts.run(command(model, variant or None), stream=True)
     finally:
@@ -390,11 +391,11 @@ def switch_command(limit, sudo, target) -> None:
 
 @main.command("stop")
 @hosts_options
-def stop_command(limit, sudo) -> None:
+def stop_command(limit, sudo, user) -> None:
     """Stop whatever model is hot on each Spark (llm-switch none)."""
     from sparkstack.operate import switch_command as command
 
-    hosts = _hosts(limit, sudo)
+    hosts = _hosts(limit, sudo, user)
     try:
         answers = hosts.run(command("none", None), stream=True)
     finally:
@@ -407,7 +408,7 @@ def stop_command(limit, sudo) -> None:
 @click.argument("what", shell_complete=_complete_models, metavar="MODEL|door|guard")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines (Ctrl-C ends).")
 @click.option("-n", "--lines", default=50, show_default=True, type=click.IntRange(min=1), help="How many lines.")
-def logs_command(limit, sudo, what, follow, lines) -> None:
+def logs_command(limit, sudo, user, what, follow, lines) -> None:
     """A model's unit journal (or the door's, the guard's), without knowing unit or container names."""
     from sparkstack.operate import SERVICE_WORDS, logs_command as command
     from sparkstack.profiles import find_profile
@@ -418,7 +419,7 @@ def logs_command(limit, sudo, what, follow, lines) -> None:
         if profile is None:
             fail(f"logs: {what!r} is no profile name or alias, nor one of {', '.join(SERVICE_WORDS)}")
         unit = profile.unit_name
-    hosts = _hosts(limit, sudo)
+    hosts = _hosts(limit, sudo, user)
     try:
         answers = hosts.run(command(unit, lines, follow), stream=True)
     except KeyboardInterrupt:

@@ -95,22 +95,29 @@ def _diffs(stderr: str) -> list[str]:
 def named_hosts(limit: str | None, cwd: Path, env: dict | None = None) -> list[str]:
     """The inventory hosts a --limit selects, read with pyinfra's own inventory-file reader and matched as
     pyinfra's --limit matches them (a group name, else a host-name glob)."""
+    return list(inventory_hosts(limit, cwd, env))
+
+
+def inventory_hosts(limit: str | None, cwd: Path, env: dict | None = None) -> dict[str, dict]:
+    """named_hosts, each with its inventory data (ssh_hostname, ssh_user, ssh_key, ...), in name order."""
     code = (
         "import fnmatch, json, sys\n"
         "from pyinfra.api import State\n"
         "from pyinfra.context import ctx_state\n"
         "from pyinfra_cli.inventory import _get_groups_from_filename\n"
         "ctx_state.set(State())\n"
-        "groups = {}\n"
+        "groups, data = {}, {}\n"
         "for name, value in _get_groups_from_filename('inventory.py').items():\n"
         "    hosts = value[0] if isinstance(value, tuple) else value\n"
         "    groups[name] = [h[0] if isinstance(h, tuple) else h for h in hosts]\n"
+        "    for h in hosts:\n"
+        "        data.setdefault(h[0] if isinstance(h, tuple) else h, h[1] if isinstance(h, tuple) else {})\n"
         "everyone = {h for hosts in groups.values() for h in hosts}\n"
         "patterns = [p for p in sys.argv[1].split(',') if p] or ['*']\n"
         "names = set()\n"
         "for pattern in patterns:\n"
         "    names.update(groups[pattern] if pattern in groups else [h for h in everyone if fnmatch.fnmatch(h, pattern)])\n"
-        "print(json.dumps(sorted(names)))\n"
+        "print(json.dumps({n: data[n] for n in sorted(names)}, default=str))\n"
     )
     # A separate interpreter: inventory.py may exit (no hosts configured) and pyinfra keeps global state.
     result = subprocess.run([sys.executable, "-c", code, ",".join(limits(limit))], capture_output=True, text=True,

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparkstack.drift import InventoryProblem, named_hosts
+from sparkstack.drift import InventoryProblem, inventory_hosts
 from sparkstack.render import FRONTDOOR_UNIT, MEMORY_GUARD_UNIT
 from sparkstack_host.contract import REGISTRY_PATH, SWITCH_PATH
 
@@ -37,20 +37,26 @@ class Answer:
 class Hosts:
     """The inventory hosts a --limit names, connected as pyinfra connects them for a deploy."""
 
-    def __init__(self, limit: str | None, cwd: Path, sudo: bool):
-        from pyinfra.api import Config, State
-        from pyinfra_cli.inventory import make_inventory
+    def __init__(self, limit: str | None, cwd: Path, sudo: bool, user: str | None = None):
+        from pyinfra.api import Config, Inventory, State
+        from pyinfra.api.output import set_echo
+
+        # pyinfra prints a streamed command's lines through its echo, which does nothing until set (its CLI sets it).
+        # The host's lines are the command's output (journal lines to pipe into grep): stdout, whichever stream.
+        set_echo(lambda message=None, **_: print(message, flush=True))
 
         try:
-            self.names = named_hosts(limit, cwd)
+            found = inventory_hosts(limit, cwd)
         except InventoryProblem as exc:
             raise OperateError(str(exc)) from None
-        if not self.names:
+        if not found:
             raise OperateError(f"no inventory host matches {limit!r}" if limit else
                                "no Spark in the inventory: set SPARKSTACK_SPARK_HOSTS (see inventory.py), or name a "
                                "test host with --limit testhost")
+        self.names = list(found)
         self.sudo = sudo
-        inventory = make_inventory(str(cwd / "inventory.py"), cwd=str(cwd))
+        # The hosts as inventory.py gives them to pyinfra; --user overrides the ssh user, as pyinfra's --user does.
+        inventory = Inventory((list(found.items()), {}), override_data={"ssh_user": user} if user else None)
         self.state = State(inventory, Config(SUDO=sudo))
         self.hosts = [inventory.get_host(name) for name in self.names]
 
@@ -60,7 +66,9 @@ class Hosts:
 
         answers = []
         for host in self.hosts:
-            if host.connection is None and not host.connect(show_errors=False):
+            if not host.connected:
+                host.connect(show_errors=False)
+            if not host.connected:
                 answers.append(Answer(host.name, False, "", "could not connect (see `pyinfra inventory.py debug-inventory`)"))
                 continue
             ok, output = host.run_shell_command(StringCommand(command), _sudo=self.sudo, print_output=stream,
@@ -70,7 +78,7 @@ class Hosts:
 
     def close(self) -> None:
         for host in self.hosts:
-            if host.connection is not None:
+            if host.connected:
                 host.disconnect()
 
 

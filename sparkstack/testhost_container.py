@@ -41,7 +41,7 @@ DEFAULT_RELEASE = "bookworm"
 # The VM's packages (sparkstack/testvm.py) less what a container does not boot: the kernel, udev, kmod, apparmor.
 PACKAGES = (
     "systemd-sysv", "dbus", "openssh-server", "python3", "docker.io", "ca-certificates", "iproute2", "procps",
-    "curl", "earlyoom", "python3-aiohttp", "pigz", "nftables",
+    "curl", "earlyoom", "python3-aiohttp", "pigz", "nftables", "sudo",
 )
 # What a release needs beyond that: Debian 13 split the docker command out of docker.io into docker-cli, which
 # docker.io only recommends (found by the deploy loop on trixie: the fetcher's `docker pull` had no `docker`).
@@ -58,7 +58,10 @@ MASKED_UNITS = ("systemd-modules-load.service", "sys-kernel-config.mount", "sys-
                 "sys-kernel-tracing.mount", "systemd-remount-fs.service", "getty@tty1.service",
                 "console-getty.service", "systemd-sysctl.service")
 # Bump when the recipe changes in a way the package list above does not show.
-RECIPE_VERSION = "3"
+RECIPE_VERSION = "4"
+# A sudoer beside root, as on DGX OS (its first user is a sudoer; root has no login): the day-2 commands
+# (`sparkstack status`, `switch`, `logs`, `stop`) are tested as this user with --sudo.
+SUDOER = "spark"
 # What works here as root without CAP_SYS_RESOURCE (issue 20's measurements).
 RUN_FLAGS = (
     "--cap-add=ALL", "--cap-drop=SYS_RESOURCE", "--security-opt", "seccomp=unconfined",
@@ -242,6 +245,16 @@ def _customise(rootfs: Path, public_key: str) -> None:
     (ssh_dir / "authorized_keys").write_text(public_key)
     (ssh_dir / "authorized_keys").chmod(0o600)
     quiet_ssh_logins(rootfs)
+    subprocess.run(["chroot", str(rootfs), "useradd", "--create-home", "--shell", "/bin/bash", "--groups", "sudo",
+                    SUDOER], check=True, capture_output=True)
+    home = rootfs / "home" / SUDOER / ".ssh"
+    home.mkdir(mode=0o700)
+    (home / "authorized_keys").write_text(public_key)
+    (home / "authorized_keys").chmod(0o600)
+    subprocess.run(["chroot", str(rootfs), "chown", "-R", f"{SUDOER}:{SUDOER}", f"/home/{SUDOER}/.ssh"], check=True)
+    sudoers = rootfs / "etc/sudoers.d" / SUDOER
+    sudoers.write_text(f"{SUDOER} ALL=(ALL) NOPASSWD: ALL\n")  # a test host: no password to type
+    sudoers.chmod(0o440)
     subprocess.run(["chroot", str(rootfs), "systemctl", "enable", "ssh", "docker"], check=True, capture_output=True)
     subprocess.run(["chroot", str(rootfs), "systemctl", "mask", *MASKED_UNITS], check=True, capture_output=True)
     # Host keys are made at first boot, one set per node (the package's postinst made one set for every node).

@@ -177,7 +177,8 @@ def find_model(models, word):
 
 
 def error_body(message, kind, code):
-    return {"error": {"message": message, "type": kind, "code": code}}
+    """The engine's own error shape (vLLM's ErrorResponse, as captured in tests/contracts/): message, type, param, code."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 # --- the service ------------------------------------------------------------------------------------
@@ -355,13 +356,13 @@ class Door:
         message = (f"model {name} is not hot: {where}. Switch with `llm-switch {name}` on this host"
                    + (f" (it stops {hot})" if hot else "")
                    + ", or set sparkstack_frontdoor_on_demand = True in the group's data to let the door switch")
-        return self.json(409, {"error": {"message": message, "type": "model_not_hot", "code": 409,
+        return self.json(409, {"error": {"message": message, "type": "model_not_hot", "param": None, "code": 409,
                                          "hot": hot, "requested": name}})
 
     def unavailable(self, name, why, retry_after=None):
         state = self.states.get(name, "unknown")
         headers = {"Retry-After": str(max(1, int(retry_after)))} if retry_after else None
-        return self.json(503, {"error": {"message": f"model {name} is {state}: {why}", "type": "model_unavailable",
+        return self.json(503, {"error": {"message": f"model {name} is {state}: {why}", "type": "model_unavailable", "param": None,
                                          "code": 503, "state": state}}, headers)
 
     async def switch(self, name):

@@ -295,6 +295,10 @@ def capture(engine: str, config: str, model: Path, port: int, out: Path, logs: P
             document["started"] = True
             document["exchanges"] = [exchange(base, *item) for item in corpus]
             print(f"{engine} {config}: started in {document['start_s']} s, {len(corpus)} exchanges", flush=True)
+            # What the engine logged as errors while it answered (a 500's cause is only in the log).
+            errors = [line for line in log_path.read_text(errors="replace").splitlines()
+                      if " ERROR " in line or "Traceback" in line or "Error:" in line]
+            document["logged_errors"] = errors[-40:]
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -230,3 +230,31 @@ def test_a_switch_waits_a_bounded_time_for_the_lock_then_fails_clearly(deployed)
     assert "still holds /run/sparkstack/lock/llm-switch.lock after 3 s" in out
     assert time.monotonic() - started < 15
     assert running() == []
+
+
+def test_the_owner_runs_the_box_from_the_laptop_as_a_sudoer(deployed):
+    from sparkstack.testhost_container import SUDOER
+    from tests.hosts.conftest import BIN, run
+
+    def laptop(*args: str):
+        return run([str(BIN / "sparkstack"), *args, "--limit", "testhost", "--user", SUDOER])
+
+    # As DGX OS's sudoer, without --sudo: the switch says what it needs, and nothing starts.
+    refused = laptop("switch", "qwen")
+    assert refused.returncode == 1 and "switching models needs root; run it with sudo" in refused.stdout + refused.stderr
+    assert running() == []
+    switched = laptop("switch", "qwen", "--sudo")
+    assert switched.returncode == 0, switched.stdout + switched.stderr
+    said = switched.stdout + switched.stderr  # the switch's own progress, as it came, then the summary
+    assert "qwen36 (variant default) is hot" in said and "sparkstack-testhost: switched to qwen" in said, said
+    state = laptop("status", "--sudo")
+    assert state.returncode == 0, state.stderr
+    assert "hot: qwen36 (variant default), ready, up " in state.stdout
+    assert "the guard stops the hot model below" in state.stdout and "door: active on 127.0.0.1:" in state.stdout
+    logs = laptop("logs", "qwen", "-n", "20", "--sudo")
+    assert logs.returncode == 0, logs.stdout + logs.stderr
+    # The journal of qwen36's unit, found by profile name: the engine's own start line.
+    assert "standin: serving qwen36" in logs.stdout, logs.stdout
+    stopped = laptop("stop", "--sudo")
+    assert stopped.returncode == 0 and running() == []
+    assert "hot: none" in laptop("status", "--sudo").stdout

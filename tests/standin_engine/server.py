@@ -65,7 +65,7 @@ def knobs(served):
         pass
     for key in ("load_delay_s", "crash_after_s", "token_rate", "never_ready", "hang", "zero_tokens", "burst",
                 "thinking_tokens", "tokens_per_chunk", "error_after", "drop_after", "hidden_tokens", "thinking_always",
-                "stop_delay_s", "no_done"):
+                "stop_delay_s", "no_done", "ramble"):
         env = os.environ.get(f"STANDIN_{key.upper()}")
         if env is not None:
             values[key] = float(env)
@@ -147,6 +147,10 @@ def template_error(model, messages):
     return None
 
 
+# vLLM 0.24.0 answers "vllm-<version>-<build>"; the stand-in says what it is.
+FINGERPRINT = "standin"
+
+
 def error_body(engine, code, message, kind):
     """An error as the engine shapes it: vLLM ErrorResponse {"error": ErrorInfo}; SGLang a flat ErrorResponse."""
     if engine == "sglang":
@@ -194,7 +198,9 @@ class Metrics:
             ]
         lines = []
         for name, kind, samples in families:
-            lines += [f"# HELP {name} stand-in counter", f"# TYPE {name} {kind}"]
+            # As the real exposition names them (tests/contracts/): a counter's TYPE line carries its _total.
+            typed = f"{name}_total" if kind == "counter" else name
+            lines += [f"# HELP {typed} stand-in counter", f"# TYPE {typed} {kind}"]
             if kind == "histogram":
                 count = samples[0][1]
                 lines.append(f'{name}_bucket{{engine="0",le="+Inf",model_name="{served}"}} {float(count)}')
@@ -221,6 +227,9 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
     thinking_always = bool(settings.get("thinking_always"))
     finish_override = settings.get("finish_reason")
     no_done = bool(settings.get("no_done"))
+    # A model with random weights (the captures' own): it never ends and never calls a tool; with thinking on
+    # and a reasoning parser, all of it is thinking.
+    ramble = bool(settings.get("ramble"))
     started = int(time.time())
     metrics = Metrics()
 
@@ -234,6 +243,8 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
         """(kind, text) pieces, one per token, and the finish reason: thinking first, then the answer, cut at
         max_tokens. 12*17 has an answer that ends (finish stop, when it fits before max_tokens); anything else
         rambles on, as a model does, until max_tokens cuts it (finish length, as vLLM says then)."""
+        if ramble:
+            return [("reasoning" if thinking else "content", f"tok{i} ") for i in range(max_tokens)], "length"
         natural = "12*17" in text
         answer = [("content", answer_text)] if natural else [("content", f"tok{i} ") for i in range(max_tokens)]
         thought = [("reasoning", "12*17=204 " if i == 0 else f"think{i} ") for i in range(thinking_tokens)]
@@ -269,7 +280,8 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
         def send_text(self, code, text, content_type):
             data = text.encode()
             self.send_response(code)
-            self.send_header("Content-Type", content_type)
+            if content_type:
+                self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -299,16 +311,21 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
                 return None
             if self.path == "/health":
                 if ready.is_set():
-                    return self.send_text(200, "", "application/json")
+                    return self.send_text(200, "", None)  # vLLM: 200, no body, no content type
                 return self.send_error_body(503, "not ready", "ServiceUnavailableError")
             if self.path == "/v1/models":
                 if self.authorized():
                     self.send_json(200, {"object": "list", "data": [
                         {"id": name, "object": "model", "created": started, "owned_by": engine, "root": model or served,
-                         "parent": None, "max_model_len": max_model_len, "permission": []} for name in names]})
+                         "parent": None, "max_model_len": max_model_len, "permission": [{
+                             "id": f"modelperm-standin{i}", "object": "model_permission", "created": started,
+                             "allow_create_engine": False, "allow_sampling": True, "allow_logprobs": True,
+                             "allow_search_indices": False, "allow_view": True, "allow_fine_tuning": False,
+                             "organization": "*", "group": None, "is_blocking": False}]}
+                        for i, name in enumerate(names)]})
                 return None
             if self.path == "/metrics" and engine == "vllm":
-                return self.send_text(200, metrics.exposition(served), "text/plain; version=0.0.4; charset=utf-8")
+                return self.send_text(200, metrics.exposition(served), "text/plain; version=1.0.0; charset=utf-8")
             if self.path == ("/version" if engine == "vllm" else "/server_info"):
                 # vLLM: GET /version; SGLang: GET /server_info carries "version" (their http servers).
                 return self.send_json(200, {"version": table.table(engine)["version"]})
@@ -385,7 +402,7 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
             else:
                 pieces, finish = generate(text, max_tokens, chat and thinking_on(body))
             tool_calls = None
-            if chat and body.get("tools") and body.get("tool_choice") != "none":
+            if chat and body.get("tools") and body.get("tool_choice") != "none" and not ramble:
                 fn = body["tools"][0]["function"]["name"]
                 tool_calls = [{"id": "call_0", "type": "function", "function": {"name": fn, "arguments": "{}"}}]
             served_as = body["model"]
@@ -402,24 +419,27 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
             usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + generated,
                      "completion_tokens": generated, "prompt_tokens_details": None}
             metrics.finished(prompt_tokens, generated, 0.001, max(0, len(pieces) - 1) / token_rate)
-            head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-standin0", "created": int(time.time()), "model": served_as}
+            # The keys vLLM 0.24.0 answers with (tests/contracts/vllm-0.24.0/plain.json), values the stand-in's.
+            head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-standin0", "created": int(time.time()), "model": served_as,
+                    "service_tier": None, "system_fingerprint": FINGERPRINT, "usage": usage, "kv_transfer_params": None}
             if not chat:
                 return self.send_json(200, {**head, "object": "text_completion", "choices": [
                     {"index": 0, "text": "".join(t for _, t in pieces), "logprobs": None, "finish_reason": finish,
-                     "stop_reason": None, "prompt_logprobs": None}], "usage": usage,
-                    "system_fingerprint": None, "service_tier": None, "kv_transfer_params": None})
+                     "stop_reason": None, "prompt_logprobs": None, "prompt_token_ids": None, "routed_experts": None,
+                     "token_ids": None}]})
             message = {"role": "assistant", "content": "".join(t for kind, t in pieces if kind == "content") or None,
                        "refusal": None, "annotations": None, "audio": None, "function_call": None,
-                       "tool_calls": tool_calls or [], REASONING_FIELD[engine]: None}
+                       REASONING_FIELD[engine]: None}
+            if tool_calls:  # vLLM leaves the key out when no tool was called
+                message["tool_calls"] = tool_calls
             thought = "".join(t for kind, t in pieces if kind == "reasoning")
             if thought:
                 message[REASONING_FIELD[engine]] = thought
             return self.send_json(200, {
                 **head, "object": "chat.completion",
                 "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish,
-                             "stop_reason": None, "token_ids": None}],
-                "service_tier": None, "system_fingerprint": None, "usage": usage, "prompt_logprobs": None,
-                "prompt_token_ids": None, "kv_transfer_params": None,
+                             "stop_reason": None, "token_ids": None, "routed_experts": None}],
+                "prompt_logprobs": None, "prompt_token_ids": None, "prompt_text": None,
             })
 
         def stream(self, pieces, finish, prompt_tokens, options, served_as, chat=True):
@@ -448,19 +468,27 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
                     self.wfile.flush()
                     pending.clear()
 
-            def event(delta, finish_reason=None, count=None):
+            def event(delta, finish_reason=None, count=None, first=False):
+                """One chunk with vLLM 0.24.0's keys: the role chunk carries prompt_text and prompt_token_ids,
+                token chunks token_ids, the last one stop_reason and system_fingerprint."""
                 choice = ({"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason} if chat else
                           {"index": 0, "text": delta.get("content", ""), "logprobs": None,
-                           "finish_reason": finish_reason, "stop_reason": None})
+                           "finish_reason": finish_reason, "stop_reason": None, "prompt_token_ids": None})
+                if not first:
+                    choice["token_ids"] = None
                 if finish_reason is not None:
                     choice["stop_reason"] = None
                 body = {"id": ident, "object": kind, "created": created, "model": served_as, "choices": [choice]}
+                if first:
+                    body |= {"prompt_text": None, "prompt_token_ids": None}
+                if finish_reason is not None:
+                    body["system_fingerprint"] = FINGERPRINT
                 if continuous:
                     body["usage"] = usage(count if count is not None else generated)
                 chunk(json.dumps(body))
 
             if chat:
-                event({"role": "assistant", "content": ""})
+                event({"role": "assistant", "content": ""}, first=True)
             paced_from = time.monotonic()
             first_at = None
             groups = [pieces[i:i + tokens_per_chunk] for i in range(0, len(pieces), tokens_per_chunk)]
@@ -494,7 +522,7 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
                              time.monotonic() - (first_at or paced_from))
             if options.get("include_usage"):
                 chunk(json.dumps({"id": ident, "object": kind, "created": created, "model": served_as, "choices": [],
-                                  "usage": usage(generated + hidden_tokens)}))
+                                  "system_fingerprint": FINGERPRINT, "usage": usage(generated + hidden_tokens)}))
             if not no_done:
                 chunk("[DONE]")
             self.wfile.write(b"".join(pending) + b"0\r\n\r\n")

@@ -30,7 +30,12 @@ API_KEY = "capture-key"  # tools/capture_engine.py's key for the engine it start
 
 # (config, exchange) -> why the stand-in answers otherwise. Keep it short: each entry is a place where a test
 # double could hide a difference from the real engine.
-STANDIN_DIFFERS: dict[tuple[str, str], str] = {}
+STANDIN_DIFFERS: dict[tuple[str, str], str] = {
+    ("parsers", "tools-named"): "the capture build answered 500 with an empty message (its structured-output backend "
+                                "failed; see tests/contracts/README.md); a named tool choice works on a full image",
+    ("parsers", "tools-named-stream"): "as tools-named: an in-band 500 error on the capture build",
+    ("parsers", "tools-required"): "as tools-named: a 500 on the capture build",
+}
 
 
 def shape(value, depth=0):
@@ -81,7 +86,7 @@ def summary(answer: dict) -> dict:
     if "chunks" in answer:
         out["stream"] = stream_summary(answer["chunks"])
     elif "families" in answer:
-        wanted = {f"{name} {kind}" for name, kind in ((engine_metrics.GENERATED, "counter"),
+        wanted = {f"{name} {kind}" for name, kind in ((f"{engine_metrics.GENERATED}_total", "counter"),
                                                       (engine_metrics.DECODE_TIME, "histogram"),
                                                       (engine_metrics.TTFT, "histogram"))}
         out["families verify reads"] = sorted(wanted & set(answer["families"]))
@@ -130,7 +135,8 @@ def standin_for(capture: dict, monkeypatch) -> ThreadingHTTPServer:
     monkeypatch.setenv("VLLM_API_KEY", API_KEY)
     ready = threading.Event()
     ready.set()
-    knobs = {"thinking_tokens": 64} if "--reasoning-parser" in flags else {}
+    # The capture's model has random weights: it rambles to max_tokens and never calls a tool (knob `ramble`).
+    knobs = {"ramble": 1, **({"thinking_tokens": 64} if "--reasoning-parser" in flags else {})}
     if "--speculative-config" in flags:
         knobs["tokens_per_chunk"] = json.loads(flags[flags.index("--speculative-config") + 1])["num_speculative_tokens"] + 1
     names = capture["served_model_names"]
@@ -237,6 +243,8 @@ def door_before_standin(tmp_path, monkeypatch):
 @pytest.mark.parametrize("path,name", list(exchanges()))
 def test_the_door_passes_the_engines_answers_through_and_its_own_are_openai_shaped(path, name, door_before_standin):
     capture, exchange = load(path, name)
+    if (capture["config"], name) in STANDIN_DIFFERS:
+        pytest.skip(f"the stand-in behind the door differs here: {STANDIN_DIFFERS[capture['config'], name]}")
     port = door_before_standin(capture)
     got = replay(f"http://127.0.0.1:{port}", exchange, _door_module().KEY)
     why = DOOR_DIFFERS.get((capture["config"], name))
@@ -244,6 +252,6 @@ def test_the_door_passes_the_engines_answers_through_and_its_own_are_openai_shap
         answer = got
         if answer["status"] >= 400:
             assert set(answer.get("body", {})) == {"error"}, answer  # the door's own errors: OpenAI's shape
-            assert {"message", "type", "code"} <= set(answer["body"]["error"]), answer
+            assert set(answer["body"]["error"]) == {"message", "type", "param", "code"}, answer
         pytest.skip(f"the door differs here on purpose: {why}")
     assert summary(got) == summary(exchange["response"])
