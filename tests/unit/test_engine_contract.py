@@ -31,27 +31,11 @@ API_KEY = "capture-key"  # tools/capture_engine.py's key for the engine it start
 # (config, exchange) -> why the stand-in answers otherwise. Keep it short: each entry is a place where a test
 # double could hide a difference from the real engine.
 STANDIN_DIFFERS: dict[tuple[str, str], str] = {
-    ("parsers", "tools-named"): "the capture build answered 500 with an empty message (its structured-output backend "
-                                "failed; see tests/contracts/README.md); a named tool choice works on a full image",
+    ("parsers", "tools-named"): "the capture build answered 500 with an empty message (its cause is not in the log kept; "
+                                "see tests/contracts/README.md); the stand-in answers a named tool choice with a tool call",
     ("parsers", "tools-named-stream"): "as tools-named: an in-band 500 error on the capture build",
     ("parsers", "tools-required"): "as tools-named: a 500 on the capture build",
 }
-
-
-def shape(value, depth=0):
-    """Keys all the way down (lists by the union of their items' shapes); scalars by kind only."""
-    if isinstance(value, dict):
-        return {k: shape(v, depth + 1) for k, v in sorted(value.items())}
-    if isinstance(value, list):
-        merged: dict = {}
-        for item in value:
-            item_shape = shape(item, depth + 1)
-            if isinstance(item_shape, dict):
-                merged.update(item_shape)
-            else:
-                return [item_shape]
-        return [merged] if merged else []
-    return "value"
 
 
 def keys_only(value):
