@@ -47,12 +47,14 @@ demo: deps venv
 	$(BIN)/sparkstack testhost up --driver container
 	$(BIN)/python tests/artifact_servers.py up
 	$(BIN)/pyinfra -y inventory.py deploy.py --limit testhost
-	$(BIN)/sparkstack testhost ssh llm-switch qwen
-	$(BIN)/sparkstack testhost ssh llm-switch status
+	@echo "day 2 from the laptop, as the host's sudoer (DGX OS's default user), over pyinfra's own ssh:"
+	$(BIN)/sparkstack switch qwen --limit testhost --user spark --sudo
+	$(BIN)/sparkstack status --limit testhost --user spark --sudo
 	@echo "asking the hot model through the front door (127.0.0.1:30080 on the Spark):"
 	$(BIN)/sparkstack testhost ssh -- curl -fsS --retry 10 --retry-delay 1 --retry-all-errors http://127.0.0.1:30080/v1/chat/completions \
 		-H "'Content-Type: application/json'" \
 		-d "'{\"model\": \"qwen\", \"max_tokens\": 8, \"messages\": [{\"role\": \"user\", \"content\": \"What is 12*17?\"}]}'"
+	$(BIN)/sparkstack logs qwen -n 3 --limit testhost --user spark --sudo
 
 bench: deps venv
 	$(BIN)/python benchmarks/bench_deploy.py

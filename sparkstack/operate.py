@@ -10,6 +10,7 @@ so nobody needs to know unit or container names.
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,9 @@ class Hosts:
     def __init__(self, limit: str | None, cwd: Path, sudo: bool, user: str | None = None):
         from pyinfra.api import Config, Inventory, State
         from pyinfra.api.output import set_echo
+
+        # pyinfra's own log lines (a host key it has not seen) are not this command's output; failures are reported.
+        logging.getLogger("pyinfra").setLevel(logging.ERROR)
 
         # pyinfra prints a streamed command's lines through its echo, which does nothing until set (its CLI sets it).
         # The host's lines are the command's output (journal lines to pipe into grep): stdout, whichever stream.
