@@ -155,6 +155,9 @@ class Profile(StrictModel):
     default_variant: str | None = None
     readiness_timeout_s: int = Field(default=900, gt=0)
     stop_timeout_s: int = Field(default=60, gt=0)
+    # The front door stops the model once nothing has asked for it this long (seconds); only in a group with
+    # on-demand switching (sparkstack_frontdoor_on_demand), where the next request brings it back. None: never.
+    idle_ttl_s: int | None = Field(default=None, gt=0)
     expected_decode_tok_s: float | None = Field(default=None, gt=0)
 
     # --- derived views -------------------------------------------------

@@ -335,6 +335,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "launch_script": launch_path(p),
             "unit_path": f"{UNIT_DIR}/{p.unit_name}",
             "stop_timeout_s": p.stop_timeout_s,
+            "idle_ttl_s": p.idle_ttl_s,
             # Where the engine says its version (the door passes it through on /version).
             "version_path": adapter_for(p.engine).version_path,
         }

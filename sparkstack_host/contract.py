@@ -53,7 +53,7 @@ MODEL_KEYS = frozenset({
     "aliases", "engine", "engine_version", "moe_backend", "image", "snapshots", "api_key_env", "unit", "container",
     "port", "served_model_name", "variants", "default_variant", "readiness_timeout_s", "required_memory_gb",
     "cluster", "vision", "language_model_only", "context_length", "request_fixes", "tools", "expected_decode_tok_s",
-    "max_tokens_per_step", "launch_script", "unit_path", "stop_timeout_s", "version_path",
+    "max_tokens_per_step", "launch_script", "unit_path", "stop_timeout_s", "version_path", "idle_ttl_s",
 })
 FRONTDOOR_KEYS = frozenset({
     "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",

@@ -5,11 +5,17 @@
                       to the hot model when the body's "model" names it or an alias (rewritten to the
                       served name), with the fixes its profile declares; streams pass through as they come
   GET  /health        the door itself
+  GET  /running       the hot model: its state, how long it has been hot, its idle TTL and what is left of it,
+                      requests in flight and requests waiting for a model to load
+  POST /unload        stop the hot model (llm-switch none), once its requests in flight have finished (bounded)
+  GET  /version       the hot engine's own version answer
 
 Nothing else: the engine is asked for the route the door matched, never for the request's own path, and a path
 with a dot segment (`.`, `..`, raw or percent-encoded) or an encoded slash is refused with 400 before routing.
 
-A request for a model that is not hot gets 409 naming the hot model and the switch command, or, with
+A model with an idle TTL (its profile's idle_ttl_s; only with on-demand switching, so the next request brings it
+back) is stopped once nothing has asked for it for that long and nothing is in flight. A request for a model
+that is not hot gets 409 naming the hot model and the switch command, or, with
 on-demand switching, a switch through llm-switch (one at a time, a minimum hot time, the request held
 up to a bound, else 503 with Retry-After). An image sent to a model without vision gets 400 naming the
 models that have it. Settings come from the registry's "frontdoor" block (/etc/sparkstack/models.json).
@@ -203,6 +209,8 @@ class Door:
         self.active = 0  # requests in forward(), reading their body or answered
         self.in_flight = {name: 0 for name in self.models}  # requests forwarded to each model's engine
         self.max_model_len = {}  # served name -> the context its engine last listed (vLLM's /v1/models)
+        self.last_used = {}  # model -> when a request for it last began or ended (monotonic)
+        self.waiting = 0  # requests held while their model loads (on demand)
 
     # - state --------------------------------------------------------------------------------------
     def hot(self):
@@ -277,14 +285,18 @@ class Door:
                 await self.refresh()
 
     async def poll(self):
+        ttls = [m.get("idle_ttl_s") for m in self.models.values() if m.get("idle_ttl_s")]
+        # With an idle TTL the door looks often enough to stop a model within a second or so of its TTL.
+        interval = min([POLL_S] + [max(1.0, ttl / 10) for ttl in ttls]) if self.config["on_demand"] else POLL_S
         while True:
             try:
                 await self.fresh(0)
+                await self.expire_idle()
             except Exception as exc:  # the door keeps serving on its last view
                 print(f"sparkstack-frontdoor: refresh failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), POLL_S)
+                await asyncio.wait_for(self.wake.wait(), interval)
             except asyncio.TimeoutError:
                 pass
 
@@ -307,6 +319,74 @@ class Door:
         if not self.authorized(request):  # the key guards every route, this one too (it names the hot model)
             return self.unauthorized()
         return self.json(200, {"status": "ok", "hot": self.hot()})
+
+    def idle_ttl(self, name):
+        """The model's idle TTL in seconds, or None: only with on-demand switching, which brings it back."""
+        ttl = self.models[name].get("idle_ttl_s")
+        return ttl if ttl and self.config["on_demand"] else None
+
+    def idle_for(self, name):
+        since = max(self.last_used.get(name, float("-inf")), self.hot_since.get(name, float("-inf")))
+        return time.monotonic() - since if since > float("-inf") else 0.0
+
+    async def running(self, request):
+        if not self.authorized(request):
+            return self.unauthorized()
+        await self.fresh()
+        hot = self.hot()
+        loading = [n for n, s in self.states.items() if s == "loading"]
+        body = {"hot": hot, "state": self.states[hot] if hot else ("loading" if loading else "none"),
+                "loading": loading[0] if loading else None,
+                "switching": self.switching[0] if self.switching and not self.switching[1].done() else None,
+                "waiting": self.waiting, "in_flight": sum(self.in_flight.values())}
+        if hot:
+            ttl = self.idle_ttl(hot)
+            body.update(hot_for_s=round(time.monotonic() - self.hot_since.get(hot, time.monotonic()), 1),
+                        idle_s=round(self.idle_for(hot), 1), idle_ttl_s=ttl,
+                        ttl_left_s=round(max(0.0, ttl - self.idle_for(hot)), 1) if ttl else None,
+                        in_flight=self.in_flight[hot])
+        return self.json(200, body)
+
+    async def unload(self, request):
+        """Stop the hot model: new requests for it wait for the switch lock, those in flight finish first
+        (up to the door's hold), then llm-switch none through the root-owned socket."""
+        if not self.authorized(request):
+            return self.unauthorized()
+        async with self.switch_lock:
+            await self.fresh(0)
+            hot = self.hot()
+            if hot is None:
+                return self.json(409, error_body("no model is hot; nothing to unload", "nothing_hot", 409))
+            ok, message = await self.stop_hot(hot, "asked on /unload")
+        if not ok:
+            return self.json(503, error_body(f"could not unload {hot}: {message}", "model_unavailable", 503))
+        return self.json(200, {"unloaded": hot, "message": message})
+
+    async def stop_hot(self, name, why):
+        """Drain `name` (bounded by the door's hold), then stop it; (ok, message). Called under the switch lock."""
+        deadline = time.monotonic() + self.config["hold_s"]
+        while self.in_flight[name] and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        if self.in_flight[name]:
+            return False, f"{self.in_flight[name]} request(s) still in flight after {self.config['hold_s']} s"
+        print(f"sparkstack-frontdoor: stopping {name} ({why})", flush=True)
+        try:
+            ok, message = await self.switch("none")
+        except OSError as exc:
+            ok, message = False, f"the switch socket does not answer ({exc})"
+        self.wake.set()
+        await self.fresh(0)
+        return ok and self.states[name] != "hot", message
+
+    async def expire_idle(self):
+        """Stop the hot model once its idle TTL has passed with nothing in flight or waiting."""
+        hot = self.hot()
+        ttl = self.idle_ttl(hot) if hot else None
+        if not ttl or self.in_flight[hot] or self.waiting or self.idle_for(hot) < ttl:
+            return
+        async with self.switch_lock:
+            if self.hot() == hot and not self.in_flight[hot] and self.idle_for(hot) >= ttl:
+                await self.stop_hot(hot, f"idle for {self.idle_for(hot):.0f} s, its TTL is {ttl} s")
 
     async def version(self, request):
         """The hot engine's own /version (vLLM's route), passed through; the door's state when none is hot."""
@@ -484,7 +564,11 @@ class Door:
             await self.fresh()
         if self.states[name] != "hot":
             if self.config["on_demand"]:
-                refusal = await self.switch_on_demand(name)
+                self.waiting += 1
+                try:
+                    refusal = await self.switch_on_demand(name)
+                finally:
+                    self.waiting -= 1
                 if refusal is not None:
                     return refusal
             else:
@@ -497,10 +581,12 @@ class Door:
             return self.too_many(request, f"model {name} has {self.in_flight[name]} requests in flight, its most "
                                           "(sparkstack_frontdoor_max_requests_per_model)")
         self.in_flight[name] += 1
+        self.last_used[name] = time.monotonic()
         try:
             return await self.proxy(request, name, model, data)
         finally:
             self.in_flight[name] -= 1
+            self.last_used[name] = time.monotonic()
 
     def too_many(self, request, why):
         response = refused(self.web, request, 429, f"{why}; retry shortly")
@@ -676,7 +762,7 @@ def make_app(registry):
             return await handler(request)
         except web.HTTPNotFound:
             return refused(web, request, 404, f"the door serves {', '.join(('/v1/models',) + FORWARDED_ROUTES)}, "
-                                              "/version and /health, nothing else")
+                                              "/version, /running, /unload and /health, nothing else")
         except web.HTTPMethodNotAllowed as exc:
             response = refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
@@ -690,6 +776,8 @@ def make_app(registry):
     app.router.add_get("/health", door.health)
     app.router.add_get("/v1/models", door.list_models)
     app.router.add_get("/version", door.version)
+    app.router.add_get("/running", door.running)
+    app.router.add_post("/unload", door.unload)
     for route in FORWARDED_ROUTES:
         app.router.add_post(route, door.forward)
     app.on_startup.append(door.start)

@@ -523,8 +523,15 @@ def print_status(status):
 def serve_request(registry):
     """One switch request from the front door, on the switch socket (sparkstack-switch-request.socket, which
     only the door's group may open): a model name or alias on stdin, the switch's progress on stdout, then a
-    JSON line {"ok", "model", "message"}. Only a deployed model: never `none`, never a variant or a flag."""
+    JSON line {"ok", "model", "message"}. A deployed model, or `none` (the door's /unload and idle TTL); never a
+    variant or a flag."""
     word = sys.stdin.readline(256).strip()
+    if word == "none":
+        say("stop of the hot model asked by the front door")
+        code = switch_none(registry)
+        print(json.dumps({"ok": code == 0, "model": None, "message": "no model is hot" if code == 0 else f"exit {code}"}),
+              flush=True)
+        return code
     try:
         name, _ = resolve(registry, word)
         say(f"switch to {name} asked by the front door")

@@ -518,3 +518,92 @@ def test_with_tls_the_door_speaks_only_https_with_the_certificate_the_deploy_mad
         process.terminate()
         process.wait(10)
     assert "(TLS)" in log.read_text()
+
+
+class EngineSwitch:
+    """The root switch socket as the door sees it, in front of a stand-in it starts and stops: a model name starts
+    the engine on the model's port, `none` stops it. Every word asked is kept."""
+
+    def __init__(self, path: Path, served: str, port: int):
+        self.words: list[str] = []
+        self.served, self.port, self.engine = served, port, None
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(str(path))
+        self.server.listen(16)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def start_engine(self):
+        class OneRequestAConnection(make_handler(self.served, True, {}, ready_event(), "vllm")):
+            # A stopped engine's connections die with its process; here no kept-alive connection outlives it.
+            def handle(self):
+                try:
+                    self.handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):  # the door's poll gave up on a stopping engine
+                    pass
+
+        self.engine = ThreadingHTTPServer(("127.0.0.1", self.port), OneRequestAConnection)
+        self.engine.daemon_threads = True
+        threading.Thread(target=self.engine.serve_forever, daemon=True).start()
+
+    def stop_engine(self):
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.shutdown()
+            engine.server_close()
+
+    def serve(self):
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            word = client.recv(256).decode().strip()
+            if word == "none":
+                self.stop_engine()
+                answer = b'{"ok": true, "model": null, "message": "no model is hot"}\n'
+            else:
+                if self.engine is None:
+                    self.start_engine()
+                answer = json.dumps({"ok": True, "model": word, "message": f"{word} is hot"}).encode() + b"\n"
+            self.words.append(word)  # once done, as llm-switch answers only when the switch is over
+            try:
+                client.sendall(answer)
+            except OSError:  # the door went away meanwhile (the test ends)
+                pass
+            client.close()
+
+
+def test_the_owner_sees_what_runs_unloads_it_and_an_idle_model_is_stopped_after_its_ttl(tmp_path):
+    registry = json.loads(rendered_registry())
+    qwen = {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None, "idle_ttl_s": 3}
+    registry["models"] = {"qwen36": qwen}
+    switch = EngineSwitch(tmp_path / "switch.sock", qwen["served_model_name"], qwen["port"])
+    switch.start_engine()  # hot when the door starts
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=10, switch_socket=str(tmp_path / "switch.sock"))
+    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body)
+    try:
+        code, body = ask(port, "GET", "/running")
+        running = json.loads(body)
+        assert code == 200 and running["hot"] == "qwen36" and running["idle_ttl_s"] == 3, running
+        assert 0 <= running["ttl_left_s"] <= 3 and running["waiting"] == 0
+        assert ask(port, "GET", "/running", key=None)[0] == 401
+        # The owner unloads it: the door asks the switch for `none`, and nothing is hot.
+        code, body = ask(port, "POST", "/unload", {})
+        assert (code, json.loads(body)["unloaded"]) == (200, "qwen36"), body
+        assert switch.words == ["none"] and json.loads(ask(port, "GET", "/running")[1])["hot"] is None
+        assert ask(port, "POST", "/unload", {})[0] == 409  # nothing left to unload
+        # A request brings it back on demand, and is served.
+        assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
+        assert switch.words == ["none", "qwen36"]
+        # Left idle past its TTL (3 s), the door stops it by itself.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and switch.words[-1] != "none":
+            time.sleep(0.5)
+        assert switch.words == ["none", "qwen36", "none"], switch.words
+        assert "stopping qwen36 (idle for" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.stop_engine()
+        switch.server.close()
+    assert "Traceback" not in log.read_text()

@@ -262,3 +262,18 @@ def test_status_never_prints_another_nodes_control_characters(host, capsys):
     line = next(x for x in out.splitlines() if x.startswith("cluster:"))
     assert "\x1b" not in out and "\r" not in out and "\x07" not in out
     assert "stopped?]0;owned??" in line and "by rank 2" in line
+
+
+def test_the_door_may_ask_the_switch_socket_for_none_and_nothing_else_beyond_a_model(host, capsys, monkeypatch):
+    import io
+
+    switch_to(host, "qwen")
+    monkeypatch.setattr("sys.stdin", io.StringIO("none\n"))
+    assert switch.serve_request(switch.load_registry()) == 0
+    assert host.hot() == []
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"ok": True, "model": None,
+                                                                            "message": "no model is hot"}
+    # A variant or a flag is still no model: refused, nothing starts.
+    monkeypatch.setattr("sys.stdin", io.StringIO("qwen --variant x\n"))
+    assert switch.serve_request(switch.load_registry()) == 1
+    assert host.hot() == []
