@@ -304,6 +304,14 @@ def test_exposed_the_door_needs_its_key_speaks_tls_and_on_demand_it_switches(doo
         assert answer.choices[0].message.content and time.monotonic() - started < 120
         assert json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] == "mistral4"
         assert "switching to mistral4 on demand" in vm_ssh("journalctl -u sparkstack-frontdoor -o cat --no-pager").stdout
+        # What runs, then unloading it through the door: the real root socket takes `none`.
+        headers = {"Authorization": f"Bearer {DOOR_KEY}"}
+        running = requests.get(f"{tls_door}/running", headers=headers, timeout=10, verify=str(cert)).json()
+        assert running["hot"] == "mistral4" and running["state"] == "hot" and running["in_flight"] == 0, running
+        assert requests.post(f"{tls_door}/unload", json={}, timeout=10, verify=str(cert)).status_code == 401
+        unloaded = requests.post(f"{tls_door}/unload", json={}, headers=headers, timeout=120, verify=str(cert))
+        assert unloaded.status_code == 200 and unloaded.json()["unloaded"] == "mistral4", unloaded.text
+        assert json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] is None
     finally:
         vm_ssh(f"sed -i '/^SPARKSTACK_FRONTDOOR_API_KEY=/d' {SECRETS}")
         back = deploy()
