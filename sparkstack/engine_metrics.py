@@ -22,6 +22,9 @@ TTFT = "vllm:time_to_first_token_seconds"
 # verify's decode figure and the engine's may differ by this share before the reading is INSTRUMENT: the
 # real run agreed within 0.6% (../shared/REAL-ENGINE.md); chunk timing and other traffic explain a few %.
 DECODE_BOUND = 0.10
+# Below this much decoding (seconds, all runs together) the two clocks are not compared: a chunk's scheduling
+# jitter alone is several % of a tenth of a second. verify's default runs (3 x 128 tokens) decode for seconds.
+MIN_COMPARED_DECODE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,11 @@ class EngineFigures:
     requests: int
     decode_tok_s: float | None
     ttft_s: float | None
+    decode_s: float = 0.0  # the engine's decode time over the requests, summed
+
+    @property
+    def comparable(self) -> bool:
+        return self.decode_s >= MIN_COMPARED_DECODE_S
 
 
 def between(before: Counters, after: Counters) -> EngineFigures | None:
@@ -64,4 +72,4 @@ def between(before: Counters, after: Counters) -> EngineFigures | None:
     after_first = after.generated - before.generated - requests
     ttft_n = after.ttft_count - before.ttft_count
     return EngineFigures(int(requests), after_first / decode_s if decode_s > 0 and after_first > 0 else None,
-                         (after.ttft_sum - before.ttft_sum) / ttft_n if ttft_n > 0 else None)
+                         (after.ttft_sum - before.ttft_sum) / ttft_n if ttft_n > 0 else None, decode_s)

@@ -146,13 +146,16 @@ def test_cli_needs_exactly_one_target():
 
 
 def test_the_engines_own_counters_stand_beside_verifys_figures(engine):
+    from sparkstack import engine_metrics
+
     report = run_checks(Client(engine(token_rate=80), read_timeout_s=10), qwen(), runs=2, max_tokens=60)
     decode = next(c for c in report.checks if c.name == "decode")
     assert decode.status == PASS, decode
     engine_figures = report.figures["decode"]["engine"]
     assert engine_figures["requests"] == 2
-    # Both clocks read the same stream: the stand-in paces 80 tok/s, vLLM's counters agreed within 0.6%.
-    assert abs(engine_figures["decode_difference"]) < 0.05, engine_figures
+    # Both clocks read the same stream (the stand-in paces 80 tok/s; a real vLLM's counters agreed with verify
+    # within 0.6%): within the bound verify itself holds them to.
+    assert abs(engine_figures["decode_difference"]) <= engine_metrics.DECODE_BOUND, engine_figures
     assert "engine's own /metrics over 2 request(s): decode" in decode.detail
     assert "ttft as the client sees it (HTTP, template and tokenization included)" in decode.detail
 
@@ -174,13 +177,16 @@ def test_counters_that_disagree_with_verifys_clock_make_the_reading_instrument(e
 def test_a_rambling_smoke_answer_is_instrument_and_the_rest_is_still_measured(engine):
     # A model that thinks past the smoke check's budget even with thinking off (finish length): its answer is
     # not a score, but decode, vision, tools and engine are measured all the same.
-    url = engine(token_rate=400, thinking_tokens=600, thinking_always=1)
-    report = run_checks(Client(url, read_timeout_s=10), qwen(), runs=1, max_tokens=20)
+    # Paced so a run lasts about half a second: a shorter window lets scheduling jitter part the two clocks.
+    url = engine(token_rate=150, thinking_tokens=600, thinking_always=1)
+    report = run_checks(Client(url, read_timeout_s=10), qwen(), runs=1, max_tokens=80)
     found = statuses(report)
     assert found["deterministic"] == INSTRUMENT, report.table()
     assert "budget ran out" in next(c for c in report.checks if c.name == "deterministic").detail
     assert found["decode"] == PASS and found["vision"] == PASS and found["tools"] == PASS, report.table()
     assert report.exit_code == 2  # the worst result
+    # Half a second of decoding is too short to hold the two clocks to 10%: reported, not judged.
+    assert "not compared" in next(c for c in report.checks if c.name == "decode").detail
 
 
 def test_through_the_door_verify_measures_the_hot_model_never_the_first_listed(monkeypatch):
