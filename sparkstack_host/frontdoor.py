@@ -49,6 +49,10 @@ FRESH_S = 1.0
 # On demand: a model that does not become hot is tried ON_DEMAND_TRIES times, ON_DEMAND_BACKOFF_S[i] apart;
 # then 503 with the last reason until it is hot by other means (`llm-switch NAME` by hand) or the door restarts.
 # Each try stops the hot model, so a storm of requests must not become a storm of switches.
+# A streaming request that waits for its model to load gets an SSE comment this often (the first at once, once
+# the switch has taken longer than LOADING_AFTER_S), so its client knows it is loading rather than hung.
+LOADING_AFTER_S = 1.0
+LOADING_COMMENT_S = 5.0
 ON_DEMAND_TRIES = 3
 ON_DEMAND_BACKOFF_S = (15, 60)
 # The OpenAI API routes the door forwards, matched exactly; an engine's own routes (SGLang's
@@ -547,6 +551,7 @@ class Door:
         shape = message_shape_problem(body)
         if shape:
             return refused(self.web, request, 400, shape)
+        prepared = None  # a stream already begun while the model loaded
         name = find_model(self.models, body["model"])
         if name is None:
             known = ", ".join(f"{n} ({', '.join(m.get('aliases', []))})" if m.get("aliases") else n
@@ -566,7 +571,7 @@ class Door:
             if self.config["on_demand"]:
                 self.waiting += 1
                 try:
-                    refusal = await self.switch_on_demand(name)
+                    refusal, prepared = await self.wait_for_load(request, name, bool(body.get("stream")))
                 finally:
                     self.waiting -= 1
                 if refusal is not None:
@@ -578,12 +583,21 @@ class Door:
         body, fixed = apply_fixes(body, model.get("request_fixes") or [])
         data = json.dumps(body).encode() if (changed or fixed) else raw
         if self.in_flight[name] >= self.config["max_requests_per_model"]:
-            return self.too_many(request, f"model {name} has {self.in_flight[name]} requests in flight, its most "
-                                          "(sparkstack_frontdoor_max_requests_per_model)")
+            refusal = self.too_many(request, f"model {name} has {self.in_flight[name]} requests in flight, its most "
+                                             "(sparkstack_frontdoor_max_requests_per_model)")
+            if prepared is not None:
+                await self.stream_error(prepared, name, refusal)
+                return prepared
+            return refusal
         self.in_flight[name] += 1
         self.last_used[name] = time.monotonic()
         try:
-            return await self.proxy(request, name, model, data)
+            response = await self.proxy(request, name, model, data, prepared)
+            if prepared is not None and response is not prepared:
+                # A refusal after the stream began (status 200 already sent): its body as the stream's error event.
+                await self.stream_error(prepared, name, response)
+                return prepared
+            return response
         finally:
             self.in_flight[name] -= 1
             self.last_used[name] = time.monotonic()
@@ -593,7 +607,44 @@ class Door:
         response.headers["Retry-After"] = "1"
         return response
 
-    async def proxy(self, request, name, model, data):
+    async def wait_for_load(self, request, name, streaming):
+        """(refusal or None, a begun stream or None): an on-demand switch, and for a streaming client that has to
+        wait longer than LOADING_AFTER_S, an SSE stream begun at once with a comment every LOADING_COMMENT_S."""
+        task = asyncio.ensure_future(self.switch_on_demand(name))
+        if not streaming:
+            return await task, None
+        done, _ = await asyncio.wait({task}, timeout=LOADING_AFTER_S)
+        if done:
+            return task.result(), None  # refused or hot at once: the status says so, as without waiting
+        response = self.web.StreamResponse(status=200, headers={
+            "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        await response.prepare(request)
+        started = time.monotonic()
+        while not task.done():
+            state = self.states.get(name, "unknown")
+            await response.write(f": loading {name} ({state}; waited {time.monotonic() - started:.0f} s)\n\n".encode())
+            await asyncio.wait({task}, timeout=LOADING_COMMENT_S)
+        refusal = task.result()
+        if refusal is not None:
+            await self.stream_error(response, name, refusal)
+            return response, None
+        return None, response
+
+    async def stream_error(self, response, name, refusal):
+        """A refusal's error, sent as the stream's last event (its status was sent as 200)."""
+        try:
+            error = json.loads(refusal.body)
+        except (TypeError, ValueError):
+            error = error_body(f"model {name}: the request failed ({refusal.status})", "error", refusal.status)
+        print(f"sparkstack-frontdoor: {name}: a stream that waited for its load ends in an error ({refusal.status})",
+              flush=True)
+        try:
+            await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await response.write_eof()
+        except (ConnectionResetError, RuntimeError):
+            pass
+
+    async def proxy(self, request, name, model, data, prepared=None):
         headers = {"Content-Type": "application/json", **self.upstream_headers(model)}
         if "Accept" in request.headers:
             headers["Accept"] = request.headers["Accept"]
@@ -607,9 +658,11 @@ class Door:
                 if not content_type.startswith("text/event-stream"):
                     payload = await upstream.read()
                     return self.web.Response(status=upstream.status, body=payload, content_type=content_type.split(";")[0])
-                response = self.web.StreamResponse(status=upstream.status, headers={
-                    "Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-                await response.prepare(request)
+                response = prepared
+                if response is None:
+                    response = self.web.StreamResponse(status=upstream.status, headers={
+                        "Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                    await response.prepare(request)
                 route = request.match_info.route.resource.canonical
                 tail = b""
                 try:

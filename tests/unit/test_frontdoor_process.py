@@ -607,3 +607,87 @@ def test_the_owner_sees_what_runs_unloads_it_and_an_idle_model_is_stopped_after_
         switch.stop_engine()
         switch.server.close()
     assert "Traceback" not in log.read_text()
+
+
+class SlowEngineSwitch(EngineSwitch):
+    """As EngineSwitch, with a model that takes `load_s` to load."""
+
+    def __init__(self, path: Path, served: str, port: int, load_s: float):
+        self.load_s = load_s
+        super().__init__(path, served, port)
+
+    def start_engine(self):
+        time.sleep(self.load_s)
+        super().start_engine()
+
+
+def test_a_streaming_client_hears_that_its_model_is_loading_then_gets_its_stream(tmp_path):
+    registry = json.loads(rendered_registry())
+    qwen = {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}
+    registry["models"] = {"qwen36": qwen}
+    switch = SlowEngineSwitch(tmp_path / "switch.sock", qwen["served_model_name"], qwen["port"], load_s=3)
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
+    process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
+                                    ready=lambda code, body: code == 200)
+    try:
+        # A streaming client asks for the cold model: SSE comments while it loads, then the engine's own stream.
+        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+        assert code == 200, body
+        comments = [line for line in body.splitlines() if line.startswith(": loading qwen36")]
+        assert len(comments) >= 3, body  # 3 s of loading, a comment every 0.5 s after the first second
+        events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]" and json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant", body
+        assert body.index(": loading") < body.index("data: ")
+        # The openai client reads such a stream as any other: the comments are not events.
+        import openai
+        stream = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY).chat.completions.create(
+            model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        # A model that is hot already streams at once: no comment.
+        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+        assert code == 200 and ": loading" not in body
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.stop_engine()
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_streaming_client_whose_model_fails_to_load_gets_an_error_event_not_a_clean_end(tmp_path):
+    registry = json.loads(rendered_registry())
+    registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}}
+
+    class SlowFailingSwitch(FailingSwitch):
+        def serve(self):
+            while True:
+                try:
+                    client, _ = self.server.accept()
+                except OSError:
+                    return
+                client.recv(256)
+                time.sleep(2.5)  # the load takes a while, then the engine exits
+                self.tries += 1
+                try:
+                    client.sendall(b'{"ok": false, "message": "vllm-qwen36.service failed: the engine exited (code 1)"}\n')
+                except OSError:
+                    pass
+                client.close()
+
+    switch = SlowFailingSwitch(tmp_path / "switch.sock")
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
+    process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
+                                    ready=lambda code, body: code == 200)
+    try:
+        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+        assert code == 200 and ": loading qwen36" in body, body
+        events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+        # No [DONE]: the stream ends in the error, so no client takes it for a complete (empty) answer.
+        assert len(events) == 1 and "[DONE]" not in body, body
+        error = json.loads(events[0])["error"]
+        assert error["code"] == 503 and "the engine exited" in error["message"], error
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
