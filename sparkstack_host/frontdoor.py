@@ -356,6 +356,17 @@ class Door:
         (up to the door's hold), then llm-switch none through the root-owned socket."""
         if not self.authorized(request):
             return self.unauthorized()
+        # The body is read, bounded like every other (413 past the cap), and must be a JSON object: `{}`.
+        try:
+            raw = await asyncio.wait_for(request.read(), connections.BODY_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return refused(self.web, request, 408, f"the body did not arrive within {connections.BODY_TIMEOUT_S:.0f} s")
+        try:
+            asked = json.loads(raw or b"{}")
+        except ValueError:
+            asked = None
+        if not isinstance(asked, dict):
+            return refused(self.web, request, 400, "/unload takes a JSON object as its body: {}")
         async with self.switch_lock:
             await self.fresh(0)
             hot = self.hot()

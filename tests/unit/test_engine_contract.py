@@ -112,11 +112,15 @@ def replay(base: str, exchange: dict, key: str) -> dict:
     return record(response)
 
 
-def standin_for(capture: dict, monkeypatch) -> ThreadingHTTPServer:
+def standin_for(capture: dict, monkeypatch, key: str | None = API_KEY) -> ThreadingHTTPServer:
     """The stand-in as the capture's flags start the engine: its served names and context, the tool-call flags,
-    and with a reasoning parser a model that thinks (with random weights the real one's output is all thinking)."""
+    and with a reasoning parser a model that thinks (with random weights the real one's output is all thinking).
+    `key`: the engine's API key (VLLM_API_KEY), or None for an engine with none."""
     flags = capture["flags"]
-    monkeypatch.setenv("VLLM_API_KEY", API_KEY)
+    if key:
+        monkeypatch.setenv("VLLM_API_KEY", key)
+    else:
+        monkeypatch.delenv("VLLM_API_KEY", raising=False)
     ready = threading.Event()
     ready.set()
     # The capture's model has random weights: it rambles to max_tokens and never calls a tool (knob `ramble`).
@@ -199,9 +203,7 @@ def door_before_standin(tmp_path, monkeypatch):
     started = []
 
     def start(capture: dict) -> int:
-        monkeypatch.delenv("VLLM_API_KEY", raising=False)
-        server = standin_for(capture, monkeypatch)
-        monkeypatch.delenv("VLLM_API_KEY", raising=False)
+        server = standin_for(capture, monkeypatch, key=None)
         from tests.unit.fakehost import rendered_registry
 
         registry = json.loads(rendered_registry())

@@ -248,6 +248,32 @@ def test_a_body_past_the_cap_gets_413_and_the_door_keeps_serving(door):
     assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
 
 
+def test_an_attacker_trying_to_stop_the_owners_model_through_unload_is_refused_at_each_step(door):
+    from sparkstack_host.frontdoor import MAX_BODY_BYTES
+
+    port, log = door
+    hot_before = json.loads(ask(port, "GET", "/running")[1])["hot"]
+    assert hot_before is not None
+    # Without the key, with a guessed one, and from a web page in the owner's browser (its origin, text/plain).
+    assert ask(port, "POST", "/unload", {}, key=None)[0] == 401
+    assert ask(port, "POST", "/unload", {}, key="sk-guess")[0] == 401
+    assert ask(port, "POST", "/unload", {}, headers={"Origin": "https://evil.example"})[0] == 403
+    assert ask(port, "POST", "/unload", {}, headers={"Content-Type": "text/plain"})[0] == 415
+    # The wrong method, a dot segment, an oversize body: refused before any handler.
+    code, body = ask(port, "GET", "/unload")
+    assert code == 405 and set(json.loads(body)["error"]) == {"message", "type", "param", "code"}
+    assert ask(port, "POST", "/unload/../running", {})[0] == 400
+    assert ask(port, "POST", "/unload", {"padding": "x" * (MAX_BODY_BYTES + 1024)})[0] == 413
+    assert ask(port, "POST", "/unload", ["not", "an", "object"])[0] == 400
+    # What runs, and the engine's version, stay behind the key too.
+    assert ask(port, "GET", "/running", key=None)[0] == 401 and ask(port, "GET", "/version", key=None)[0] == 401
+    # Nothing was stopped: the owner's model is still hot and served.
+    code, body = ask(port, "GET", "/running")
+    assert code == 200 and json.loads(body)["hot"] == hot_before, body
+    assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
+    assert "sparkstack-frontdoor: stopping" not in log.read_text()
+
+
 @pytest.mark.parametrize("messages", [
     "hi",
     [1, 2],
@@ -433,15 +459,18 @@ def test_past_the_per_model_and_overall_caps_clients_get_429_and_the_admitted_ar
     assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "slow-b", "max_tokens": 1})[0] == 200
 
 
-class FailingSwitch:
-    """root's switch socket, as the door sees it, for a model that never becomes hot: it counts the tries."""
+class SwitchSocket:
+    """root's switch socket, as the door sees it: one word in, `answer(word)` out; every word asked is kept."""
 
     def __init__(self, path: Path):
-        self.path, self.tries = path, 0
+        self.path, self.words = path, []
         self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.server.bind(str(path))
         self.server.listen(16)
         threading.Thread(target=self.serve, daemon=True).start()
+
+    def answer(self, word: str) -> bytes:
+        raise NotImplementedError
 
     def serve(self):
         while True:
@@ -449,10 +478,30 @@ class FailingSwitch:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            client.recv(256)
-            self.tries += 1
-            client.sendall(b'{"ok": false, "message": "vllm-qwen36.service failed: the engine exited (code 1)"}\n')
+            word = client.recv(256).decode().strip()
+            answer = self.answer(word)
+            self.words.append(word)  # once done, as llm-switch answers only when the switch is over
+            try:
+                client.sendall(answer)
+            except OSError:  # the door went away meanwhile (the test ends)
+                pass
             client.close()
+
+
+class FailingSwitch(SwitchSocket):
+    """For a model that never becomes hot: each try takes `delay_s`, then the engine exits."""
+
+    def __init__(self, path: Path, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        super().__init__(path)
+
+    @property
+    def tries(self) -> int:
+        return len(self.words)
+
+    def answer(self, word: str) -> bytes:
+        time.sleep(self.delay_s)
+        return b'{"ok": false, "message": "vllm-qwen36.service failed: the engine exited (code 1)"}\n'
 
 
 def test_a_model_that_fails_to_start_is_tried_three_times_in_a_storm_then_refused_until_hot(tmp_path):
@@ -520,17 +569,13 @@ def test_with_tls_the_door_speaks_only_https_with_the_certificate_the_deploy_mad
     assert "(TLS)" in log.read_text()
 
 
-class EngineSwitch:
-    """The root switch socket as the door sees it, in front of a stand-in it starts and stops: a model name starts
-    the engine on the model's port, `none` stops it. Every word asked is kept."""
+class EngineSwitch(SwitchSocket):
+    """In front of a stand-in it starts and stops: a model name starts the engine on the model's port, `none`
+    stops it."""
 
     def __init__(self, path: Path, served: str, port: int):
-        self.words: list[str] = []
         self.served, self.port, self.engine = served, port, None
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.server.bind(str(path))
-        self.server.listen(16)
-        threading.Thread(target=self.serve, daemon=True).start()
+        super().__init__(path)
 
     def start_engine(self):
         class OneRequestAConnection(make_handler(self.served, True, {}, ready_event(), "vllm")):
@@ -551,26 +596,13 @@ class EngineSwitch:
             engine.shutdown()
             engine.server_close()
 
-    def serve(self):
-        while True:
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                return
-            word = client.recv(256).decode().strip()
-            if word == "none":
-                self.stop_engine()
-                answer = b'{"ok": true, "model": null, "message": "no model is hot"}\n'
-            else:
-                if self.engine is None:
-                    self.start_engine()
-                answer = json.dumps({"ok": True, "model": word, "message": f"{word} is hot"}).encode() + b"\n"
-            self.words.append(word)  # once done, as llm-switch answers only when the switch is over
-            try:
-                client.sendall(answer)
-            except OSError:  # the door went away meanwhile (the test ends)
-                pass
-            client.close()
+    def answer(self, word: str) -> bytes:
+        if word == "none":
+            self.stop_engine()
+            return b'{"ok": true, "model": null, "message": "no model is hot"}\n'
+        if self.engine is None:
+            self.start_engine()
+        return json.dumps({"ok": True, "model": word, "message": f"{word} is hot"}).encode() + b"\n"
 
 
 def test_the_owner_sees_what_runs_unloads_it_and_an_idle_model_is_stopped_after_its_ttl(tmp_path):
@@ -658,23 +690,7 @@ def test_a_streaming_client_whose_model_fails_to_load_gets_an_error_event_not_a_
     registry = json.loads(rendered_registry())
     registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}}
 
-    class SlowFailingSwitch(FailingSwitch):
-        def serve(self):
-            while True:
-                try:
-                    client, _ = self.server.accept()
-                except OSError:
-                    return
-                client.recv(256)
-                time.sleep(2.5)  # the load takes a while, then the engine exits
-                self.tries += 1
-                try:
-                    client.sendall(b'{"ok": false, "message": "vllm-qwen36.service failed: the engine exited (code 1)"}\n')
-                except OSError:
-                    pass
-                client.close()
-
-    switch = SlowFailingSwitch(tmp_path / "switch.sock")
+    switch = FailingSwitch(tmp_path / "switch.sock", delay_s=2.5)  # the load takes a while, then the engine exits
     registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
     process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
                                     ready=lambda code, body: code == 200)
