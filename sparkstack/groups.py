@@ -113,6 +113,16 @@ class GroupSettings(StrictModel):
     # taking every slot. The engine batches what it gets; these are the door's bounds, not the engine's.
     frontdoor_max_requests: int = Field(default=64, ge=1, le=4096)
     frontdoor_max_requests_per_model: int = Field(default=32, ge=1, le=4096)
+    # On demand: requests held at once while their model loads (the queue); past it 503 with Retry-After.
+    frontdoor_max_waiting: int = Field(default=16, ge=0, le=4096)
+    # Named client keys (e.g. ["laptop", "ci", "phone"]): each request is attributed to its key, with usage kept on
+    # the host. Each key lives on this machine (`sparkstack keys`: made by the deploy unless the owner gives one);
+    # the host keeps only its SHA-256. A name taken out of this list is revoked by the next deploy.
+    frontdoor_clients: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]] = []
+    # Models that run together, by set name (e.g. {"coder-embed": ["qwen36", "embedder"]}): the memory plan checks
+    # each set as a whole, `llm-switch SET` and the door start and stop its members as one. Without sets exactly
+    # one model is hot.
+    model_sets: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")], list[str]] = {}
     # TLS for the door (https). With frontdoor_tls_cert and frontdoor_tls_key (files on this machine: a
     # certificate the clients already trust, and its key), the deploy installs them. Without, it makes a
     # self-signed one on the host, once (EC P-256, for loopback, the host's names and addresses, and
@@ -140,6 +150,16 @@ class GroupSettings(StrictModel):
         if self.frontdoor_tls_cert is not None and not self.frontdoor_tls:
             raise ValueError("sparkstack_frontdoor_tls_cert is set but sparkstack_frontdoor_tls is not: set "
                              "sparkstack_frontdoor_tls = True to serve the door over TLS")
+        return self
+
+    @model_validator(mode="after")
+    def _sets_and_clients_are_well_formed(self):
+        for name, members in self.model_sets.items():
+            if len(members) < 2 or len(set(members)) != len(members):
+                raise ValueError(f"sparkstack_model_sets.{name}: a set names two or more different models, "
+                                 f"not {members!r}")
+        if len(set(self.frontdoor_clients)) != len(self.frontdoor_clients):
+            raise ValueError("sparkstack_frontdoor_clients names a client twice")
         return self
 
     @model_validator(mode="after")

@@ -12,6 +12,10 @@ A profile that does not fit is refused, with the figures and the number of
 hosts it would need, and is never deployed. Where the fraction's figure and resident_gb
 disagree by more than CLAIM_DISAGREEMENT, the plan says so: one of them is wrong.
 
+A set of models that run together (sparkstack_model_sets) fits when each member fits alone and every
+member's claim plus one OS reserve still leaves the guard's floor available; a set that does not fit stops
+the deploy, with the figures (the owner declared it, as with sparkstack_models).
+
 A cluster profile (`cluster:` in its YAML) is placed on a cluster group of at least its
 tensor x pipeline nodes; each node holds its share of the weights and of the resident memory
 and keeps its own OS reserve, and the checks above apply to that share on every node.
@@ -19,6 +23,7 @@ and keeps its own OS reserve, and the checks above apply to that share on every 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -115,6 +120,44 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class SetFit:
+    """A set of models run together on one host: each member's claim, one OS reserve, the guard's floor left."""
+
+    name: str
+    members: list[Fit]
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return not self.problems
+
+    @property
+    def claim_gb(self) -> float:
+        return round(sum(m.claim_gb for m in self.members), 2)
+
+    def describe(self) -> str:
+        first = self.members[0]
+        need = round(self.claim_gb + first.reserve_gb, 2)
+        parts = " + ".join(f"{m.profile.name} {_gb(m.claim_gb)}" for m in self.members)
+        head = f"set {self.name}: {parts} + reserve {_gb(first.reserve_gb)} = {_gb(need)} of {_gb(first.host_gb)}"
+        if self.fits:
+            return (f"FITS     {head}  (headroom {_gb(round(first.host_gb - need, 2))} >= guard floor "
+                    f"{_gb(first.floor_gb)})")
+        return "\n".join([f"REFUSED  {head}"] + [f"         - {problem}" for problem in self.problems])
+
+
+def check_set(name: str, members: list[Fit]) -> SetFit:
+    problems = [f"{m.profile.name} does not fit alone" for m in members if not m.fits]
+    problems += [f"{m.profile.name} is a cluster model; a set runs on one host" for m in members if m.profile.cluster]
+    first = members[0]
+    left = round(first.host_gb - sum(m.claim_gb for m in members) - first.reserve_gb, 2)
+    if left < first.floor_gb:
+        problems.append(f"together they leave {_gb(left)} of {_gb(first.host_gb)}, below the memory guard's floor "
+                        f"{_gb(first.floor_gb)} (sparkstack_memory_guard_floor_gb)")
+    return SetFit(name, members, problems)
+
+
+@dataclass(frozen=True)
 class Plan:
     group: str
     host_gb: float
@@ -124,6 +167,7 @@ class Plan:
     cluster_ready: bool = False
     memory_source: str = ""  # where host_gb comes from (a setting, the host, or the assumption offline)
     memory_note: str | None = None
+    sets: list[SetFit] = field(default_factory=list)
 
     @property
     def deployable(self) -> list[Profile]:
@@ -150,6 +194,7 @@ class Plan:
         lines = [f"memory plan for group {self.group!r}: {_gb(self.host_gb)} unified memory{source}, "
                  f"OS reserve {_gb(self.reserve_gb)}"]
         lines += ["  " + line for fit in self.fits for line in fit.describe().splitlines()]
+        lines += ["  " + line for fit in self.sets for line in fit.describe().splitlines()]
         if self.memory_note:
             lines.append(f"  note: {self.memory_note}")
         if not self.cluster_ready:
@@ -254,4 +299,35 @@ def make_plan(group: str, profiles: list[Profile], settings: GroupSettings, live
     if settings.models is not None and plan.refused:
         raise PlanError(plan.describe() + f"\ngroup {group!r} pins profiles that cannot fit; "
                         "remove them from sparkstack_models or deploy them to a larger cluster")
+    if settings.model_sets:
+        plan = plan_sets(group, plan, settings)
+    return plan
+
+
+# Words llm-switch takes for itself: no set may be called so.
+SWITCH_WORDS = ("none", "status", "serve-request")
+
+
+def plan_sets(group: str, plan: Plan, settings: GroupSettings) -> Plan:
+    """The plan with the group's sets checked as a whole; PlanError naming the set when one is unknown or does
+    not fit (the owner declared it, so a deploy without it would not be what they asked for)."""
+    fits = {f.profile.name: f for f in plan.fits}
+    words = {alias for f in plan.fits for alias in (f.profile.name, *f.profile.aliases)}
+    sets = []
+    for name, members in settings.model_sets.items():
+        where = f"group {group!r}: sparkstack_model_sets.{name}"
+        if name in words or name in SWITCH_WORDS:
+            raise PlanError(f"{where}: the set's name is taken by a model, an alias or llm-switch's own word; "
+                            "name the set otherwise")
+        unknown = [m for m in members if m not in fits]
+        if unknown:
+            raise PlanError(f"{where} names models this group does not plan: {', '.join(unknown)} "
+                            f"(planned: {', '.join(fits)})")
+        sets.append(check_set(name, [fits[m] for m in members]))
+    plan = dataclasses.replace(plan, sets=sets)
+    refused = [s for s in sets if not s.fits]
+    if refused:
+        raise PlanError(plan.describe() + f"\ngroup {group!r}: the set(s) {', '.join(s.name for s in refused)} in "
+                        "sparkstack_model_sets cannot run together here; take them out, or lower a member's "
+                        "memory.fraction")
     return plan

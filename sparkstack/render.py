@@ -269,8 +269,15 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
     )
 
 
-def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str], settings: GroupSettings) -> str:
+def set_partners(name: str, settings: GroupSettings) -> set[str]:
+    """The models that share a set with `name`."""
+    return {m for members in settings.model_sets.values() if name in members for m in members if m != name}
+
+
+def _unit(env: jinja2.Environment, lp: LoadedProfile, units: dict[str, str], settings: GroupSettings) -> str:
     p = lp.profile
+    all_units = list(units.values())
+    partners = {units[m] for m in set_partners(p.name, settings) if m in units}
     return env.get_template("model.service.j2").render(
         profile=p,
         source=_source(lp),
@@ -281,7 +288,8 @@ def _unit(env: jinja2.Environment, lp: LoadedProfile, all_units: list[str], sett
         # Long enough to hold the bursts of a model that crashes while loading.
         start_limit_interval_s=START_LIMIT_BURST * (RESTART_SEC + settings.memory_wait_s + p.readiness_timeout_s),
         restart_sec=RESTART_SEC,
-        conflicts=[u for u in all_units if u != p.unit_name],
+        # A model conflicts with every other, except the members of a set it runs in (sparkstack_model_sets).
+        conflicts=[u for u in all_units if u != p.unit_name and u not in partners],
         # One total order over the model units (any order will do: systemd runs the stop of a unit it
         # is ordered against before the start, whichever way the ordering points) and no cycles.
         ordered_after=[u for u in sorted(all_units) if u < p.unit_name],
@@ -351,6 +359,11 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
         "model_cache_dir": settings.model_cache_dir,
         "secrets_file": SECRETS_PATH,
         "models": models,
+        # Models that run together: llm-switch and the door start and stop each set as one. required_memory_gb is
+        # the plan's figure for the whole set (its members' claims), scaled as the models' are.
+        "sets": {s.name: {"members": [m.profile.name for m in s.members],
+                          "required_memory_gb": round(s.claim_gb * settings.switch_memory_scale, 3)}
+                 for s in (plan.sets if plan else []) if all(m.profile.name in models for m in s.members)},
         "frontdoor": {
             "bind": "0.0.0.0" if settings.frontdoor_expose else "127.0.0.1",
             "port": settings.frontdoor_port,
@@ -365,6 +378,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "hostnames": list(settings.frontdoor_hostnames),
             "max_requests": settings.frontdoor_max_requests,
             "max_requests_per_model": settings.frontdoor_max_requests_per_model,
+            "max_waiting": settings.frontdoor_max_waiting,
             "tls": {"cert": DOOR_CERT_PATH, "key": DOOR_KEY_PATH} if settings.frontdoor_tls else None,
         },
     }
@@ -470,11 +484,11 @@ def render(group: str, loaded: list[LoadedProfile], settings: GroupSettings, pla
             place = None
     env = _jinja()
     files: list[RenderedFile] = []
-    all_units = [lp.profile.unit_name for lp in chosen]
+    units = {lp.profile.name: lp.profile.unit_name for lp in chosen}
     for lp in chosen:
         p = lp.profile
         files.append(RenderedFile(launch_path(p), _launch_script(env, lp, settings, pins, place), "0755", kind="launch-script"))
-        files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, all_units, settings), "0644", kind="unit"))
+        files.append(RenderedFile(f"{UNIT_DIR}/{p.unit_name}", _unit(env, lp, units, settings), "0644", kind="unit"))
     files.append(RenderedFile(REGISTRY_PATH, registry([lp.profile for lp in chosen], settings, pins, plan, place), "0644",
                               kind="registry"))
     files.append(RenderedFile(SWITCH_PATH, (files_dir() / "llm-switch").read_text(encoding="utf-8"), "0755", kind="switch"))

@@ -47,7 +47,7 @@ CLUSTER_FENCE_UNIT = "sparkstack-cluster-fence.service"
 REGISTRY_FORMAT = 1
 REGISTRY_KEYS = frozenset({
     "format", "os_reserve_gb", "drop_caches", "lock_wait_s", "memory_wait_s", "memory_guard_floor_gb", "memguard",
-    "cluster_switch", "model_cache_dir", "secrets_file", "models", "frontdoor",
+    "cluster_switch", "model_cache_dir", "secrets_file", "models", "sets", "frontdoor",
 })
 MODEL_KEYS = frozenset({
     "aliases", "engine", "engine_version", "moe_backend", "image", "snapshots", "api_key_env", "unit", "container",
@@ -58,6 +58,7 @@ MODEL_KEYS = frozenset({
 FRONTDOOR_KEYS = frozenset({
     "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",
     "switch_socket", "allowed_origins", "hostnames", "max_requests", "max_requests_per_model", "tls",
+    "max_waiting",
 })
 
 

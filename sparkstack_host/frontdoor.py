@@ -200,6 +200,10 @@ class Door:
         config = self.config = registry["frontdoor"]
         # Cluster models are served by their head; a worker's door does not offer them.
         self.models = {n: m for n, m in registry["models"].items() if not m.get("cluster") or m["cluster"]["rank"] == 0}
+        # Sets of models that run together: a request for a member brings the whole set (llm-switch SET).
+        self.sets = {n: s["members"] for n, s in (registry.get("sets") or {}).items()
+                     if all(m in self.models for m in s["members"])}
+        self.draining = set()  # hot models an on-demand swap waits to finish with: new requests for them get 503
         self.states = {name: "stopped" for name in self.models}
         self.hot_since = {}
         self.switch_lock = asyncio.Lock()
@@ -209,7 +213,7 @@ class Door:
         self.wake = asyncio.Event()
         self.refresh_lock = asyncio.Lock()
         self.refreshed_at = float("-inf")
-        self.failures = {}  # name -> (failed on-demand tries, when the last one failed, why)
+        self.failures = {}  # model or set -> (failed on-demand tries, when the last one failed, why)
         self.active = 0  # requests in forward(), reading their body or answered
         self.in_flight = {name: 0 for name in self.models}  # requests forwarded to each model's engine
         self.max_model_len = {}  # served name -> the context its engine last listed (vLLM's /v1/models)
@@ -217,8 +221,30 @@ class Door:
         self.waiting = 0  # requests held while their model loads (on demand)
 
     # - state --------------------------------------------------------------------------------------
+    def hot_models(self):
+        return [n for n, s in self.states.items() if s == "hot"]
+
     def hot(self):
-        return next((n for n, s in self.states.items() if s == "hot"), None)
+        """What is hot: a model's name, a set's name when exactly its members are hot, or None."""
+        names = self.hot_models()
+        if len(names) > 1:
+            return next((n for n, members in self.sets.items() if sorted(members) == sorted(names)), names[0])
+        return names[0] if names else None
+
+    def members(self, label):
+        """The models a model's or a set's name stands for."""
+        return list(self.sets[label]) if label in self.sets else [label]
+
+    def target_for(self, name):
+        """What an on-demand load of `name` starts: the first set it is a member of, else the model alone."""
+        return next((s for s, members in self.sets.items() if name in members), name)
+
+    def is_hot(self, label):
+        return all(self.states.get(m) == "hot" for m in self.members(label))
+
+    def hot_for(self, label):
+        """Seconds since the last of the label's models became hot."""
+        return time.monotonic() - max(self.hot_since.get(m, time.monotonic()) for m in self.members(label))
 
     def upstream_headers(self, model):
         """The engine's key (from the secrets file systemd read into the door's environment), when it has one."""
@@ -278,8 +304,10 @@ class Door:
                     self.hot_since[name] = entered
                 elif self.states.get(name) != "hot":
                     self.hot_since[name] = time.monotonic()
-                self.failures.pop(name, None)  # hot by any road: on-demand tries start afresh
             self.states[name] = state
+        for target in list(self.failures):
+            if self.is_hot(target):
+                self.failures.pop(target)  # hot by any road: on-demand tries start afresh
         self.refreshed_at = time.monotonic()
 
     async def fresh(self, max_age=FRESH_S):
@@ -324,14 +352,20 @@ class Door:
             return self.unauthorized()
         return self.json(200, {"status": "ok", "hot": self.hot()})
 
-    def idle_ttl(self, name):
-        """The model's idle TTL in seconds, or None: only with on-demand switching, which brings it back."""
-        ttl = self.models[name].get("idle_ttl_s")
-        return ttl if ttl and self.config["on_demand"] else None
+    def idle_ttl(self, label):
+        """The model's idle TTL in seconds, or None: only with on-demand switching, which brings it back. A set has
+        one when every member has one: the longest."""
+        ttls = [self.models[m].get("idle_ttl_s") for m in self.members(label)]
+        return max(ttls) if all(ttls) and self.config["on_demand"] else None
 
-    def idle_for(self, name):
-        since = max(self.last_used.get(name, float("-inf")), self.hot_since.get(name, float("-inf")))
+    def idle_for(self, label):
+        """Seconds since any of the label's models was last asked for (or became hot)."""
+        since = max(max(self.last_used.get(m, float("-inf")), self.hot_since.get(m, float("-inf")))
+                    for m in self.members(label))
         return time.monotonic() - since if since > float("-inf") else 0.0
+
+    def in_flight_for(self, label):
+        return sum(self.in_flight[m] for m in self.members(label))
 
     async def running(self, request):
         if not self.authorized(request):
@@ -339,16 +373,18 @@ class Door:
         await self.fresh()
         hot = self.hot()
         loading = [n for n, s in self.states.items() if s == "loading"]
-        body = {"hot": hot, "state": self.states[hot] if hot else ("loading" if loading else "none"),
+        body = {"hot": hot, "state": "hot" if hot else ("loading" if loading else "none"),
+                "set": hot if hot in self.sets else None, "models": self.hot_models(),
                 "loading": loading[0] if loading else None,
                 "switching": self.switching[0] if self.switching and not self.switching[1].done() else None,
-                "waiting": self.waiting, "in_flight": sum(self.in_flight.values())}
+                "draining": sorted(self.draining), "waiting": self.waiting, "max_waiting": self.config["max_waiting"],
+                "in_flight": sum(self.in_flight.values())}
         if hot:
             ttl = self.idle_ttl(hot)
-            body.update(hot_for_s=round(time.monotonic() - self.hot_since.get(hot, time.monotonic()), 1),
+            body.update(hot_for_s=round(self.hot_for(hot), 1),
                         idle_s=round(self.idle_for(hot), 1), idle_ttl_s=ttl,
                         ttl_left_s=round(max(0.0, ttl - self.idle_for(hot)), 1) if ttl else None,
-                        in_flight=self.in_flight[hot])
+                        in_flight=self.in_flight_for(hot))
         return self.json(200, body)
 
     async def unload(self, request):
@@ -377,13 +413,26 @@ class Door:
             return self.json(503, error_body(f"could not unload {hot}: {message}", "model_unavailable", 503))
         return self.json(200, {"unloaded": hot, "message": message})
 
-    async def stop_hot(self, name, why):
-        """Drain `name` (bounded by the door's hold), then stop it; (ok, message). Called under the switch lock."""
+    async def drain(self, names):
+        """Wait, bounded by the door's hold, until no request is in flight to any of `names`; the message when some
+        still are, else None. New requests for them get 503 meanwhile (forward() reads self.draining)."""
+        self.draining = set(names)
         deadline = time.monotonic() + self.config["hold_s"]
-        while self.in_flight[name] and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-        if self.in_flight[name]:
-            return False, f"{self.in_flight[name]} request(s) still in flight after {self.config['hold_s']} s"
+        try:
+            while sum(self.in_flight[n] for n in names) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+        finally:
+            self.draining = set()
+        left = sum(self.in_flight[n] for n in names)
+        return f"{left} request(s) still in flight to {', '.join(names)} after {self.config['hold_s']} s" if left else None
+
+    async def stop_hot(self, name, why):
+        """Drain `name` (a model or a set; bounded by the door's hold), then stop it; (ok, message). Called under
+        the switch lock."""
+        members = self.members(name)
+        busy = await self.drain(members)
+        if busy:
+            return False, busy
         print(f"sparkstack-frontdoor: stopping {name} ({why})", flush=True)
         try:
             ok, message = await self.switch("none")
@@ -391,16 +440,16 @@ class Door:
             ok, message = False, f"the switch socket does not answer ({exc})"
         self.wake.set()
         await self.fresh(0)
-        return ok and self.states[name] != "hot", message
+        return ok and not any(self.states[m] == "hot" for m in members), message
 
     async def expire_idle(self):
         """Stop the hot model once its idle TTL has passed with nothing in flight or waiting."""
         hot = self.hot()
         ttl = self.idle_ttl(hot) if hot else None
-        if not ttl or self.in_flight[hot] or self.waiting or self.idle_for(hot) < ttl:
+        if not ttl or self.in_flight_for(hot) or self.waiting or self.idle_for(hot) < ttl:
             return
         async with self.switch_lock:
-            if self.hot() == hot and not self.in_flight[hot] and self.idle_for(hot) >= ttl:
+            if self.hot() == hot and not self.in_flight_for(hot) and self.idle_for(hot) >= ttl:
                 await self.stop_hot(hot, f"idle for {self.idle_for(hot):.0f} s, its TTL is {ttl} s")
 
     async def version(self, request):
@@ -411,7 +460,7 @@ class Door:
         hot = self.hot()
         if hot is None:
             return self.json(503, error_body("no model is hot, so no engine to ask its version", "model_unavailable", 503))
-        model = self.models[hot]
+        model = self.models[self.members(hot)[0]]
         path = model["version_path"]
         try:
             async with self.session.get(f"http://127.0.0.1:{model['port']}{path}", headers=self.upstream_headers(model),
@@ -455,7 +504,7 @@ class Door:
                                          "hot": hot, "requested": name}})
 
     def unavailable(self, name, why, retry_after=None):
-        state = self.states.get(name, "unknown")
+        state = self.states.get(name) or ("hot" if self.is_hot(name) else "not hot")
         headers = {"Retry-After": str(max(1, int(retry_after)))} if retry_after else None
         return self.json(503, {"error": {"message": f"model {name} is {state}: {why}", "type": "model_unavailable", "param": None,
                                          "code": 503, "state": state}}, headers)
@@ -489,14 +538,21 @@ class Door:
         return None
 
     async def switch_and_record(self, name):
-        """One on-demand switch; a failure counts towards the model's backoff, a success clears it."""
+        """One on-demand switch of a model or a set: what is hot finishes its requests first (bounded; a swap never
+        cuts a running answer), then llm-switch. A failed load counts towards the backoff, a success clears it."""
+        hot = self.hot_models()
+        if hot:
+            print(f"sparkstack-frontdoor: draining {', '.join(hot)} before the switch to {name}", flush=True)
+            busy = await self.drain(hot)
+            if busy:
+                return False, f"the swap waited for what runs: {busy}"
         try:
             ok, message = await self.switch(name)
         except OSError as exc:
             ok, message = False, f"the switch socket does not answer ({exc})"
         self.wake.set()
         await self.fresh(0)
-        if not ok or self.states[name] != "hot":
+        if not ok or not self.is_hot(name):
             tries = self.failures.get(name, (0,))[0] + 1
             self.failures[name] = (tries, time.monotonic(), message)
             print(f"sparkstack-frontdoor: on-demand switch to {name} failed (try {tries} of {ON_DEMAND_TRIES}): {message}",
@@ -504,12 +560,14 @@ class Door:
             return False, message
         return True, message
 
-    async def switch_on_demand(self, name):
-        """None once `name` is hot; else the response to give (503 with Retry-After)."""
+    async def switch_on_demand(self, requested):
+        """None once `requested` is hot (with its set, if it has one); else the response to give (503 with
+        Retry-After)."""
         hold = self.config["hold_s"]
+        name = self.target_for(requested)
         async with self.switch_lock:
             await self.fresh(0)
-            if self.states[name] == "hot":
+            if self.states[requested] == "hot" and not self.draining:
                 return None
             if self.switching is None or self.switching[0] != name or self.switching[1].done():
                 refusal = self.backoff(name)
@@ -517,7 +575,7 @@ class Door:
                     return refusal
                 hot = self.hot()
                 if hot is not None:
-                    held = time.monotonic() - self.hot_since.get(hot, time.monotonic())
+                    held = self.hot_for(hot)
                     if held < self.config["min_hot_s"]:
                         wait = self.config["min_hot_s"] - held
                         return self.unavailable(name, f"{hot} has been hot for {held:.0f} s and the door keeps a model "
@@ -576,10 +634,17 @@ class Door:
                 f"model {name} takes no image input; " + (f"models with vision here: {', '.join(with_vision)}"
                                                            if with_vision else "no model here has vision"),
                 "invalid_request_error", 400))
+        if name in self.draining:
+            # An on-demand swap waits for this model's requests to finish: it takes no new ones meanwhile.
+            return self.unavailable(name, f"the door is swapping it out for {self.switching[0] if self.switching else 'another'}"
+                                    "; its requests in flight finish first", 5)
         if self.states[name] != "hot":
             await self.fresh()
         if self.states[name] != "hot":
             if self.config["on_demand"]:
+                if self.waiting >= self.config["max_waiting"]:
+                    return self.unavailable(name, f"{self.waiting} requests already wait for a model to load, the "
+                                            "door's most (sparkstack_frontdoor_max_waiting)", 10)
                 self.waiting += 1
                 try:
                     refusal, prepared = await self.wait_for_load(request, name, bool(body.get("stream")))

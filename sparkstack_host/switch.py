@@ -1,6 +1,8 @@
-"""llm-switch: keep exactly one sparkstack model hot on this host.
+"""llm-switch: keep exactly one sparkstack model hot on this host (or one set of models that run together).
 
   llm-switch <alias|name> [--variant V]   stop every other model, start this one, wait until it serves
+  llm-switch <set>                         stop every other model, start the set's members in order (each
+                                           waits for its room and its readiness), or none of them
   llm-switch none                          stop every model
   llm-switch status [--json]               what is hot, and how it is doing (anyone may run this)
 
@@ -66,7 +68,8 @@ def resolve(registry, word):
         if word == name or word in model["aliases"]:
             return name, model
     known = ", ".join(f"{n} ({'/'.join(m['aliases'])})" if m["aliases"] else n for n, m in registry["models"].items())
-    raise SwitchError(f"unknown model {word!r}; known: {known or 'none deployed'}")
+    sets = ", ".join(f"{n} ({'+'.join(s['members'])})" for n, s in (registry.get("sets") or {}).items())
+    raise SwitchError(f"unknown model {word!r}; known: {known or 'none deployed'}" + (f"; sets: {sets}" if sets else ""))
 
 
 # --- host state ---------------------------------------------------------
@@ -325,7 +328,18 @@ def release_cluster(registry):
         raise SwitchError(f"cluster model {name} did not stop on every node (see above); nothing else was started")
 
 
+def resolve_target(registry, word):
+    """(set name, its members) when `word` names a set of models that run together, else None."""
+    sets = registry.get("sets") or {}
+    return (word, sets[word]["members"]) if word in sets else None
+
+
 def switch_to(registry, word, variant):
+    target = resolve_target(registry, word)
+    if target is not None:
+        if variant:
+            raise SwitchError(f"{word} is a set of models; its members start with their default variants")
+        return switch_set(registry, *target)
     name, model = resolve(registry, word)
     if model.get("cluster"):
         # One rank per node: the group switch starts every rank from the head (files/sparkstack-cluster).
@@ -334,54 +348,76 @@ def switch_to(registry, word, variant):
     variant = variant or model["default_variant"]
     if variant not in model["variants"]:
         raise SwitchError(f"{name} has no variant {variant!r} (variants: {', '.join(model['variants'])})")
-    # Checked before anything stops: a unit started without its artifacts would download inside its
-    # readiness timeout (or, offline, fail after the other model was already stopped).
-    absent = missing_artifact(registry, model)
-    if absent:
-        raise SwitchError(f"{name} cannot start: {absent} is not on this host; fetch it with the deploy "
-                          "(`pyinfra inventory.py deploy.py --limit HOST`), then switch again")
-    key = api_key(registry, model)
+    return start_models(registry, [(name, model, variant)], name)
+
+
+def switch_set(registry, set_name, members):
+    return start_models(registry, [(m, registry["models"][m], registry["models"][m]["default_variant"]) for m in members],
+                        f"set {set_name}")
+
+
+def start_models(registry, wanted, label):
+    """Make exactly `wanted` [(name, model, variant)] hot, in order: one model, or a set's members."""
+    for name, model, _ in wanted:
+        # Checked before anything stops: a unit started without its artifacts would download inside its
+        # readiness timeout (or, offline, fail after the other model was already stopped).
+        absent = missing_artifact(registry, model)
+        if absent:
+            raise SwitchError(f"{name} cannot start: {absent} is not on this host; fetch it with the deploy "
+                              "(`pyinfra inventory.py deploy.py --limit HOST`), then switch again")
+    keys = {name: api_key(registry, model) for name, model, _ in wanted}
     with Lock(registry["lock_wait_s"]):
         release_cluster(registry)
         containers = running_containers() or {}
-        current = containers.get(model["container"])
-        if current and current["variant"] == variant and len(containers) == 1 and probe(model, key)[0]:
-            if current["config"] and current["config"] == config_hash(model):
-                say(f"{name} (variant {variant}) is already hot on 127.0.0.1:{model['port']}")
+        current = [containers.get(model["container"]) for _, model, _ in wanted]
+        if len(containers) == len(wanted) and all(
+                c and c["variant"] == variant and probe(model, keys[name])[0]
+                for c, (name, model, variant) in zip(current, wanted)):
+            if all(c["config"] and c["config"] == config_hash(model) for c, (_, model, _) in zip(current, wanted)):
+                variant = wanted[0][2] if len(wanted) == 1 else "default"
+                say(f"{label} (variant {variant}) is already hot" + (
+                    f" on 127.0.0.1:{wanted[0][1]['port']}" if len(wanted) == 1 else ""))
                 return 0
-            say(f"{name} runs an older rendering of its launch script or unit; restarting it")
+            say(f"{label} runs an older rendering of its launch script or unit; restarting it")
         stop_models(registry)
-        started = False
+        started = []
         try:
-            wait_for_room(registry, name)
-            os.makedirs(VARIANT_DIR, exist_ok=True)
-            with open(variant_file(name), "w", encoding="ascii") as handle:
-                handle.write(f"SPARKSTACK_VARIANT={variant}\n")
-            say(f"starting {name} (variant {variant}) via {model['unit']}")
-            started = True
-            result = run("systemctl", "start", model["unit"], timeout=registry["memory_wait_s"] + 300)
-            if result.returncode != 0:
-                raise SwitchError(f"systemctl start {model['unit']} failed: {result.stderr.strip()}")
-            elapsed = wait_ready(name, model, key)
+            for name, model, variant in wanted:
+                wait_for_room(registry, name)  # each member's own gate, with the members before it loaded
+                os.makedirs(VARIANT_DIR, exist_ok=True)
+                with open(variant_file(name), "w", encoding="ascii") as handle:
+                    handle.write(f"SPARKSTACK_VARIANT={variant}\n")
+                say(f"starting {name} (variant {variant}) via {model['unit']}")
+                started.append((name, model))
+                result = run("systemctl", "start", model["unit"], timeout=registry["memory_wait_s"] + 300)
+                if result.returncode != 0:
+                    raise SwitchError(f"systemctl start {model['unit']} failed: {result.stderr.strip()}")
+                elapsed = wait_ready(name, model, keys[name])
+                say(f"{name} (variant {variant}) is hot on 127.0.0.1:{model['port']}, ready after {elapsed:.0f} s")
         except (SwitchError, Interrupted) as exc:
             # The cleanup itself must not be cut short by a second signal.
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_IGN)
             if started:
-                logs = last_logs(model["unit"])
+                unit = started[-1][1]["unit"]
+                logs = last_logs(unit)
                 if logs and isinstance(exc, SwitchError):
-                    print(f"--- last log lines of {model['unit']} ---\n{logs}\n---", file=sys.stderr)
-                # Nothing half-started is left behind: the unit is stopped and reset, the variant forgotten.
+                    print(f"--- last log lines of {unit} ---\n{logs}\n---", file=sys.stderr)
+            # Nothing half-started is left behind: every unit started is stopped and reset, its variant forgotten.
+            for name, model in reversed(started):
                 run("systemctl", "stop", model["unit"], timeout=model.get("stop_timeout_s", 60) + 60)
                 run("systemctl", "reset-failed", model["unit"])
-            try:
-                os.remove(variant_file(name))
-            except FileNotFoundError:
-                pass
+            for name, _, _ in wanted:
+                try:
+                    os.remove(variant_file(name))
+                except FileNotFoundError:
+                    pass
             if isinstance(exc, Interrupted):
-                raise SwitchError(f"interrupted by {exc}: stopped the half-started {name}; no model is hot") from None
+                what = ", ".join(n for n, _ in started) or "nothing"
+                raise SwitchError(f"interrupted by {exc}: stopped the half-started {what}; no model is hot") from None
             raise
-        say(f"{name} (variant {variant}) is hot on 127.0.0.1:{model['port']}, ready after {elapsed:.0f} s")
+        if len(wanted) > 1:
+            say(f"{label} is hot: {', '.join(n for n, _, _ in wanted)}")
     return 0
 
 
@@ -464,12 +500,21 @@ def collect_status(registry):
     return {
         "cluster": cluster,
         "cluster_last": read_json(CLUSTER_LAST),
-        "hot": hot[0]["name"] if len(hot) == 1 else (None if not hot else "CONFLICT"),
+        "hot": hot_label(registry, [m["name"] for m in hot]),
         "hot_models": [m["name"] for m in hot],
+        "sets": {name: s["members"] for name, s in (registry.get("sets") or {}).items()},
         "memory": {"total_gb": round(total, 1), "available_gb": round(available, 1), "used_gb": round(total - available, 1)},
         "memory_guard": guard_status(),
         "models": models,
     }
+
+
+def hot_label(registry, names):
+    """What is hot: one model's name, a set's name when exactly its members run, None, or CONFLICT."""
+    if len(names) <= 1:
+        return names[0] if names else None
+    return next((name for name, s in (registry.get("sets") or {}).items() if sorted(s["members"]) == sorted(names)),
+                "CONFLICT")
 
 
 def printable(text):
@@ -483,10 +528,14 @@ def print_status(status):
     if status["hot"] == "CONFLICT":
         print(f"hot: CONFLICT, more than one model is running: {', '.join(status['hot_models'])}")
     elif status["hot"]:
-        m = next(m for m in status["models"] if m["name"] == status["hot"])
-        up = f"up {m['uptime_s']} s" if m["uptime_s"] is not None else "not active"
-        print(f"hot: {m['name']} (variant {m['variant']}) on 127.0.0.1:{m['port']}, "
-              f"{'ready' if m['ready'] else 'NOT ready: ' + m['readiness']}, {up}")
+        if status["hot"] in status.get("sets", {}):
+            print(f"hot: set {status['hot']} ({', '.join(status['hot_models'])})")
+        for m in status["models"]:
+            if m["name"] not in status["hot_models"]:
+                continue
+            up = f"up {m['uptime_s']} s" if m["uptime_s"] is not None else "not active"
+            print(f"{'  ' if len(status['hot_models']) > 1 else 'hot: '}{m['name']} (variant {m['variant']}) on "
+                  f"127.0.0.1:{m['port']}, {'ready' if m['ready'] else 'NOT ready: ' + m['readiness']}, {up}")
     else:
         print("hot: none")
     for m in status["models"]:
@@ -533,7 +582,7 @@ def serve_request(registry):
               flush=True)
         return code
     try:
-        name, _ = resolve(registry, word)
+        name = word if resolve_target(registry, word) else resolve(registry, word)[0]
         say(f"switch to {name} asked by the front door")
         code = switch_to(registry, name, None)
         result = {"ok": code == 0, "model": name, "message": f"{name} is hot" if code == 0 else f"exit {code}"}
@@ -545,8 +594,8 @@ def serve_request(registry):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="llm-switch", description="Keep exactly one model hot.")
-    parser.add_argument("target", help="a model name or alias, 'none', 'status', or 'serve-request' (the front door's socket)")
+    parser = argparse.ArgumentParser(prog="llm-switch", description="Keep exactly one model (or one set) hot.")
+    parser.add_argument("target", help="a model name or alias, a set, 'none', 'status', or 'serve-request' (the front door's socket)")
     parser.add_argument("--variant", help="launch variant (default: the profile's default)")
     parser.add_argument("--json", action="store_true", help="status as JSON")
     args = parser.parse_args(argv)

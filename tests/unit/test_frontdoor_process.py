@@ -707,3 +707,119 @@ def test_a_streaming_client_whose_model_fails_to_load_gets_an_error_event_not_a_
         process.wait(10)
         switch.server.close()
     assert "Traceback" not in log.read_text()
+
+
+class ModelsSwitch(SwitchSocket):
+    """llm-switch over stand-ins on the models' ports: a word (a model or a set) stops what runs and starts its
+    models; `none` stops all. Each switch is kept with the time it began."""
+
+    def __init__(self, path: Path, registry: dict, knobs: dict | None = None, load_s: float = 0.0):
+        self.registry, self.knobs, self.load_s = registry, knobs or {}, load_s
+        self.engines: dict[str, ThreadingHTTPServer] = {}
+        self.began: list[tuple[str, float]] = []
+        super().__init__(path)
+
+    def start(self, name: str) -> None:
+        model = self.registry["models"][name]
+
+        class OneRequestAConnection(make_handler(model["served_model_name"], True, self.knobs.get(name, {}),
+                                                 ready_event(), "vllm")):
+            def handle(self):  # a stopped engine's connections die with it: none is kept alive
+                try:
+                    self.handle_one_request()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", model["port"]), OneRequestAConnection)
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.engines[name] = server
+
+    def stop_all(self) -> None:
+        for server in self.engines.values():
+            server.shutdown()
+            server.server_close()
+        self.engines = {}
+
+    def answer(self, word: str) -> bytes:
+        self.began.append((word, time.monotonic()))
+        self.stop_all()
+        if word == "none":
+            return b'{"ok": true, "model": null, "message": "no model is hot"}\n'
+        time.sleep(self.load_s)
+        for name in self.registry.get("sets", {}).get(word, {}).get("members", [word]):
+            self.start(name)
+        return json.dumps({"ok": True, "model": word, "message": f"{word} is hot"}).encode() + b"\n"
+
+
+def two_models(tmp_path: Path, **frontdoor) -> dict:
+    registry = json.loads(rendered_registry())
+    registry["models"] = {name: {**registry["models"][name], "port": free_port(), "api_key_env": None, "request_fixes": []}
+                          for name in ("qwen36", "mistral4")}
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"),
+                                 **frontdoor)
+    return registry
+
+
+def test_a_swap_waits_for_the_answer_in_flight_and_the_queue_past_its_bound_gets_503(tmp_path):
+    registry = two_models(tmp_path, max_waiting=1)
+    # qwen36 answers slowly (10 tokens a second), mistral4 takes 2 s to load.
+    switch = ModelsSwitch(tmp_path / "switch.sock", registry, knobs={"qwen36": {"token_rate": 10}}, load_s=2)
+    switch.start("qwen36")
+    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body)
+    try:
+        # A long answer from qwen36 is under way when another client asks for mistral4.
+        long_answer: list = []
+        streaming = threading.Thread(target=lambda: long_answer.append((*ask(port, "POST", "/v1/chat/completions", {
+            "model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 25, "stream": True}),
+            time.monotonic())))
+        streaming.start()
+        time.sleep(0.5)
+        other: list = []
+        asking = threading.Thread(target=lambda: other.append(ask(port, "POST", "/v1/chat/completions", {
+            "model": "mistral4", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})))
+        asking.start()
+        time.sleep(0.5)
+        # While qwen36 drains, it takes no new request, and a second request waiting for a load is past the queue's bound.
+        code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
+        assert code == 503 and "swapping it out" in body, body
+        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "mistral4"})
+        assert code == 503 and "sparkstack_frontdoor_max_waiting" in body, body
+        running = json.loads(ask(port, "GET", "/running")[1])
+        assert running["draining"] == ["qwen36"] and running["waiting"] == 1 and running["max_waiting"] == 1, running
+        streaming.join(30)
+        asking.join(30)
+        # The answer in flight was not cut: it ended with [DONE], and only then did the switch begin.
+        code, body, finished = long_answer[0]
+        assert code == 200 and body.rstrip().endswith("data: [DONE]"), body
+        assert [word for word, _ in switch.began] == ["mistral4"] and switch.began[0][1] >= finished - 0.05
+        assert other[0][0] == 200, other
+        assert "draining qwen36 before the switch to mistral4" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.stop_all()
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_request_for_a_member_of_a_set_brings_the_whole_set_and_unload_stops_it(tmp_path):
+    registry = two_models(tmp_path)
+    registry["sets"] = {"pair": {"members": ["qwen36", "mistral4"], "required_memory_gb": 1.0}}
+    switch = ModelsSwitch(tmp_path / "switch.sock", registry)
+    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200)
+    try:
+        assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "mistral4"})[0] == 200
+        assert [word for word, _ in switch.began] == ["pair"] and set(switch.engines) == {"qwen36", "mistral4"}
+        running = json.loads(ask(port, "GET", "/running")[1])
+        assert running["hot"] == running["set"] == "pair" and sorted(running["models"]) == ["mistral4", "qwen36"], running
+        # Its other member answers at once: no second switch.
+        assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200 and len(switch.began) == 1
+        code, body = ask(port, "POST", "/unload", {})
+        assert (code, json.loads(body)["unloaded"]) == (200, "pair") and switch.engines == {}
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.stop_all()
+        switch.server.close()
+    assert "Traceback" not in log.read_text()

@@ -277,3 +277,47 @@ def test_the_door_may_ask_the_switch_socket_for_none_and_nothing_else_beyond_a_m
     monkeypatch.setattr("sys.stdin", io.StringIO("qwen --variant x\n"))
     assert switch.serve_request(switch.load_registry()) == 1
     assert host.hot() == []
+
+
+def with_a_set(host: FakeHost) -> None:
+    """A set of qwen36 and a small mistral4 (20 GB), as a group's sparkstack_model_sets renders it."""
+    host.model("mistral4")["required_memory_gb"] = 20.0
+    host.engines["mistral4"].uses_gb = 20.0
+    host.registry["sets"] = {"pair": {"members": ["qwen36", "mistral4"], "required_memory_gb": 87.0}}
+    host.rewrite_registry()
+
+
+def test_a_set_starts_its_members_in_order_each_behind_its_gate_and_status_names_the_set(host, capsys):
+    with_a_set(host)
+    switch_to(host, "mistral")
+    assert switch_to(host, "pair") == 0
+    assert host.hot() == ["mistral4", "qwen36"]
+    assert started_units(host)[-2:] == ["vllm-qwen36.service", "sglang-mistral4.service"]
+    # Each member waited for its own room, the second with the first already loaded.
+    gates = [c[-1] for c in host.commands if c[-2:-1] == ["wait-for-room"]]
+    assert gates[-2:] == ["qwen36", "mistral4"]
+    status = switch.collect_status(switch.load_registry())
+    assert status["hot"] == "pair" and status["sets"] == {"pair": ["qwen36", "mistral4"]}
+    switch.print_status(status)
+    out = capsys.readouterr().out
+    assert "set pair is hot: qwen36, mistral4" in out and "hot: set pair (mistral4, qwen36)" in out
+    # Again: nothing changes. A single model: the set stops.
+    assert switch_to(host, "pair") == 0 and "set pair (variant default) is already hot" in capsys.readouterr().out
+    assert switch_to(host, "qwen") == 0 and host.hot() == ["qwen36"]
+
+
+def test_a_set_whose_second_member_dies_while_loading_leaves_nothing_running(host):
+    with_a_set(host)
+    host.engines["mistral4"].dies_while_loading = True
+    with pytest.raises(switch.SwitchError, match="sglang-mistral4.service exited while loading"):
+        switch_to(host, "pair")
+    assert host.hot() == [] and host.units["vllm-qwen36.service"].active == "inactive"
+    assert switch.variant_in_use("qwen36") is None and switch.variant_in_use("mistral4") is None
+
+
+def test_a_set_takes_no_variant_and_an_unknown_word_lists_the_sets(host):
+    with_a_set(host)
+    with pytest.raises(switch.SwitchError, match="pair is a set of models; its members start with their default"):
+        switch_to(host, "pair", "rollback")
+    with pytest.raises(switch.SwitchError, match=r"; sets: pair \(qwen36\+mistral4\)"):
+        switch_to(host, "llama")

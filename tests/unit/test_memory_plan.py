@@ -208,3 +208,44 @@ def test_the_plan_says_where_its_memory_figure_comes_from(profiles):
     assert "119.7 GB unified memory (the host's MemTotal)" in live and "note: a deploy plans" not in live
     pinned = make_plan("testhost", list(profiles.values()), load_group_settings("testhost"), live_gb=1.9).describe()
     assert "128 GB unified memory (sparkstack_unified_memory_gb; the host's MemTotal reads 1.9 GiB)" in pinned
+
+
+def small(profile, fraction: float, resident_gb: float):
+    """The profile with a smaller memory claim (a small model beside a coder)."""
+    return profile.model_copy(update={"memory": profile.memory.model_copy(
+        update={"fraction": fraction, "resident_gb": resident_gb, "weights_gb": resident_gb * 0.75})})
+
+
+def test_a_set_is_checked_as_a_whole_and_fits_when_its_claims_leave_the_floor(profiles):
+    settings = GroupSettings(model_sets={"pair": ["qwen36", "mistral4"]}, os_reserve_gb=8, memory_guard_floor_gb=10)
+    plan = make_plan("spark", [profiles["qwen36"], small(profiles["mistral4"], 0.2, 20)], settings)
+    [pair] = plan.sets
+    assert pair.fits and pair.claim_gb == 67 + 25.6
+    assert "FITS     set pair: qwen36 67 GB + mistral4 25.6 GB + reserve 8 GB = 100.6 GB of 128 GB" in plan.describe()
+
+
+def test_a_set_that_does_not_fit_together_stops_the_plan_with_its_numbers(profiles):
+    # Each fits alone (67 and 96 GB claimed); together they need 171 GB of 128.
+    settings = GroupSettings(model_sets={"pair": ["qwen36", "mistral4"]})
+    with pytest.raises(PlanError) as refused:
+        make_plan("spark", [profiles["qwen36"], profiles["mistral4"]], settings)
+    text = str(refused.value)
+    assert "REFUSED  set pair: qwen36 67 GB + mistral4 96 GB + reserve 8 GB = 171 GB of 128 GB" in text
+    assert "below the memory guard's floor" in text and "sparkstack_model_sets" in text
+
+
+@pytest.mark.parametrize("sets,message", [
+    ({"pair": ["qwen36", "gpt4"]}, "sparkstack_model_sets.pair names models this group does not plan: gpt4"),
+    ({"qwen": ["qwen36", "mistral4"]}, "the set's name is taken by a model, an alias or llm-switch's own word"),
+    ({"none": ["qwen36", "mistral4"]}, "the set's name is taken"),
+])
+def test_a_set_naming_an_unknown_model_or_taking_a_models_name_is_refused(profiles, sets, message):
+    with pytest.raises(PlanError, match=message):
+        make_plan("spark", [profiles["qwen36"], small(profiles["mistral4"], 0.2, 20)], GroupSettings(model_sets=sets))
+
+
+def test_a_set_of_one_model_or_the_same_model_twice_is_refused_by_the_settings():
+    from pydantic import ValidationError
+    for members in (["qwen36"], ["qwen36", "qwen36"]):
+        with pytest.raises(ValidationError, match="a set names two or more different models"):
+            GroupSettings(model_sets={"pair": members})

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from sparkstack.cli import main
 from sparkstack.groups import GroupSettings, load_group_settings
+from sparkstack.paths import repo_root
 from sparkstack.lockfile import group_pins
 from sparkstack.memory import make_plan
 from sparkstack.profiles import load_profiles
@@ -340,3 +341,19 @@ def test_a_second_render_replaces_its_own_tree_so_no_stale_file_stays(tmp_path):
     assert _render_into(str(out)).exit_code == 0
     assert not stale.exists()
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == first
+
+
+def test_the_members_of_a_set_do_not_conflict_with_each_other_and_the_registry_lists_the_set(tmp_path):
+    import yaml
+    shutil.copytree(repo_root() / "group_data" / "models", tmp_path, dirs_exist_ok=True)
+    mistral = yaml.safe_load((tmp_path / "mistral4.yaml").read_text())
+    mistral["memory"].update(fraction=0.2, resident_gb=20, weights_gb=15)  # small enough to sit beside qwen36
+    (tmp_path / "mistral4.yaml").write_text(yaml.safe_dump(mistral))
+    settings = load_group_settings("spark").model_copy(update={"model_sets": {"pair": ["qwen36", "mistral4"]}})
+    rendering = rendering_for("spark", settings, models_dir=tmp_path, pinned=False)
+    files = {f.path: f.content for f in rendering.files}
+    for unit, partner in (("vllm-qwen36.service", "sglang-mistral4.service"), ("sglang-mistral4.service", "vllm-qwen36.service")):
+        conflicts = [line for line in files[f"/etc/systemd/system/{unit}"].splitlines() if line.startswith("Conflicts=")]
+        assert all(partner not in line for line in conflicts), conflicts
+    registry = json.loads(files["/etc/sparkstack/models.json"])
+    assert registry["sets"] == {"pair": {"members": ["qwen36", "mistral4"], "required_memory_gb": 92.6}}
