@@ -429,6 +429,41 @@ def logs_command(limit, sudo, user, what, follow, lines) -> None:
     sys.exit(0 if all(a.ok for a in answers) else 1)
 
 
+@main.group("keys")
+def keys_group() -> None:
+    """The door's client keys (sparkstack_frontdoor_clients), kept on this machine; the hosts hold their digests."""
+
+
+@keys_group.command("list")
+def keys_list() -> None:
+    """Each host's client keys on this machine, and where they are."""
+    from sparkstack.client_keys import key_path, keys_dir, local_keys
+
+    found = local_keys()
+    if not found:
+        click.echo(f"no client keys in {keys_dir()} yet: list clients in sparkstack_frontdoor_clients and deploy")
+    for host, clients in found.items():
+        for client in clients:
+            click.echo(f"{host:<24}{client:<16}{key_path(host, client)}")
+
+
+@keys_group.command("show")
+@click.argument("host")
+@click.argument("client")
+def keys_show(host, client) -> None:
+    """Print CLIENT's key for HOST (to give to that client: its Authorization: Bearer)."""
+    from sparkstack.client_keys import ClientKeyError, key_path, read_key
+
+    try:
+        key = read_key(host, client)
+    except ClientKeyError as exc:
+        fail(f"keys: {exc}")
+    if key is None:
+        fail(f"keys: no key for {client!r} on {host!r} at {key_path(host, client)}; list the client in "
+             "sparkstack_frontdoor_clients and deploy, which makes it")
+    click.echo(key)
+
+
 NODE_OPTION = click.option("--node", type=click.IntRange(1, 4), default=1, show_default=True,
                            help="Which node: 1 is the main one (the `testhost` group, a cluster's head).")
 

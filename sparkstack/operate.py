@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sparkstack.drift import InventoryProblem, inventory_hosts
 from sparkstack.render import FRONTDOOR_UNIT, MEMORY_GUARD_UNIT
-from sparkstack_host.contract import REGISTRY_PATH, SWITCH_PATH
+from sparkstack_host.contract import FRONTDOOR_PATH, REGISTRY_PATH, SWITCH_PATH
 
 # `logs` takes a model (name or alias) or one of these words for the kit's own units.
 SERVICE_WORDS = {"door": FRONTDOOR_UNIT, "guard": MEMORY_GUARD_UNIT}
@@ -87,18 +87,25 @@ class Hosts:
 
 
 def status_command() -> str:
-    """One round trip: llm-switch's status, the door's unit and address (from the registry, which any user may read)."""
+    """One round trip: llm-switch's status, the door's unit and address (from the registry, which any user may read),
+    and the door's usage per client key (its database is readable by anyone; it holds no key)."""
     door = shlex.quote(FRONTDOOR_UNIT)
     return (f"{SWITCH_PATH} status --json; echo '--- door'; systemctl is-active {door} || true; "
             f"python3 -c 'import json,sys; d=json.load(open(sys.argv[1])).get(\"frontdoor\") or {{}}; "
-            f"print(json.dumps({{\"bind\": d.get(\"bind\"), \"port\": d.get(\"port\")}}))' {shlex.quote(REGISTRY_PATH)}")
+            f"print(json.dumps({{\"bind\": d.get(\"bind\"), \"port\": d.get(\"port\")}}))' {shlex.quote(REGISTRY_PATH)}; "
+            f"echo '--- usage'; {FRONTDOOR_PATH} usage --json 2>/dev/null || echo null")
 
 
 def parse_status(stdout: str) -> dict:
-    switch, _, door = stdout.partition("--- door")
+    switch, _, rest = stdout.partition("--- door")
+    door, _, usage = rest.partition("--- usage")
     status = json.loads(switch)
     lines = [line for line in door.strip().splitlines() if line.strip()]
     status["door"] = {"state": lines[0] if lines else "unknown", **(json.loads(lines[1]) if len(lines) > 1 else {})}
+    try:
+        status["usage"] = json.loads(usage) if usage.strip() else None
+    except ValueError:
+        status["usage"] = None
     return status
 
 
@@ -116,10 +123,13 @@ def describe_status(host: str, status: dict, last_verify: dict | None) -> str:
     if hot == "CONFLICT":
         lines.append(f"  hot: CONFLICT, more than one model runs: {', '.join(status.get('hot_models', []))}")
     elif hot:
-        m = models[hot]
-        state = "ready" if m.get("ready") else f"loading ({m.get('readiness')})"
-        lines.append(f"  hot: {hot} (variant {m.get('variant')}), {state}, up {_since(m.get('uptime_s'))}"
-                     + (", started from an older config" if m.get("config") == "stale" else ""))
+        if hot in (status.get("sets") or {}):
+            lines.append(f"  hot: set {hot}")
+        for name in status.get("hot_models") or [hot]:
+            m = models[name]
+            state = "ready" if m.get("ready") else f"loading ({m.get('readiness')})"
+            lines.append(f"  {'hot: ' if name == hot else '  '}{name} (variant {m.get('variant')}), {state}, "
+                         f"up {_since(m.get('uptime_s'))}" + (", started from an older config" if m.get("config") == "stale" else ""))
     else:
         failed = [n for n, m in models.items() if m.get("unit_state") == "failed"]
         lines.append("  hot: none" + (f" (failed: {', '.join(failed)})" if failed else ""))
@@ -136,6 +146,9 @@ def describe_status(host: str, status: dict, last_verify: dict | None) -> str:
     if status.get("cluster"):
         c = status["cluster"]
         lines.append(f"  lent to cluster model {c['model']} (rank {c['rank']}; head {c['head']})")
+    for client, used in (status.get("usage") or {}).items():
+        lines.append(f"  client {client}: {used['requests']} requests, {used['prompt_tokens']} prompt + "
+                     f"{used['completion_tokens']} completion tokens, {used['errors']} errors")
     if last_verify:
         lines.append(f"  last verify: {last_verify}")
     return "\n".join(lines)

@@ -32,7 +32,9 @@ from sparkstack_host.contract import (  # noqa: E402 (the host paths: one defini
     CLUSTER_PATH,
     CONFIG_DIR,
     DOOR_CERT_PATH,
+    DOOR_CLIENTS_PATH,
     DOOR_KEY_PATH,
+    DOOR_STATE_DIR,
     FETCH_PATH,
     FRONTDOOR_PATH,
     HOST_LIB,
@@ -46,6 +48,7 @@ from sparkstack_host.contract import (  # noqa: E402 (the host paths: one defini
     SWITCH_PATH,
     SWITCH_SOCKET,
     UNIT_DIR,
+    USAGE_DB,
 )
 
 MEMORY_GUARD_UNIT = "sparkstack-memory-guard.service"
@@ -379,6 +382,8 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "max_requests": settings.frontdoor_max_requests,
             "max_requests_per_model": settings.frontdoor_max_requests_per_model,
             "max_waiting": settings.frontdoor_max_waiting,
+            "clients_file": DOOR_CLIENTS_PATH,
+            "usage_db": USAGE_DB,
             "tls": {"cert": DOOR_CERT_PATH, "key": DOOR_KEY_PATH} if settings.frontdoor_tls else None,
         },
     }
@@ -420,7 +425,8 @@ def cluster_fence_files(env: jinja2.Environment, node: ClusterNode) -> list[Rend
 def frontdoor_files(env: jinja2.Environment) -> list[RenderedFile]:
     """The front door (a service, enabled), and the switch socket it asks for on-demand switches on."""
     unit = env.get_template("frontdoor.service.j2").render(
-        frontdoor_path=FRONTDOOR_PATH, user=FRONTDOOR_USER, secrets_path=SECRETS_PATH, registry_path=REGISTRY_PATH)
+        frontdoor_path=FRONTDOOR_PATH, user=FRONTDOOR_USER, secrets_path=SECRETS_PATH, registry_path=REGISTRY_PATH,
+        state_directory=DOOR_STATE_DIR.removeprefix("/var/lib/"))
     socket_unit = env.get_template("switch-request.socket.j2").render(socket=SWITCH_SOCKET, group=FRONTDOOR_USER,
                                                                       service=SWITCH_REQUEST_UNIT)
     request_unit = env.get_template("switch-request@.service.j2").render(switch_path=SWITCH_PATH)

@@ -15,6 +15,13 @@ SECRETS_PATH = f"{CONFIG_DIR}/secrets.env"
 TLS_DIR = f"{CONFIG_DIR}/tls"
 DOOR_CERT_PATH = f"{TLS_DIR}/door.crt"
 DOOR_KEY_PATH = f"{TLS_DIR}/door.key"
+# The door's named client keys, as SHA-256 digests only (root:sparkstack-door 0640); the keys stay with the owner.
+DOOR_CLIENTS_PATH = f"{CONFIG_DIR}/door-clients.json"
+DOOR_CLIENTS_FORMAT = 1
+# What the door keeps across restarts: usage per client key (SQLite; systemd's StateDirectory= makes the directory,
+# owned by the door's user, readable by anyone: the counts name clients and models, never a key).
+DOOR_STATE_DIR = "/var/lib/sparkstack/door"
+USAGE_DB = f"{DOOR_STATE_DIR}/usage.sqlite3"
 LAUNCH_DIR = "/usr/local/libexec/sparkstack"
 UNIT_DIR = "/etc/systemd/system"
 SWITCH_PATH = "/usr/local/bin/llm-switch"
@@ -58,7 +65,7 @@ MODEL_KEYS = frozenset({
 FRONTDOOR_KEYS = frozenset({
     "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",
     "switch_socket", "allowed_origins", "hostnames", "max_requests", "max_requests_per_model", "tls",
-    "max_waiting",
+    "max_waiting", "clients_file", "usage_db",
 })
 
 
@@ -80,3 +87,22 @@ def read_registry(path: str = REGISTRY_PATH) -> dict:
         raise RegistryError(f"{path} has format {found!r}, these programs read format {REGISTRY_FORMAT}; "
                             "run the sparkstack deploy for this host")
     return registry
+
+
+def key_digest(key: str) -> str:
+    """How a client key is kept on the host: its SHA-256. The keys are 32 random bytes or more (a key given by the
+    owner is refused when shorter), so a digest cannot be walked back, and the door compares digests in constant time."""
+    import hashlib
+    return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def read_clients(path: str = DOOR_CLIENTS_PATH) -> dict:
+    """client name -> key digest; {} when the file is absent (no named clients)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            document = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    if not isinstance(document, dict) or document.get("format") != DOOR_CLIENTS_FORMAT:
+        raise RegistryError(f"{path} is not format {DOOR_CLIENTS_FORMAT}; run the sparkstack deploy for this host")
+    return dict(document.get("clients") or {})

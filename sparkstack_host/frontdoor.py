@@ -33,13 +33,14 @@ import hmac
 import ipaddress
 import json
 import os
+import signal
 import socket
 import ssl
 import sys
 import time
 import urllib.parse
 
-from sparkstack_host import compat, connections, contract
+from sparkstack_host import compat, connections, contract, usage
 
 REGISTRY = contract.REGISTRY_PATH
 # The door's view of the models: polled in the background, and refreshed on the spot (at most once per
@@ -209,6 +210,9 @@ class Door:
         self.switch_lock = asyncio.Lock()
         self.switching = None  # (name, task) of the switch under way
         self.key = os.environ.get(config["api_key_env"]) if config.get("api_key_env") else None
+        # Named client keys, by digest (the deploy writes them; a name taken out of group data is gone from here).
+        self.clients = {digest: name for name, digest in contract.read_clients(config["clients_file"]).items()}
+        self.usage = usage.UsageBook(config["usage_db"])
         self.session = None
         self.wake = asyncio.Event()
         self.refresh_lock = asyncio.Lock()
@@ -337,11 +341,21 @@ class Door:
         return self.web.json_response(body, status=code, headers=headers)
 
     def authorized(self, request):
-        if self.key is None:
-            return True
+        """The client a request comes from: "owner" for the door's own key, a named client's name for its key,
+        "local" when the door has no key at all (loopback only); None when its key is missing or wrong."""
+        if self.key is None and not self.clients:
+            return "local"
         given = request.headers.get("Authorization", "")
         # Bytes not UTF-8 arrive as surrogates: compared as they came, never a 500.
-        return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {self.key}".encode())
+        raw = given.encode("utf-8", "surrogateescape")
+        if self.key is not None and hmac.compare_digest(raw, f"Bearer {self.key}".encode()):
+            return "owner"
+        if self.clients and raw.startswith(b"Bearer "):
+            digest = contract.key_digest(given[len("Bearer "):])
+            # Every digest is compared, in constant time: which client matched takes no longer than none.
+            found = [name for known, name in self.clients.items() if hmac.compare_digest(known, digest)]
+            return found[0] if found else None
+        return None
 
     def unauthorized(self):
         return self.json(401, error_body("this endpoint needs its API key: Authorization: Bearer <key>",
@@ -594,17 +608,28 @@ class Door:
         return None
 
     async def forward(self, request):
-        if not self.authorized(request):
+        client = self.authorized(request)
+        if not client:
             return self.unauthorized()
-        # Counted from here, body and all: the bodies in memory are bounded by max_requests x MAX_BODY_BYTES.
-        if self.active >= self.config["max_requests"]:
-            return self.too_many(request, f"the door has {self.active} requests in flight, its most "
-                                          "(sparkstack_frontdoor_max_requests)")
-        self.active += 1
+        response = None
         try:
-            return await self.forward_counted(request)
+            # Counted from here, body and all: the bodies in memory are bounded by max_requests x MAX_BODY_BYTES.
+            if self.active >= self.config["max_requests"]:
+                response = self.too_many(request, f"the door has {self.active} requests in flight, its most "
+                                                  "(sparkstack_frontdoor_max_requests)")
+                return response
+            self.active += 1
+            try:
+                response = await self.forward_counted(request)
+                return response
+            finally:
+                self.active -= 1
         finally:
-            self.active -= 1
+            # Each request counts for its client: its model, the tokens its engine reported, and whether it failed
+            # (an error status, or a stream that ended in an error event).
+            prompt, completion = request.get("tokens", (0, 0))
+            failed = response is None or response.status >= 400 or request.get("failed", False)
+            self.usage.record(client, request.get("model", "-"), prompt, completion, failed)
 
     async def forward_counted(self, request):
         try:
@@ -628,6 +653,7 @@ class Door:
             return self.json(404, error_body(f"no model {body['model']!r} on this host; it has: {known}",
                                              "model_not_found", 404))
         model = self.models[name]
+        request["model"] = name
         if has_image(body) and (not model.get("vision") or model.get("language_model_only")):
             with_vision = self.vision_models()
             return self.json(400, error_body(
@@ -662,6 +688,7 @@ class Door:
             refusal = self.too_many(request, f"model {name} has {self.in_flight[name]} requests in flight, its most "
                                              "(sparkstack_frontdoor_max_requests_per_model)")
             if prepared is not None:
+                request["failed"] = True
                 await self.stream_error(prepared, name, refusal)
                 return prepared
             return refusal
@@ -671,6 +698,7 @@ class Door:
             response = await self.proxy(request, name, model, data, prepared)
             if prepared is not None and response is not prepared:
                 # A refusal after the stream began (status 200 already sent): its body as the stream's error event.
+                request["failed"] = True
                 await self.stream_error(prepared, name, response)
                 return prepared
             return response
@@ -702,6 +730,7 @@ class Door:
             await asyncio.wait({task}, timeout=LOADING_COMMENT_S)
         refusal = task.result()
         if refusal is not None:
+            request["failed"] = True
             await self.stream_error(response, name, refusal)
             return response, None
         return None, response
@@ -733,6 +762,7 @@ class Door:
                 content_type = upstream.headers.get("Content-Type", "application/json")
                 if not content_type.startswith("text/event-stream"):
                     payload = await upstream.read()
+                    request["tokens"] = usage.tokens_of(payload) if upstream.status == 200 else (0, 0)
                     return self.web.Response(status=upstream.status, body=payload, content_type=content_type.split(";")[0])
                 response = prepared
                 if response is None:
@@ -745,7 +775,7 @@ class Door:
                     # As it comes: each piece the engine sends is written on at once, never gathered.
                     async for piece in upstream.content.iter_any():
                         await response.write(piece)
-                        tail = (tail + piece)[-64:]
+                        tail = (tail + piece)[-4096:]  # room for the usage event before [DONE]
                 except (ConnectionResetError, asyncio.CancelledError):
                     # The client went away: leaving this block closes the upstream connection, and the
                     # engine aborts the request when its socket closes.
@@ -753,9 +783,12 @@ class Door:
                     raise
                 except (asyncio.TimeoutError, self.client.ClientError) as exc:
                     upstream.close()
+                    request["failed"] = True
                     await self.stream_broke_off(response, name, type(exc).__name__)
                     return response
-                if route in DONE_ROUTES and b"data: [DONE]" not in tail:
+                request["tokens"] = usage.tokens_of(tail)
+                if route in DONE_ROUTES and b"data: [DONE]" not in tail[-64:]:
+                    request["failed"] = True
                     await self.stream_broke_off(response, name, "the engine closed the stream before [DONE]")
                     return response
                 await response.write_eof()
@@ -780,13 +813,24 @@ class Door:
         except (ConnectionResetError, RuntimeError):
             pass
 
+    async def keep_usage(self):
+        while True:
+            await asyncio.sleep(usage.FLUSH_S)
+            try:
+                self.usage.flush()
+            except Exception as exc:  # a full disk must not take the door down; the counts wait for the next try
+                print(f"sparkstack-frontdoor: usage not written: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
     async def start(self, app):
         self.session = self.client.ClientSession(connector=self.client.TCPConnector(limit=0), auto_decompress=False)
         await self.refresh()
         app["poller"] = asyncio.ensure_future(self.poll())
+        app["usage"] = asyncio.ensure_future(self.keep_usage())
 
     async def stop(self, app):
         app["poller"].cancel()
+        app["usage"].cancel()
+        self.usage.flush()  # what was counted since the last write, before the door goes
         await self.session.close()
 
 
@@ -940,12 +984,37 @@ async def serve(registry):
     print(f"sparkstack-frontdoor: listening on {config['bind']}:{config['port']}{' (TLS)' if tls else ''} for "
           f"{', '.join(registry['models'])} ({'switching on demand' if config['on_demand'] else '409 for a model not hot'})",
           flush=True)
-    await watch.run()  # as long as the door runs
+    # systemd stops the door with SIGTERM: it cleans up (the usage counted since the last write is kept), then exits.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    watching = asyncio.ensure_future(watch.run())  # as long as the door runs
+    await asyncio.wait({watching, asyncio.ensure_future(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED)
+    watching.cancel()
+    await runner.cleanup()
+
+
+def print_usage(clients, as_json):
+    if as_json:
+        print(json.dumps(clients, indent=2, sort_keys=True))
+        return
+    if not clients:
+        print("no request has been counted yet")
+        return
+    print(f"{'CLIENT':<16}{'REQUESTS':>10}{'PROMPT':>12}{'COMPLETION':>12}{'ERRORS':>8}  LAST")
+    for name, entry in clients.items():
+        last = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry["last_at"]))
+        print(f"{name:<16}{entry['requests']:>10}{entry['prompt_tokens']:>12}{entry['completion_tokens']:>12}"
+              f"{entry['errors']:>8}  {last}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="sparkstack-frontdoor", description=__doc__.splitlines()[0])
+    parser.add_argument("command", nargs="?", choices=("serve", "usage"), default="serve",
+                        help="serve (what its unit runs), or usage: the requests and tokens counted per client key")
     parser.add_argument("--registry", default=REGISTRY)
+    parser.add_argument("--json", action="store_true", help="usage as JSON")
     args = parser.parse_args(argv)
     try:
         registry = contract.read_registry(args.registry)
@@ -953,6 +1022,9 @@ def main(argv=None):
         sys.exit(f"sparkstack-frontdoor: {exc}")
     if "frontdoor" not in registry:
         sys.exit(f"sparkstack-frontdoor: {args.registry} has no frontdoor settings; deploy again")
+    if args.command == "usage":
+        print_usage(usage.read_usage(registry["frontdoor"]["usage_db"]), args.json)
+        return
     if registry["frontdoor"].get("api_key_env") and not os.environ.get(registry["frontdoor"]["api_key_env"]):
         sys.exit(f"sparkstack-frontdoor: the door is exposed but {registry['frontdoor']['api_key_env']} is not set "
                  f"(it comes from {registry['secrets_file']})")

@@ -9,18 +9,20 @@ changed.
 
 from __future__ import annotations
 
+import io
 import shlex
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import DeployError, deploy
 from pyinfra.facts.files import File
 from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
+from sparkstack.client_keys import ClientKeyError, clients_document
 from sparkstack.deployers.helpers import distribution_package, put_component
 from sparkstack.groups import GroupSettings
 from sparkstack.render import FRONTDOOR_UNIT, FRONTDOOR_USER, SWITCH_SOCKET_UNIT, Rendering
-from sparkstack_host.contract import DOOR_CERT_PATH, DOOR_KEY_PATH, TLS_DIR
+from sparkstack_host.contract import DOOR_CERT_PATH, DOOR_CLIENTS_PATH, DOOR_KEY_PATH, TLS_DIR
 
 COMPONENT = "frontdoor"
 PACKAGE = "python3-aiohttp"
@@ -35,6 +37,7 @@ def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op, packag
                 system=True, shell="/usr/sbin/nologin", home="/nonexistent", create_home=False)
     ops = put_component(rendering, COMPONENT)
     tls_ops = door_certificate(settings) if settings.frontdoor_tls else []
+    clients_op = client_digests(settings)
     systemd.daemon_reload(name="Reload systemd (a front door unit changed)",
                           _if=any_changed(ops["frontdoor-unit"], ops["switch-socket"], ops["switch-request-unit"]))
     on_demand = settings.frontdoor_on_demand
@@ -43,7 +46,19 @@ def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op, packag
     systemd.service(name=f"Run {FRONTDOOR_UNIT}, enabled at boot", service=FRONTDOOR_UNIT, running=True, enabled=True)
     systemd.service(name=f"Restart {FRONTDOOR_UNIT} (its program, the host package, its unit or the registry changed)",
                     service=FRONTDOOR_UNIT, restarted=True,
-                    _if=any_changed(ops["frontdoor"], ops["frontdoor-unit"], registry_op, *package_ops, *tls_ops))
+                    _if=any_changed(ops["frontdoor"], ops["frontdoor-unit"], registry_op, clients_op, *package_ops, *tls_ops))
+
+
+def client_digests(settings: GroupSettings):
+    """The named clients' key digests (the keys stay on this machine: sparkstack/client_keys.py). Written even
+    when the group lists none, so a client taken out is revoked."""
+    try:
+        document = clients_document(host.name, list(settings.frontdoor_clients))
+    except (ClientKeyError, OSError) as exc:
+        raise DeployError(f"{host.name}: sparkstack_frontdoor_clients: {exc}") from None
+    names = ", ".join(settings.frontdoor_clients) or "none"
+    return files.put(name=f"{DOOR_CLIENTS_PATH} (the client keys' digests: {names})", src=io.StringIO(document),
+                     dest=DOOR_CLIENTS_PATH, user="root", group=FRONTDOOR_USER, mode="0640")
 
 
 def self_signed_command(hostnames: list[str]) -> str:

@@ -83,7 +83,8 @@ def start_door(root: Path, registry: dict, prelude: str = "", ready=lambda code,
     if subprocess.run([SYSTEM_PYTHON, "-c", "import aiohttp"], capture_output=True).returncode != 0:
         pytest.fail("python3-aiohttp is missing: `make test` installs it (the door's library on the host)")
     port = free_port()
-    registry["frontdoor"].update(bind="127.0.0.1", port=port, api_key_env="SPARKSTACK_DOOR_KEY")
+    registry["frontdoor"].update(bind="127.0.0.1", port=port, api_key_env="SPARKSTACK_DOOR_KEY",
+                                 clients_file=str(root / "door-clients.json"), usage_db=str(root / "usage.sqlite3"))
     (root / "models.json").write_text(json.dumps(registry))
     log = root / "door.log"
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(repo_root()), "SPARKSTACK_DOOR_KEY": KEY}
@@ -822,4 +823,43 @@ def test_a_request_for_a_member_of_a_set_brings_the_whole_set_and_unload_stops_i
         process.wait(10)
         switch.stop_all()
         switch.server.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_two_client_keys_are_counted_apart_and_their_usage_survives_a_door_restart(engine_paths, tmp_path):
+    from sparkstack_host.contract import key_digest
+
+    engine_port, _ = engine_paths
+    laptop, ci = "sk-spark-laptop-" + "a" * 40, "sk-spark-ci-" + "b" * 40
+    (tmp_path / "door-clients.json").write_text(json.dumps(
+        {"format": 1, "clients": {"laptop": key_digest(laptop), "ci": key_digest(ci)}}))
+    registry = json.loads(rendered_registry())
+    registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": engine_port, "api_key_env": None}}
+    # The host keeps digests only: neither key is in what the door reads.
+    assert laptop not in (tmp_path / "door-clients.json").read_text()
+    for round_ in (1, 2):  # the door restarts between the rounds (SIGTERM, as systemd stops it)
+        process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body)
+        try:
+            for _ in range(2):
+                assert ask(port, "POST", "/v1/chat/completions", CHAT, key=laptop)[0] == 200
+            code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True,
+                                                                     "stream_options": {"include_usage": True}}, key=ci)
+            assert code == 200 and '"usage"' in body
+            assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "gpt-4"}, key=ci)[0] == 404
+            # A key not listed, or a listed key's digest presented as a key, is refused.
+            assert ask(port, "POST", "/v1/chat/completions", CHAT, key="sk-spark-phone-" + "c" * 40)[0] == 401
+            assert ask(port, "POST", "/v1/chat/completions", CHAT, key=key_digest(laptop))[0] == 401
+        finally:
+            process.terminate()
+            process.wait(10)
+    usage = json.loads(subprocess.run(
+        [SYSTEM_PYTHON, "-c", f"from sparkstack_host.frontdoor import main; main(['usage', '--json', '--registry', "
+                              f"{str(tmp_path / 'models.json')!r}])"],
+        env={"PYTHONPATH": str(repo_root())}, capture_output=True, text=True, check=True).stdout)
+    assert set(usage) == {"laptop", "ci"}
+    assert (usage["laptop"]["requests"], usage["laptop"]["errors"]) == (4, 0)
+    assert (usage["ci"]["requests"], usage["ci"]["errors"]) == (4, 2)  # its 404s are its errors
+    # Tokens as the engine reported them: in the JSON answer, and in the stream's usage event.
+    assert usage["laptop"]["prompt_tokens"] > 0 and usage["laptop"]["completion_tokens"] == 4 * 4
+    assert usage["ci"]["completion_tokens"] == 2 * 4 and usage["ci"]["models"]["qwen36"]["requests"] == 2
     assert "Traceback" not in log.read_text()
