@@ -10,6 +10,7 @@ The group's lock, group_data/testhost.lock.json, is written by the tests (`spark
 --host sparkstack-testhost`) and never committed: its pins exist only on the test machine.
 """
 
+import json as _json
 import os as _os
 
 _STANDIN_ENGINE_IMAGE = "127.0.0.1:5000/sparkstack/standin-engine:latest"
@@ -43,3 +44,7 @@ sparkstack_frontdoor_hold_s = 120
 sparkstack_frontdoor_expose = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_EXPOSE") == "1"
 sparkstack_frontdoor_on_demand = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_ON_DEMAND") == "1"
 sparkstack_frontdoor_tls = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_TLS") == "1"
+
+# A test's own settings for one deploy, as JSON (tests/hosts/test_8_frontdoor.py: a set of models, client keys, caps).
+globals().update({f"sparkstack_{name}": value
+                  for name, value in _json.loads(_os.environ.get("SPARKSTACK_TEST_GROUP_DATA") or "{}").items()})

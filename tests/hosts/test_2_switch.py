@@ -258,3 +258,39 @@ def test_the_owner_runs_the_box_from_the_laptop_as_a_sudoer(deployed):
     stopped = laptop("stop", "--sudo")
     assert stopped.returncode == 0 and running() == []
     assert "hot: none" in laptop("status", "--sudo").stdout
+
+
+def test_a_new_owner_installs_the_kit_without_test_extras_and_runs_the_first_hour_as_a_sudoer(deployed, tmp_path):
+    """README's "The first hour with a real Spark", as a new owner runs it: a fresh venv, `pip install -e .` with no
+    test extras, then every command of that path against the test host as DGX OS's sudoer, never as root."""
+    import subprocess
+
+    from sparkstack.paths import repo_root
+    from sparkstack.testhost_container import SUDOER
+    from tests.hosts.conftest import run
+
+    venv = tmp_path / "venv"
+    subprocess.run(["python3", "-m", "venv", str(venv)], check=True)
+    installed = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "-e", str(repo_root())],
+                               capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    packages = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=freeze"], capture_output=True, text=True).stdout
+    assert "pytest" not in packages and "openai" not in packages and "olah" not in packages  # no test extras came
+
+    def owner(*args: str) -> subprocess.CompletedProcess:
+        return run([str(venv / "bin" / args[0]), *args[1:]])
+
+    as_sudoer = ("--limit", "testhost", "--user", SUDOER, "--sudo")
+    for command in (("sparkstack", "-h"), ("sparkstack", "validate"), ("sparkstack", "plan", "--group", "spark")):
+        answer = owner(*command)
+        assert answer.returncode == 0, (command, answer.stdout + answer.stderr)
+    # The deploy as the sudoer (pyinfra's --sudo) finds the host as the root deploy left it: nothing to change.
+    again = owner("pyinfra", "-y", "--json", "inventory.py", "deploy.py", *as_sudoer)
+    assert again.returncode == 0, again.stderr[-3000:]
+    results = json.loads(again.stdout)["results"]
+    assert [op["name"] for op in results["operations"] if op["success"] or op["error"]] == []
+    switched = owner("sparkstack", "switch", "qwen", *as_sudoer)
+    assert switched.returncode == 0, switched.stdout + switched.stderr
+    assert "hot: qwen36 (variant default), ready" in owner("sparkstack", "status", *as_sudoer).stdout
+    assert "standin: serving qwen36" in owner("sparkstack", "logs", "qwen", "-n", "20", *as_sudoer).stdout
+    assert owner("sparkstack", "stop", *as_sudoer).returncode == 0 and running() == []

@@ -318,3 +318,88 @@ def test_exposed_the_door_needs_its_key_speaks_tls_and_on_demand_it_switches(doo
         assert not back.errors
     assert door_listens_on("127.0.0.1")
     assert vm_ssh("systemctl is-active sparkstack-switch-request.socket").stdout.strip() != "active"
+
+
+def set_profiles(root) -> str:
+    """The shipped profiles, with mistral4 made small enough to run beside qwen36 (a small model beside a coder)
+    and both stopped by the door after 10 s idle."""
+    import shutil
+
+    import yaml
+    from sparkstack.paths import repo_root
+    models = root / "models"
+    shutil.copytree(repo_root() / "group_data" / "models", models)
+    for name, change in (("qwen36", {}), ("mistral4", {"memory": {"fraction": 0.2, "resident_gb": 20, "weights_gb": 15}})):
+        profile = yaml.safe_load((models / f"{name}.yaml").read_text())
+        profile["idle_ttl_s"] = 10
+        for key, value in change.items():
+            profile[key].update(value)
+        (models / f"{name}.yaml").write_text(yaml.safe_dump(profile))
+    return str(models)
+
+
+def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_the_set_goes_after_its_ttl(door, tmp_path):
+    from tests.hosts.conftest import BIN, run
+
+    group = {"model_sets": {"pair": ["qwen36", "mistral4"]}, "frontdoor_on_demand": True, "frontdoor_min_hot_s": 0,
+             "frontdoor_clients": ["laptop", "ci"], "frontdoor_max_requests_per_model": 1}
+    keys = tmp_path / "keys"
+    env = {"SPARKSTACK_KEYS_DIR": str(keys), "SPARKSTACK_TEST_GROUP_DATA": json.dumps(group)}
+    # With the shipped profiles the two do not fit together: the plan refuses the set before the host is touched.
+    refused = run([str(BIN / "pyinfra"), "-y", "inventory.py", "deploy.py", "--limit", "testhost"], env=env)
+    assert refused.returncode != 0 and "REFUSED  set pair: qwen36 67 GB + mistral4 96 GB" in refused.stdout + refused.stderr
+    env["SPARKSTACK_MODELS_DIR"] = set_profiles(tmp_path)
+    switch("none")
+    try:
+        result = deploy(env=env)
+        assert not result.errors
+        laptop, ci = ((keys / "sparkstack-testhost" / f"{name}.key").read_text().strip() for name in ("laptop", "ci"))
+        assert laptop not in vm_ssh("cat /etc/sparkstack/door-clients.json").stdout
+        # The switch starts the set as one, and says so.
+        switch("pair")
+        assert json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] == "pair"
+        switch("none")
+        # qwen36 loads slowly (3 s) and streams at 10 tokens/s: a streaming client asking for mistral4 waits for the
+        # whole set, hearing that it loads, and then gets its stream.
+        vm_ssh(f"echo '{json.dumps({'qwen36': {'load_delay_s': 3, 'token_rate': 10}})}' > {KNOBS}")
+        started = time.monotonic()
+        with client(door, laptop).chat.completions.with_streaming_response.create(
+                model="mistral4", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True) as raw:
+            lines = [line for line in raw.iter_lines() if line]
+        loaded_s = time.monotonic() - started
+        assert lines[0].startswith(": loading pair") and lines[-1] == "data: [DONE]", lines
+        running = requests.get(f"{door}/running", headers={"Authorization": f"Bearer {laptop}"}, timeout=10).json()
+        assert running["set"] == "pair" and sorted(running["models"]) == ["mistral4", "qwen36"], running
+        # One request at a time per model here: a second while ci's long answer runs gets 429.
+        long_answer = client(door, ci).chat.completions.create(
+            model="qwen36", messages=[{"role": "user", "content": "count"}], max_tokens=30, stream=True,
+            stream_options={"include_usage": True})
+        with pytest.raises(openai.RateLimitError):
+            client(door, laptop).chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}],
+                                                         max_tokens=3)
+        usage_seen = [chunk.usage for chunk in long_answer if chunk.usage]
+        assert usage_seen and usage_seen[-1].completion_tokens == 30
+        # The counts survive the door's restart, and the laptop's status shows them per key.
+        vm_ssh("systemctl restart sparkstack-frontdoor.service")
+        status = run([str(BIN / "sparkstack"), "status", "--json", "--limit", "testhost"], env=env)
+        usage = json.loads(status.stdout)["usage"]
+        assert (usage["laptop"]["requests"], usage["laptop"]["errors"]) == (2, 1), usage
+        assert (usage["ci"]["requests"], usage["ci"]["completion_tokens"]) == (1, 30), usage
+        # Left idle past its TTL (10 s), the door stops the whole set.
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] is not None:
+            time.sleep(1)
+        assert json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] is None
+        assert "stopping pair (idle for" in vm_ssh("journalctl -u sparkstack-frontdoor -o cat --no-pager").stdout
+        # ci taken out of the group's list: the next deploy revokes its key, the laptop's still opens the door.
+        group["frontdoor_clients"] = ["laptop"]
+        env["SPARKSTACK_TEST_GROUP_DATA"] = json.dumps(group)
+        assert not deploy(env=env).errors
+        assert door_listens_on("127.0.0.1")
+        with pytest.raises(openai.AuthenticationError):
+            client(door, ci).models.list()
+        assert client(door, laptop).models.list().data
+        print(f"queue wait for the set (two stand-ins, qwen36 with a 3 s load): {loaded_s:.1f} s")
+    finally:
+        vm_ssh(f"rm -f {KNOBS}")
+        assert not deploy().errors

@@ -570,146 +570,6 @@ def test_with_tls_the_door_speaks_only_https_with_the_certificate_the_deploy_mad
     assert "(TLS)" in log.read_text()
 
 
-class EngineSwitch(SwitchSocket):
-    """In front of a stand-in it starts and stops: a model name starts the engine on the model's port, `none`
-    stops it."""
-
-    def __init__(self, path: Path, served: str, port: int):
-        self.served, self.port, self.engine = served, port, None
-        super().__init__(path)
-
-    def start_engine(self):
-        class OneRequestAConnection(make_handler(self.served, True, {}, ready_event(), "vllm")):
-            # A stopped engine's connections die with its process; here no kept-alive connection outlives it.
-            def handle(self):
-                try:
-                    self.handle_one_request()
-                except (BrokenPipeError, ConnectionResetError):  # the door's poll gave up on a stopping engine
-                    pass
-
-        self.engine = ThreadingHTTPServer(("127.0.0.1", self.port), OneRequestAConnection)
-        self.engine.daemon_threads = True
-        threading.Thread(target=self.engine.serve_forever, daemon=True).start()
-
-    def stop_engine(self):
-        engine, self.engine = self.engine, None
-        if engine is not None:
-            engine.shutdown()
-            engine.server_close()
-
-    def answer(self, word: str) -> bytes:
-        if word == "none":
-            self.stop_engine()
-            return b'{"ok": true, "model": null, "message": "no model is hot"}\n'
-        if self.engine is None:
-            self.start_engine()
-        return json.dumps({"ok": True, "model": word, "message": f"{word} is hot"}).encode() + b"\n"
-
-
-def test_the_owner_sees_what_runs_unloads_it_and_an_idle_model_is_stopped_after_its_ttl(tmp_path):
-    registry = json.loads(rendered_registry())
-    qwen = {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None, "idle_ttl_s": 3}
-    registry["models"] = {"qwen36": qwen}
-    switch = EngineSwitch(tmp_path / "switch.sock", qwen["served_model_name"], qwen["port"])
-    switch.start_engine()  # hot when the door starts
-    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=10, switch_socket=str(tmp_path / "switch.sock"))
-    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body)
-    try:
-        code, body = ask(port, "GET", "/running")
-        running = json.loads(body)
-        assert code == 200 and running["hot"] == "qwen36" and running["idle_ttl_s"] == 3, running
-        assert 0 <= running["ttl_left_s"] <= 3 and running["waiting"] == 0
-        assert ask(port, "GET", "/running", key=None)[0] == 401
-        # The owner unloads it: the door asks the switch for `none`, and nothing is hot.
-        code, body = ask(port, "POST", "/unload", {})
-        assert (code, json.loads(body)["unloaded"]) == (200, "qwen36"), body
-        assert switch.words == ["none"] and json.loads(ask(port, "GET", "/running")[1])["hot"] is None
-        assert ask(port, "POST", "/unload", {})[0] == 409  # nothing left to unload
-        # A request brings it back on demand, and is served.
-        assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
-        assert switch.words == ["none", "qwen36"]
-        # Left idle past its TTL (3 s), the door stops it by itself.
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and switch.words[-1] != "none":
-            time.sleep(0.5)
-        assert switch.words == ["none", "qwen36", "none"], switch.words
-        assert "stopping qwen36 (idle for" in log.read_text()
-    finally:
-        process.terminate()
-        process.wait(10)
-        switch.stop_engine()
-        switch.server.close()
-    assert "Traceback" not in log.read_text()
-
-
-class SlowEngineSwitch(EngineSwitch):
-    """As EngineSwitch, with a model that takes `load_s` to load."""
-
-    def __init__(self, path: Path, served: str, port: int, load_s: float):
-        self.load_s = load_s
-        super().__init__(path, served, port)
-
-    def start_engine(self):
-        time.sleep(self.load_s)
-        super().start_engine()
-
-
-def test_a_streaming_client_hears_that_its_model_is_loading_then_gets_its_stream(tmp_path):
-    registry = json.loads(rendered_registry())
-    qwen = {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}
-    registry["models"] = {"qwen36": qwen}
-    switch = SlowEngineSwitch(tmp_path / "switch.sock", qwen["served_model_name"], qwen["port"], load_s=3)
-    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
-    process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
-                                    ready=lambda code, body: code == 200)
-    try:
-        # A streaming client asks for the cold model: SSE comments while it loads, then the engine's own stream.
-        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
-        assert code == 200, body
-        comments = [line for line in body.splitlines() if line.startswith(": loading qwen36")]
-        assert len(comments) >= 3, body  # 3 s of loading, a comment every 0.5 s after the first second
-        events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
-        assert events[-1] == "[DONE]" and json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant", body
-        assert body.index(": loading") < body.index("data: ")
-        # The openai client reads such a stream as any other: the comments are not events.
-        import openai
-        stream = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY).chat.completions.create(
-            model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True)
-        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
-        # A model that is hot already streams at once: no comment.
-        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
-        assert code == 200 and ": loading" not in body
-    finally:
-        process.terminate()
-        process.wait(10)
-        switch.stop_engine()
-        switch.server.close()
-    assert "Traceback" not in log.read_text()
-
-
-def test_a_streaming_client_whose_model_fails_to_load_gets_an_error_event_not_a_clean_end(tmp_path):
-    registry = json.loads(rendered_registry())
-    registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}}
-
-    switch = FailingSwitch(tmp_path / "switch.sock", delay_s=2.5)  # the load takes a while, then the engine exits
-    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
-    process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
-                                    ready=lambda code, body: code == 200)
-    try:
-        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
-        assert code == 200 and ": loading qwen36" in body, body
-        events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
-        # No [DONE]: the stream ends in the error, so no client takes it for a complete (empty) answer.
-        assert len(events) == 1 and "[DONE]" not in body, body
-        error = json.loads(events[0])["error"]
-        assert error["code"] == 503 and "the engine exited" in error["message"], error
-    finally:
-        process.terminate()
-        process.wait(10)
-        switch.server.close()
-    assert "Traceback" not in log.read_text()
-
-
 class ModelsSwitch(SwitchSocket):
     """llm-switch over stand-ins on the models' ports: a word (a model or a set) stops what runs and starts its
     models; `none` stops all. Each switch is kept with the time it began."""
@@ -751,6 +611,98 @@ class ModelsSwitch(SwitchSocket):
         for name in self.registry.get("sets", {}).get(word, {}).get("members", [word]):
             self.start(name)
         return json.dumps({"ok": True, "model": word, "message": f"{word} is hot"}).encode() + b"\n"
+
+
+def test_the_owner_sees_what_runs_unloads_it_and_an_idle_model_is_stopped_after_its_ttl(tmp_path):
+    registry = json.loads(rendered_registry())
+    qwen = {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None, "idle_ttl_s": 3}
+    registry["models"] = {"qwen36": qwen}
+    switch = ModelsSwitch(tmp_path / "switch.sock", registry)
+    switch.start("qwen36")  # hot when the door starts
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=10, switch_socket=str(tmp_path / "switch.sock"))
+    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body)
+    try:
+        code, body = ask(port, "GET", "/running")
+        running = json.loads(body)
+        assert code == 200 and running["hot"] == "qwen36" and running["idle_ttl_s"] == 3, running
+        assert 0 <= running["ttl_left_s"] <= 3 and running["waiting"] == 0
+        assert ask(port, "GET", "/running", key=None)[0] == 401
+        # The owner unloads it: the door asks the switch for `none`, and nothing is hot.
+        code, body = ask(port, "POST", "/unload", {})
+        assert (code, json.loads(body)["unloaded"]) == (200, "qwen36"), body
+        assert switch.words == ["none"] and json.loads(ask(port, "GET", "/running")[1])["hot"] is None
+        assert ask(port, "POST", "/unload", {})[0] == 409  # nothing left to unload
+        # A request brings it back on demand, and is served.
+        assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
+        assert switch.words == ["none", "qwen36"]
+        # Left idle past its TTL (3 s), the door stops it by itself.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and switch.words[-1] != "none":
+            time.sleep(0.5)
+        assert switch.words == ["none", "qwen36", "none"], switch.words
+        assert "stopping qwen36 (idle for" in log.read_text()
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.stop_all()
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_streaming_client_hears_that_its_model_is_loading_then_gets_its_stream(tmp_path):
+    registry = json.loads(rendered_registry())
+    qwen = {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}
+    registry["models"] = {"qwen36": qwen}
+    switch = ModelsSwitch(tmp_path / "switch.sock", registry, load_s=3)
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
+    process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
+                                    ready=lambda code, body: code == 200)
+    try:
+        # A streaming client asks for the cold model: SSE comments while it loads, then the engine's own stream.
+        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+        assert code == 200, body
+        comments = [line for line in body.splitlines() if line.startswith(": loading qwen36")]
+        assert len(comments) >= 3, body  # 3 s of loading, a comment every 0.5 s after the first second
+        events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]" and json.loads(events[0])["choices"][0]["delta"]["role"] == "assistant", body
+        assert body.index(": loading") < body.index("data: ")
+        # The openai client reads such a stream as any other: the comments are not events.
+        import openai
+        stream = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY).chat.completions.create(
+            model="qwen", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True)
+        assert "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+        # A model that is hot already streams at once: no comment.
+        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+        assert code == 200 and ": loading" not in body
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.stop_all()
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_streaming_client_whose_model_fails_to_load_gets_an_error_event_not_a_clean_end(tmp_path):
+    registry = json.loads(rendered_registry())
+    registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}}
+
+    switch = FailingSwitch(tmp_path / "switch.sock", delay_s=2.5)  # the load takes a while, then the engine exits
+    registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
+    process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
+                                    ready=lambda code, body: code == 200)
+    try:
+        code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+        assert code == 200 and ": loading qwen36" in body, body
+        events = [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+        # No [DONE]: the stream ends in the error, so no client takes it for a complete (empty) answer.
+        assert len(events) == 1 and "[DONE]" not in body, body
+        error = json.loads(events[0])["error"]
+        assert error["code"] == 503 and "the engine exited" in error["message"], error
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
 
 
 def two_models(tmp_path: Path, **frontdoor) -> dict:
