@@ -724,9 +724,11 @@ class Door:
             "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         await response.prepare(request)
         started = time.monotonic()
+        target = self.target_for(name)
+        what = name if target == name else f"set {target}"
         while not task.done():
             state = self.states.get(name, "unknown")
-            await response.write(f": loading {name} ({state}; waited {time.monotonic() - started:.0f} s)\n\n".encode())
+            await response.write(f": loading {what} ({state}; waited {time.monotonic() - started:.0f} s)\n\n".encode())
             await asyncio.wait({task}, timeout=LOADING_COMMENT_S)
         refusal = task.result()
         if refusal is not None:

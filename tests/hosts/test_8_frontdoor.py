@@ -367,7 +367,7 @@ def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_th
                 model="mistral4", messages=[{"role": "user", "content": "hi"}], max_tokens=4, stream=True) as raw:
             lines = [line for line in raw.iter_lines() if line]
         loaded_s = time.monotonic() - started
-        assert lines[0].startswith(": loading pair") and lines[-1] == "data: [DONE]", lines
+        assert lines[0].startswith(": loading set pair") and lines[-1] == "data: [DONE]", lines
         running = requests.get(f"{door}/running", headers={"Authorization": f"Bearer {laptop}"}, timeout=10).json()
         assert running["set"] == "pair" and sorted(running["models"]) == ["mistral4", "qwen36"], running
         # One request at a time per model here: a second while ci's long answer runs gets 429.
