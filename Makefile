@@ -61,6 +61,7 @@ bench: deps venv
 	$(BIN)/python benchmarks/bench_switch.py
 	$(BIN)/python benchmarks/bench_artifacts.py
 	$(BIN)/python benchmarks/bench_frontdoor.py
+	$(BIN)/python benchmarks/bench_ondemand.py
 
 clean:
 	-$(BIN)/python tests/artifact_servers.py down

@@ -429,14 +429,12 @@ class Door:
 
     async def drain(self, names):
         """Wait, bounded by the door's hold, until no request is in flight to any of `names`; the message when some
-        still are, else None. New requests for them get 503 meanwhile (forward() reads self.draining)."""
+        still are, else None. From here until the caller's switch is over (it clears self.draining), new requests
+        for them get 503: forward() reads self.draining."""
         self.draining = set(names)
         deadline = time.monotonic() + self.config["hold_s"]
-        try:
-            while sum(self.in_flight[n] for n in names) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-        finally:
-            self.draining = set()
+        while sum(self.in_flight[n] for n in names) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         left = sum(self.in_flight[n] for n in names)
         return f"{left} request(s) still in flight to {', '.join(names)} after {self.config['hold_s']} s" if left else None
 
@@ -444,16 +442,19 @@ class Door:
         """Drain `name` (a model or a set; bounded by the door's hold), then stop it; (ok, message). Called under
         the switch lock."""
         members = self.members(name)
-        busy = await self.drain(members)
-        if busy:
-            return False, busy
-        print(f"sparkstack-frontdoor: stopping {name} ({why})", flush=True)
         try:
-            ok, message = await self.switch("none")
-        except OSError as exc:
-            ok, message = False, f"the switch socket does not answer ({exc})"
-        self.wake.set()
-        await self.fresh(0)
+            busy = await self.drain(members)
+            if busy:
+                return False, busy
+            print(f"sparkstack-frontdoor: stopping {name} ({why})", flush=True)
+            try:
+                ok, message = await self.switch("none")
+            except OSError as exc:
+                ok, message = False, f"the switch socket does not answer ({exc})"
+            self.wake.set()
+            await self.fresh(0)
+        finally:
+            self.draining = set()
         return ok and not any(self.states[m] == "hot" for m in members), message
 
     async def expire_idle(self):
@@ -555,17 +556,20 @@ class Door:
         """One on-demand switch of a model or a set: what is hot finishes its requests first (bounded; a swap never
         cuts a running answer), then llm-switch. A failed load counts towards the backoff, a success clears it."""
         hot = self.hot_models()
-        if hot:
-            print(f"sparkstack-frontdoor: draining {', '.join(hot)} before the switch to {name}", flush=True)
-            busy = await self.drain(hot)
-            if busy:
-                return False, f"the swap waited for what runs: {busy}"
         try:
-            ok, message = await self.switch(name)
-        except OSError as exc:
-            ok, message = False, f"the switch socket does not answer ({exc})"
-        self.wake.set()
-        await self.fresh(0)
+            if hot:
+                print(f"sparkstack-frontdoor: draining {', '.join(hot)} before the switch to {name}", flush=True)
+                busy = await self.drain(hot)
+                if busy:
+                    return False, f"the swap waited for what runs: {busy}"
+            try:
+                ok, message = await self.switch(name)
+            except OSError as exc:
+                ok, message = False, f"the switch socket does not answer ({exc})"
+            self.wake.set()
+            await self.fresh(0)
+        finally:
+            self.draining = set()  # the switch is over: what is hot now takes requests
         if not ok or not self.is_hot(name):
             tries = self.failures.get(name, (0,))[0] + 1
             self.failures[name] = (tries, time.monotonic(), message)
