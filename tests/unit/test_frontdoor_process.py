@@ -748,6 +748,10 @@ def test_a_swap_waits_for_the_answer_in_flight_and_the_queue_past_its_bound_gets
         running = json.loads(ask(port, "GET", "/running")[1])
         assert running["draining"] == ["qwen36"] and running["waiting"] == 1 and running["max_waiting"] == 1, running
         streaming.join(30)
+        # The switch itself (mistral4 loads for 2 s): qwen36, on its way out, still takes no request.
+        time.sleep(0.5)
+        code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
+        assert code == 503 and "swapping it out" in body, body
         asking.join(30)
         # The answer in flight was not cut: it ended with [DONE], and only then did the switch begin.
         code, body, finished = long_answer[0]
