@@ -7,6 +7,7 @@ means the engine never saw it.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -570,6 +571,20 @@ def test_with_tls_the_door_speaks_only_https_with_the_certificate_the_deploy_mad
     assert "(TLS)" in log.read_text()
 
 
+@contextlib.contextmanager
+def door_in_front(switch: "ModelsSwitch", root: Path, registry: dict, prelude: str = "", ready=lambda code, body: code == 200):
+    """The door in front of `switch`'s stand-ins; on the way out both stop, and the door's log has no traceback."""
+    process, port, log = start_door(root, registry, prelude, ready)
+    try:
+        yield port, log
+    finally:
+        process.terminate()
+        process.wait(10)
+        switch.stop_all()
+        switch.server.close()
+    assert "Traceback" not in log.read_text()
+
+
 class ModelsSwitch(SwitchSocket):
     """llm-switch over stand-ins on the models' ports: a word (a model or a set) stops what runs and starts its
     models; `none` stops all. Each switch is kept with the time it began."""
@@ -627,8 +642,7 @@ def test_the_owner_sees_what_runs_unloads_it_and_an_idle_model_is_stopped_after_
     switch = ModelsSwitch(tmp_path / "switch.sock", registry)
     switch.start("qwen36")  # hot when the door starts
     registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=10, switch_socket=str(tmp_path / "switch.sock"))
-    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body)
-    try:
+    with door_in_front(switch, tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body) as (port, log):
         code, body = ask(port, "GET", "/running")
         running = json.loads(body)
         assert code == 200 and running["hot"] == "qwen36" and running["idle_ttl_s"] == 3, running
@@ -648,12 +662,6 @@ def test_the_owner_sees_what_runs_unloads_it_and_an_idle_model_is_stopped_after_
             time.sleep(0.5)
         assert switch.words == ["none", "qwen36", "none"], switch.words
         assert "stopping qwen36 (idle for" in log.read_text()
-    finally:
-        process.terminate()
-        process.wait(10)
-        switch.stop_all()
-        switch.server.close()
-    assert "Traceback" not in log.read_text()
 
 
 def test_a_streaming_client_hears_that_its_model_is_loading_then_gets_its_stream(tmp_path):
@@ -662,9 +670,8 @@ def test_a_streaming_client_hears_that_its_model_is_loading_then_gets_its_stream
     registry["models"] = {"qwen36": qwen}
     switch = ModelsSwitch(tmp_path / "switch.sock", registry, load_s=3)
     registry["frontdoor"].update(on_demand=True, min_hot_s=0, hold_s=30, switch_socket=str(tmp_path / "switch.sock"))
-    process, port, log = start_door(tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
-                                    ready=lambda code, body: code == 200)
-    try:
+    with door_in_front(switch, tmp_path, registry, "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.5",
+                       ready=lambda code, body: code == 200) as (port, log):
         # A streaming client asks for the cold model: SSE comments while it loads, then the engine's own stream.
         code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
         assert code == 200, body
@@ -681,12 +688,6 @@ def test_a_streaming_client_hears_that_its_model_is_loading_then_gets_its_stream
         # A model that is hot already streams at once: no comment.
         code, body = ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
         assert code == 200 and ": loading" not in body
-    finally:
-        process.terminate()
-        process.wait(10)
-        switch.stop_all()
-        switch.server.close()
-    assert "Traceback" not in log.read_text()
 
 
 def test_a_streaming_client_whose_model_fails_to_load_gets_an_error_event_not_a_clean_end(tmp_path):
@@ -726,8 +727,7 @@ def test_a_swap_waits_for_the_answer_in_flight_and_the_queue_past_its_bound_gets
     # qwen36 answers slowly (10 tokens a second), mistral4 takes 2 s to load.
     switch = ModelsSwitch(tmp_path / "switch.sock", registry, knobs={"qwen36": {"token_rate": 10}}, load_s=2)
     switch.start("qwen36")
-    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body)
-    try:
+    with door_in_front(switch, tmp_path, registry, ready=lambda code, body: code == 200 and '"hot": true' in body) as (port, log):
         # A long answer from qwen36 is under way when another client asks for mistral4.
         long_answer: list = []
         streaming = threading.Thread(target=lambda: long_answer.append((*ask(port, "POST", "/v1/chat/completions", {
@@ -759,20 +759,13 @@ def test_a_swap_waits_for_the_answer_in_flight_and_the_queue_past_its_bound_gets
         assert [word for word, _ in switch.began] == ["mistral4"] and switch.began[0][1] >= finished - 0.05
         assert other[0][0] == 200, other
         assert "draining qwen36 before the switch to mistral4" in log.read_text()
-    finally:
-        process.terminate()
-        process.wait(10)
-        switch.stop_all()
-        switch.server.close()
-    assert "Traceback" not in log.read_text()
 
 
 def test_a_request_for_a_member_of_a_set_brings_the_whole_set_and_unload_stops_it(tmp_path):
     registry = two_models(tmp_path)
     registry["sets"] = {"pair": {"members": ["qwen36", "mistral4"], "required_memory_gb": 1.0}}
     switch = ModelsSwitch(tmp_path / "switch.sock", registry)
-    process, port, log = start_door(tmp_path, registry, ready=lambda code, body: code == 200)
-    try:
+    with door_in_front(switch, tmp_path, registry, ready=lambda code, body: code == 200) as (port, log):
         assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "mistral4"})[0] == 200
         assert [word for word, _ in switch.began] == ["pair"] and set(switch.engines) == {"qwen36", "mistral4"}
         running = json.loads(ask(port, "GET", "/running")[1])
@@ -781,12 +774,6 @@ def test_a_request_for_a_member_of_a_set_brings_the_whole_set_and_unload_stops_i
         assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200 and len(switch.began) == 1
         code, body = ask(port, "POST", "/unload", {})
         assert (code, json.loads(body)["unloaded"]) == (200, "pair") and switch.engines == {}
-    finally:
-        process.terminate()
-        process.wait(10)
-        switch.stop_all()
-        switch.server.close()
-    assert "Traceback" not in log.read_text()
 
 
 def test_two_client_keys_are_counted_apart_and_their_usage_survives_a_door_restart(engine_paths, tmp_path):
