@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := qemu-system-x86 qemu-utils mmdebstrap shellcheck e2fsprogs openssh-client systemd python3-venv docker-registry git python3-aiohttp \
-	docker.io lxcfs iproute2 nftables
+	docker.io lxcfs iproute2 nftables python3-prometheus-client prometheus chromium
 RENDER_DIR := build/render
 
 .PHONY: demo test unit-test hosts-test vm-test bench deps venv clean

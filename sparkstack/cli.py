@@ -429,6 +429,32 @@ def logs_command(limit, sudo, user, what, follow, lines) -> None:
     sys.exit(0 if all(a.ok for a in answers) else 1)
 
 
+@main.command("monitoring")
+@click.option("--group", default="spark", show_default=True, help="The group whose doors Prometheus scrapes.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("build/monitoring"),
+              show_default=True, help="Where prometheus.yml and grafana-dashboard.json go.")
+@click.option("--ca-file", help="The door's certificate as Prometheus will read it (TLS doors; default door.crt).")
+def monitoring_command(group: str, out: Path, ca_file: str | None) -> None:
+    """A Prometheus scrape configuration for the group's doors and a Grafana dashboard of their series."""
+    from sparkstack.drift import InventoryProblem, inventory_hosts as hosts_of
+    from sparkstack.monitoring import dashboard, scrape_config
+    from sparkstack.paths import repo_root
+
+    try:
+        settings = load_group_settings(group)
+    except GroupSettingsError as exc:
+        fail(str(exc))
+    try:
+        hosts = hosts_of(group, repo_root())
+    except InventoryProblem:
+        hosts = {}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prometheus.yml").write_text(scrape_config(group, hosts, settings, ca_file), encoding="utf-8")
+    (out / "grafana-dashboard.json").write_text(dashboard(group), encoding="utf-8")
+    click.echo(f"wrote {out / 'prometheus.yml'} ({len(hosts)} host(s) of group {group!r}) and "
+               f"{out / 'grafana-dashboard.json'}")
+
+
 @main.group("keys")
 def keys_group() -> None:
     """The door's client keys (sparkstack_frontdoor_clients), kept on this machine; the hosts hold their digests."""

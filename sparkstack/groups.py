@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import runpy
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, FilePath, ValidationError, model_validator
 
@@ -113,6 +113,9 @@ class GroupSettings(StrictModel):
     # taking every slot. The engine batches what it gets; these are the door's bounds, not the engine's.
     frontdoor_max_requests: int = Field(default=64, ge=1, le=4096)
     frontdoor_max_requests_per_model: int = Field(default=32, ge=1, le=4096)
+    # The door's /metrics (Prometheus): "key", behind the door's key like every route; "loopback", without a key
+    # but only to loopback (a Prometheus on the Spark, or through ssh -L).
+    frontdoor_metrics: Literal["key", "loopback"] = "key"
     # On demand: requests held at once while their model loads (the queue); past it 503 with Retry-After.
     frontdoor_max_waiting: int = Field(default=16, ge=0, le=4096)
     # Named client keys (e.g. ["laptop", "ci", "phone"]): each request is attributed to its key, with usage kept on

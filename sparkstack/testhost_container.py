@@ -41,7 +41,7 @@ DEFAULT_RELEASE = "bookworm"
 # The VM's packages (sparkstack/testvm.py) less what a container does not boot: the kernel, udev, kmod, apparmor.
 PACKAGES = (
     "systemd-sysv", "dbus", "openssh-server", "python3", "docker.io", "ca-certificates", "iproute2", "procps",
-    "curl", "earlyoom", "python3-aiohttp", "pigz", "nftables", "sudo",
+    "curl", "earlyoom", "python3-aiohttp", "python3-prometheus-client", "pigz", "nftables", "sudo",
 )
 # What a release needs beyond that: Debian 13 split the docker command out of docker.io into docker-cli, which
 # docker.io only recommends (found by the deploy loop on trixie: the fetcher's `docker pull` had no `docker`).

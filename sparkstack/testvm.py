@@ -35,9 +35,9 @@ SUITE = "bookworm"
 PACKAGES = (
     "linux-image-amd64", "systemd-sysv", "udev", "openssh-server", "python3", "docker.io",
     "ca-certificates", "iproute2", "procps", "kmod", "apparmor", "curl", "dbus",
-    # earlyoom and the front door's aiohttp come from the distribution on a Spark too; preinstalled here so
+    # earlyoom and the front door's aiohttp and prometheus_client come from the distribution on a Spark too; preinstalled here so
     # the VM loop skips an apt update under TCG.
-    "earlyoom", "python3-aiohttp",
+    "earlyoom", "python3-aiohttp", "python3-prometheus-client",
     # Docker's own packages on DGX OS recommend pigz, and dockerd unpacks pulled layers with it when present:
     # under TCG the stand-in's pull took 63 s with it, 70 to 82 s without (one VM, nothing else running).
     "pigz",

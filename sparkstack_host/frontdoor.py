@@ -9,6 +9,8 @@
                       requests in flight and requests waiting for a model to load
   POST /unload        stop the hot model (llm-switch none), once its requests in flight have finished (bounded)
   GET  /version       the hot engine's own version answer
+  GET  /metrics       Prometheus exposition: the door's requests, tokens, queue, switches, memory and the guard, and
+                      the hot engines' own series labelled with their model (door_metrics.py)
 
 Nothing else: the engine is asked for the route the door matched, never for the request's own path, and a path
 with a dot segment (`.`, `..`, raw or percent-encoded) or an encoded slash is refused with 400 before routing.
@@ -40,7 +42,7 @@ import sys
 import time
 import urllib.parse
 
-from sparkstack_host import compat, connections, contract, usage
+from sparkstack_host import compat, connections, contract, door_metrics, usage
 
 REGISTRY = contract.REGISTRY_PATH
 # The door's view of the models: polled in the background, and refreshed on the spot (at most once per
@@ -213,6 +215,7 @@ class Door:
         # Named client keys, by digest (the deploy writes them; a name taken out of group data is gone from here).
         self.clients = {digest: name for name, digest in contract.read_clients(config["clients_file"]).items()}
         self.usage = usage.UsageBook(config["usage_db"])
+        self.metrics = door_metrics.DoorMetrics(self)
         self.session = None
         self.wake = asyncio.Event()
         self.refresh_lock = asyncio.Lock()
@@ -442,9 +445,12 @@ class Door:
         """Drain `name` (a model or a set; bounded by the door's hold), then stop it; (ok, message). Called under
         the switch lock."""
         members = self.members(name)
+        began = time.monotonic()
+        ok = False
         try:
             busy = await self.drain(members)
             if busy:
+                self.metrics.switched("none", "drain_timeout", time.monotonic() - began)
                 return False, busy
             print(f"sparkstack-frontdoor: stopping {name} ({why})", flush=True)
             try:
@@ -453,9 +459,11 @@ class Door:
                 ok, message = False, f"the switch socket does not answer ({exc})"
             self.wake.set()
             await self.fresh(0)
+            ok = ok and not any(self.states[m] == "hot" for m in members)
+            self.metrics.switched("none", "ok" if ok else "failed", time.monotonic() - began)
         finally:
             self.draining = set()
-        return ok and not any(self.states[m] == "hot" for m in members), message
+        return ok, message
 
     async def expire_idle(self):
         """Stop the hot model once its idle TTL has passed with nothing in flight or waiting."""
@@ -466,6 +474,27 @@ class Door:
         async with self.switch_lock:
             if self.hot() == hot and not self.in_flight_for(hot) and self.idle_for(hot) >= ttl:
                 await self.stop_hot(hot, f"idle for {self.idle_for(hot):.0f} s, its TTL is {ttl} s")
+
+    async def metrics_page(self, request):
+        """The door's metrics and the hot engines' own, in one scrape (door_metrics.py). Guarded by the door's key,
+        or, with sparkstack_frontdoor_metrics = "loopback", answered without it to loopback only."""
+        if self.config["metrics"] == "loopback":
+            if request.remote not in ("127.0.0.1", "::1"):
+                return refused(self.web, request, 403, "/metrics answers loopback only here "
+                                                       "(sparkstack_frontdoor_metrics = \"loopback\")")
+        elif not self.authorized(request):
+            return self.unauthorized()
+        engines = {}
+        for name in self.hot_models():
+            model = self.models[name]
+            try:
+                async with self.session.get(f"http://127.0.0.1:{model['port']}/metrics", headers=self.upstream_headers(model),
+                                            timeout=self.client.ClientTimeout(total=2)) as answer:
+                    if answer.status == 200:
+                        engines[name] = await answer.text()
+            except (self.client.ClientError, asyncio.TimeoutError, UnicodeDecodeError):
+                pass  # the door's own series still go out
+        return self.web.Response(body=self.metrics.exposition(engines), headers={"Content-Type": door_metrics.CONTENT_TYPE})
 
     async def version(self, request):
         """The hot engine's own /version (vLLM's route), passed through; the door's state when none is hot."""
@@ -538,6 +567,12 @@ class Door:
             result = {}
         return bool(result.get("ok")), result.get("message") or " / ".join(lines[-3:]) or "no answer from the switch"
 
+    def backoff_left(self, target, tries, failed_at):
+        """Seconds before the door may try `target` again: 0 now, -1 never (it used its tries)."""
+        if tries >= ON_DEMAND_TRIES:
+            return -1.0
+        return max(0.0, failed_at + ON_DEMAND_BACKOFF_S[tries - 1] - time.monotonic())
+
     def backoff(self, name):
         """503 while `name` waits out its backoff or has used its tries; None when it may be tried."""
         if name not in self.failures:
@@ -556,11 +591,14 @@ class Door:
         """One on-demand switch of a model or a set: what is hot finishes its requests first (bounded; a swap never
         cuts a running answer), then llm-switch. A failed load counts towards the backoff, a success clears it."""
         hot = self.hot_models()
+        began = time.monotonic()
+        ok, outcome = False, "failed"
         try:
             if hot:
                 print(f"sparkstack-frontdoor: draining {', '.join(hot)} before the switch to {name}", flush=True)
                 busy = await self.drain(hot)
                 if busy:
+                    outcome = "drain_timeout"
                     return False, f"the swap waited for what runs: {busy}"
             try:
                 ok, message = await self.switch(name)
@@ -568,8 +606,10 @@ class Door:
                 ok, message = False, f"the switch socket does not answer ({exc})"
             self.wake.set()
             await self.fresh(0)
+            outcome = "ok" if ok and self.is_hot(name) else "failed"
         finally:
             self.draining = set()  # the switch is over: what is hot now takes requests
+            self.metrics.switched(name, outcome, time.monotonic() - began)
         if not ok or not self.is_hot(name):
             tries = self.failures.get(name, (0,))[0] + 1
             self.failures[name] = (tries, time.monotonic(), message)
@@ -616,6 +656,7 @@ class Door:
         if not client:
             return self.unauthorized()
         response = None
+        request["started"] = time.monotonic()
         try:
             # Counted from here, body and all: the bodies in memory are bounded by max_requests x MAX_BODY_BYTES.
             if self.active >= self.config["max_requests"]:
@@ -634,6 +675,8 @@ class Door:
             prompt, completion = request.get("tokens", (0, 0))
             failed = response is None or response.status >= 400 or request.get("failed", False)
             self.usage.record(client, request.get("model", "-"), prompt, completion, failed)
+            self.metrics.record(request, client, request.match_info.route.resource.canonical,
+                                response.status if response is not None else 500, time.monotonic() - request["started"])
 
     async def forward_counted(self, request):
         try:
@@ -676,10 +719,12 @@ class Door:
                     return self.unavailable(name, f"{self.waiting} requests already wait for a model to load, the "
                                             "door's most (sparkstack_frontdoor_max_waiting)", 10)
                 self.waiting += 1
+                queued = time.monotonic()
                 try:
                     refusal, prepared = await self.wait_for_load(request, name, bool(body.get("stream")))
                 finally:
                     self.waiting -= 1
+                    request["queued_s"] = time.monotonic() - queued
                 if refusal is not None:
                     return refusal
             else:
@@ -767,6 +812,7 @@ class Door:
             async with self.session.post(url, data=data, headers=headers, timeout=timeout) as upstream:
                 content_type = upstream.headers.get("Content-Type", "application/json")
                 if not content_type.startswith("text/event-stream"):
+                    request["first_byte_s"] = time.monotonic() - request["started"]
                     payload = await upstream.read()
                     request["tokens"] = usage.tokens_of(payload) if upstream.status == 200 else (0, 0)
                     return self.web.Response(status=upstream.status, body=payload, content_type=content_type.split(";")[0])
@@ -780,6 +826,8 @@ class Door:
                 try:
                     # As it comes: each piece the engine sends is written on at once, never gathered.
                     async for piece in upstream.content.iter_any():
+                        if "first_byte_s" not in request:
+                            request["first_byte_s"] = time.monotonic() - request["started"]
                         await response.write(piece)
                         tail = (tail + piece)[-4096:]  # room for the usage event before [DONE]
                 except (ConnectionResetError, asyncio.CancelledError):
@@ -941,7 +989,7 @@ def make_app(registry):
             return await handler(request)
         except web.HTTPNotFound:
             return refused(web, request, 404, f"the door serves {', '.join(('/v1/models',) + FORWARDED_ROUTES)}, "
-                                              "/version, /running, /unload and /health, nothing else")
+                                              "/version, /metrics, /running, /unload and /health, nothing else")
         except web.HTTPMethodNotAllowed as exc:
             response = refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
@@ -955,6 +1003,7 @@ def make_app(registry):
     app.router.add_get("/health", door.health)
     app.router.add_get("/v1/models", door.list_models)
     app.router.add_get("/version", door.version)
+    app.router.add_get("/metrics", door.metrics_page)
     app.router.add_get("/running", door.running)
     app.router.add_post("/unload", door.unload)
     for route in FORWARDED_ROUTES:

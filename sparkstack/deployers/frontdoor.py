@@ -26,11 +26,13 @@ from sparkstack_host.contract import DOOR_CERT_PATH, DOOR_CLIENTS_PATH, DOOR_KEY
 
 COMPONENT = "frontdoor"
 PACKAGE = "python3-aiohttp"
+METRICS_PACKAGE = "python3-prometheus-client"
 
 
 @deploy("sparkstack front door")
 def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op, package_ops: list) -> None:
     distribution_package(PACKAGE, "the front door's HTTP server and client")
+    distribution_package(METRICS_PACKAGE, "the front door's Prometheus metrics")
     server.group(name=f"Group {FRONTDOOR_USER} (may ask for switches on the switch socket)", group=FRONTDOOR_USER,
                  system=True)
     server.user(name=f"User {FRONTDOOR_USER} (runs the front door)", user=FRONTDOOR_USER, group=FRONTDOOR_USER,

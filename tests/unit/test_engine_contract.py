@@ -180,8 +180,6 @@ DOOR_DIFFERS: dict[tuple[str, str], str] = {
     ("plain", "health"): "the door's own /health: its state and the hot model",
     ("plain", "models"): "the door lists every model of the host with its state (hot or not), and max_model_len",
     ("plain", "models-no-key"): "the door's key guards /v1/models too; its 401 is OpenAI-shaped",
-    ("plain", "metrics"): "the door serves only its listed routes; the engine's /metrics stays on loopback",
-    ("ngram", "metrics"): "the door serves only its listed routes; the engine's /metrics stays on loopback",
     ("plain", "unknown-path"): "the door's own 404, OpenAI-shaped, naming the routes it serves",
     ("plain", "get-on-post-route"): "the door's own 405 with Allow: POST, OpenAI-shaped",
     ("plain", "no-key"): "the door's key, not the engine's: its 401 is OpenAI-shaped",

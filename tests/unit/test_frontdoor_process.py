@@ -813,3 +813,29 @@ def test_two_client_keys_are_counted_apart_and_their_usage_survives_a_door_resta
     assert usage["laptop"]["prompt_tokens"] > 0 and usage["laptop"]["completion_tokens"] == 4 * 4
     assert usage["ci"]["completion_tokens"] == 2 * 4 and usage["ci"]["models"]["qwen36"]["requests"] == 2
     assert "Traceback" not in log.read_text()
+
+
+def test_one_scrape_of_metrics_has_the_doors_series_and_the_engines_own_labelled_with_its_model(door):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port, _ = door
+    assert ask(port, "GET", "/metrics", key=None)[0] == 401  # the door's key guards it like every route
+    assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})[0] == 200
+    assert ask(port, "POST", "/v1/chat/completions", {**CHAT, "model": "gpt-4"})[0] == 404
+    code, body = ask(port, "GET", "/metrics")
+    assert code == 200, body
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(body) for s in family.samples}
+    def value(name, **labels):
+        return samples.get((name, tuple(sorted(labels.items()))))
+    assert value("sparkstack_door_requests_total", model="qwen36", client="owner", route="/v1/chat/completions",
+                 status="200") >= 1
+    assert value("sparkstack_door_requests_total", model="-", client="owner", route="/v1/chat/completions",
+                 status="404") >= 1
+    assert value("sparkstack_door_model_hot", model="qwen36") == 1.0
+    assert value("sparkstack_door_model_state", model="qwen36", state="hot") == 1.0
+    assert value("sparkstack_door_time_to_first_byte_seconds_count", model="qwen36", route="/v1/chat/completions") >= 1
+    assert value("sparkstack_host_memory_available_bytes") > 0
+    # The engine's own counters, as vLLM names them, each sample labelled with the model it came from.
+    engine = [key for key in samples if key[0].startswith("vllm:") and ("sparkstack_model", "qwen36") in key[1]]
+    assert engine, sorted({k[0] for k in samples})[:40]
