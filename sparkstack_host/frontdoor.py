@@ -9,6 +9,7 @@
                       requests in flight and requests waiting for a model to load
   POST /unload        stop the hot model (llm-switch none), once its requests in flight have finished (bounded)
   GET  /version       the hot engine's own version answer
+  GET  /status        a status page (HTML, reloads itself): what runs, memory, last requests, usage, switches
   GET  /metrics       Prometheus exposition: the door's requests, tokens, queue, switches, memory and the guard, and
                       the hot engines' own series labelled with their model (door_metrics.py)
 
@@ -31,6 +32,7 @@ as sparkstack_host/frontdoor.py behind files/sparkstack-frontdoor.
 
 import argparse
 import asyncio
+import collections
 import hmac
 import ipaddress
 import json
@@ -42,7 +44,7 @@ import sys
 import time
 import urllib.parse
 
-from sparkstack_host import compat, connections, contract, door_metrics, usage
+from sparkstack_host import compat, connections, contract, door_metrics, status_page, usage
 
 REGISTRY = contract.REGISTRY_PATH
 # The door's view of the models: polled in the background, and refreshed on the spot (at most once per
@@ -216,6 +218,11 @@ class Door:
         self.clients = {digest: name for name, digest in contract.read_clients(config["clients_file"]).items()}
         self.usage = usage.UsageBook(config["usage_db"])
         self.metrics = door_metrics.DoorMetrics(self)
+        # For the status page: the last requests, and the changes of what is hot the door has seen (and why).
+        self.recent = collections.deque(maxlen=20)
+        self.switch_log = collections.deque(maxlen=20)
+        self.seen_hot = ...  # nothing seen yet: the first look is not a switch
+        self.switch_reason = None
         self.session = None
         self.wake = asyncio.Event()
         self.refresh_lock = asyncio.Lock()
@@ -315,6 +322,13 @@ class Door:
         for target in list(self.failures):
             if self.is_hot(target):
                 self.failures.pop(target)  # hot by any road: on-demand tries start afresh
+        now_hot = self.hot()
+        if self.seen_hot is not ... and now_hot != self.seen_hot and not any(s == "loading" for s in self.states.values()):
+            self.switch_log.append({"at": time.time(), "from": self.seen_hot, "to": now_hot,
+                                    "why": self.switch_reason or "llm-switch on the host, or the memory guard"})
+            self.switch_reason = None
+        if self.seen_hot is ... or not any(s == "loading" for s in self.states.values()):
+            self.seen_hot = now_hot
         self.refreshed_at = time.monotonic()
 
     async def fresh(self, max_age=FRESH_S):
@@ -453,6 +467,7 @@ class Door:
                 self.metrics.switched("none", "drain_timeout", time.monotonic() - began)
                 return False, busy
             print(f"sparkstack-frontdoor: stopping {name} ({why})", flush=True)
+            self.switch_reason = why
             try:
                 ok, message = await self.switch("none")
             except OSError as exc:
@@ -474,6 +489,36 @@ class Door:
         async with self.switch_lock:
             if self.hot() == hot and not self.in_flight_for(hot) and self.idle_for(hot) >= ttl:
                 await self.stop_hot(hot, f"idle for {self.idle_for(hot):.0f} s, its TTL is {ttl} s")
+
+    def status_view(self):
+        try:
+            total, available = door_metrics.meminfo_bytes()
+        except (OSError, KeyError, ValueError):
+            total = available = None
+        guard = door_metrics.read_guard_state()
+        floor = guard.get("floor_gb")
+        action = guard.get("last_action")
+        self.usage.flush()  # what was counted a moment ago shows at once
+        hot = self.hot()
+        loading = [n for n, s in self.states.items() if s == "loading"]
+        return {
+            "now": time.time(), "hot": hot, "set": hot in self.sets, "models": self.hot_models(),
+            "hot_for_s": round(self.hot_for(hot)) if hot else None, "loading": loading[0] if loading else None,
+            "switching": self.switching[0] if self.switching and not self.switching[1].done() else None,
+            "in_flight": sum(self.in_flight.values()), "waiting": self.waiting,
+            "memory": {"total": total, "available": available, "floor": floor * door_metrics.GIB if floor else None}
+            if total else None,
+            "guard_action": action.get("message") if isinstance(action, dict) else None,
+            "recent": list(self.recent), "usage": usage.read_usage(self.config["usage_db"]),
+            "switches": list(self.switch_log),
+        }
+
+    async def status(self, request):
+        """The status page: what runs, memory and the guard's floor, the last requests, usage per key, switches."""
+        if not self.authorized(request):
+            return self.unauthorized()
+        await self.fresh()
+        return self.web.Response(text=status_page.render(self.status_view()), content_type="text/html")
 
     async def metrics_page(self, request):
         """The door's metrics and the hot engines' own, in one scrape (door_metrics.py). Guarded by the door's key,
@@ -594,6 +639,7 @@ class Door:
         began = time.monotonic()
         ok, outcome = False, "failed"
         try:
+            self.switch_reason = "on demand"
             if hot:
                 print(f"sparkstack-frontdoor: draining {', '.join(hot)} before the switch to {name}", flush=True)
                 busy = await self.drain(hot)
@@ -675,8 +721,15 @@ class Door:
             prompt, completion = request.get("tokens", (0, 0))
             failed = response is None or response.status >= 400 or request.get("failed", False)
             self.usage.record(client, request.get("model", "-"), prompt, completion, failed)
-            self.metrics.record(request, client, request.match_info.route.resource.canonical,
-                                response.status if response is not None else 500, time.monotonic() - request["started"])
+            route, status = request.match_info.route.resource.canonical, response.status if response is not None else 500
+            seconds = time.monotonic() - request["started"]
+            self.metrics.record(request, client, route, status, seconds)
+            streamed = seconds - (request.get("first_byte_s") or 0.0)
+            self.recent.append({"at": time.time(), "client": client, "model": request.get("model", "-"), "route": route,
+                                "status": status, "seconds": seconds, "completion_tokens": completion,
+                                # A stream's decode rate, from its first byte to its last (a whole answer has none).
+                                "tok_s": completion / streamed if request.get("streamed") and completion > 1
+                                and streamed > 0 else None})
 
     async def forward_counted(self, request):
         try:
@@ -822,6 +875,7 @@ class Door:
                         "Content-Type": content_type, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
                     await response.prepare(request)
                 route = request.match_info.route.resource.canonical
+                request["streamed"] = True
                 tail = b""
                 try:
                     # As it comes: each piece the engine sends is written on at once, never gathered.
@@ -989,7 +1043,7 @@ def make_app(registry):
             return await handler(request)
         except web.HTTPNotFound:
             return refused(web, request, 404, f"the door serves {', '.join(('/v1/models',) + FORWARDED_ROUTES)}, "
-                                              "/version, /metrics, /running, /unload and /health, nothing else")
+                                              "/version, /metrics, /status, /running, /unload and /health, nothing else")
         except web.HTTPMethodNotAllowed as exc:
             response = refused(web, request, 405, f"{request.path} takes {', '.join(sorted(exc.allowed_methods))}")
             response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
@@ -1004,6 +1058,7 @@ def make_app(registry):
     app.router.add_get("/v1/models", door.list_models)
     app.router.add_get("/version", door.version)
     app.router.add_get("/metrics", door.metrics_page)
+    app.router.add_get("/status", door.status)
     app.router.add_get("/running", door.running)
     app.router.add_post("/unload", door.unload)
     for route in FORWARDED_ROUTES:

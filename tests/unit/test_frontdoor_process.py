@@ -179,7 +179,7 @@ def test_an_attacker_walking_out_of_v1_with_dot_segments_is_refused_with_400(doo
     assert seen == before, f"the engine was asked for {seen[len(before):]}"
 
 
-@pytest.mark.parametrize("raw_path", ["/invocations", "/tokenize", "/v1/tokenize", "/v1/pooling", "/metrics",
+@pytest.mark.parametrize("raw_path", ["/invocations", "/tokenize", "/v1/tokenize", "/v1/pooling", "/get_server_info",
                                       "/update_weights_from_disk", "/v1/chat/completions/x", "/v1/load_lora_adapter"])
 def test_an_attacker_asking_for_an_engine_route_by_name_gets_404_and_the_engine_never_hears_of_it(
         door, engine_paths, raw_path):
@@ -772,6 +772,11 @@ def test_a_request_for_a_member_of_a_set_brings_the_whole_set_and_unload_stops_i
         assert running["hot"] == running["set"] == "pair" and sorted(running["models"]) == ["mistral4", "qwen36"], running
         # Its other member answers at once: no second switch.
         assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200 and len(switch.began) == 1
+        # The status page says so, with the switch the door saw and why, and the two requests.
+        code, page = ask(port, "GET", "/status")
+        assert code == 200 and '<span class="hot" id="hot">set pair (qwen36, mistral4)</span>' in page, page
+        assert "<td>none</td><td>pair</td><td>on demand</td>" in page and page.count("<td>/v1/chat/completions</td>") == 2
+        assert ask(port, "GET", "/status", key=None)[0] == 401
         code, body = ask(port, "POST", "/unload", {})
         assert (code, json.loads(body)["unloaded"]) == (200, "pair") and switch.engines == {}
 
