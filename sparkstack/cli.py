@@ -244,10 +244,14 @@ def drift(limit: str | None, sudo: bool, pyinfra_args: tuple[str, ...]) -> None:
 @click.option("--api-key-env", default="SPARKSTACK_API_KEY", show_default=True,
               help="Local environment variable holding the endpoint's API key, if it needs one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--history", "show_history", is_flag=True, help="Print earlier runs as a table and exit.")
-@click.option("--history-file", type=click.Path(path_type=Path, dir_okay=False), help="Where runs are appended (JSON lines).")
+@click.option("--history", "show_history", is_flag=True,
+              help="Print earlier runs (of --host or --url, else of every host) and their regressions, and exit.")
+@click.option("--history-file", type=click.Path(path_type=Path, dir_okay=False),
+              help="The history to append to or read (JSON lines; default: one file per host).")
+@click.option("--plot", type=click.Path(path_type=Path, dir_okay=False),
+              help="With --history: draw tok/s and TTFT per model and variant over time into this PNG (matplotlib).")
 def verify_command(host, url, model, variant, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
-                   as_json, show_history, history_file) -> None:
+                   as_json, show_history, history_file, plot) -> None:
     """Measure the served model directly: readiness, a fixed answer, decode speed, vision, tools.
 
     Exit 0 all pass, 1 a check failed, 2 an instrument failure (nothing reached the model) or bad usage.
@@ -255,7 +259,7 @@ def verify_command(host, url, model, variant, ssh_config, runs, max_tokens, read
     from sparkstack.verify_cli import run_verify
 
     sys.exit(run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share,
-                        api_key_env, as_json, show_history, history_file, variant))
+                        api_key_env, as_json, show_history, history_file, variant, plot))
 
 
 @main.group(invoke_without_command=True)
@@ -365,7 +369,7 @@ def status_command(limit, sudo, user, as_json) -> None:
             if as_json:
                 click.echo(json.dumps({"host": answer.host, **status}))
             else:
-                click.echo(describe_status(answer.host, status, last_verify_for(answer.host, default_history_file())))
+                click.echo(describe_status(answer.host, status, last_verify_for(answer.host, default_history_file(answer.host))))
     finally:
         hosts.close()
     sys.exit(worst)

@@ -113,9 +113,10 @@ class GroupSettings(StrictModel):
     # taking every slot. The engine batches what it gets; these are the door's bounds, not the engine's.
     frontdoor_max_requests: int = Field(default=64, ge=1, le=4096)
     frontdoor_max_requests_per_model: int = Field(default=32, ge=1, le=4096)
-    # The door's /metrics (Prometheus): "key", behind the door's key like every route; "loopback", without a key
-    # but only to loopback (a Prometheus on the Spark, or through ssh -L).
-    frontdoor_metrics: Literal["key", "loopback"] = "key"
+    # What the door shows about itself, /metrics (Prometheus) and /status (a page): "key", behind the door's key like
+    # every route; "loopback", also without a key from loopback (a Prometheus or a browser on the Spark, or through
+    # ssh -L), and with the key from anywhere else.
+    frontdoor_monitoring: Literal["key", "loopback"] = "key"
     # On demand: requests held at once while their model loads (the queue); past it 503 with Retry-After.
     frontdoor_max_waiting: int = Field(default=16, ge=0, le=4096)
     # Named client keys (e.g. ["laptop", "ci", "phone"]): each request is attributed to its key, with usage kept on

@@ -59,16 +59,16 @@ def scrape_config(group: str, hosts: dict[str, dict], settings: GroupSettings, c
             "scheme": "https" if settings.frontdoor_tls else "http",
             "static_configs": [{"targets": [f"{address}:{settings.frontdoor_port}"], "labels": {"host": name, "group": group}}],
         }
-        if settings.frontdoor_metrics == "key":
+        if settings.frontdoor_monitoring == "key":
             job["authorization"] = {"type": "Bearer", "credentials_file": str(key_path(name, PROMETHEUS_CLIENT))}
         if settings.frontdoor_tls:
             job["tls_config"] = {"ca_file": ca_file or "door.crt"}
         jobs.append(job)
     notes = [f"# Scrapes the sparkstack front door of each host in group {group!r} (sparkstack monitoring)."]
-    if settings.frontdoor_metrics == "key" and PROMETHEUS_CLIENT not in settings.frontdoor_clients:
+    if settings.frontdoor_monitoring == "key" and PROMETHEUS_CLIENT not in settings.frontdoor_clients:
         notes.append(f"# The doors need a key: add {PROMETHEUS_CLIENT!r} to sparkstack_frontdoor_clients and deploy; the "
                      "deploy makes the key file named below.")
-    if not settings.frontdoor_expose and settings.frontdoor_metrics == "key":
+    if not settings.frontdoor_expose and settings.frontdoor_monitoring == "key":
         notes.append("# The group's doors listen on loopback only: run Prometheus on the Spark, or reach the door "
                      "through `ssh -L`, and point the target there.")
     document = {"global": {"scrape_interval": SCRAPE_INTERVAL}, "scrape_configs": jobs}

@@ -164,7 +164,7 @@ def last_verify_for(host: str, history: Path) -> str | None:
             run = json.loads(line)
         except ValueError:
             continue
-        if str(run.get("url", "")).startswith(host):
+        if run.get("host") == host or str(run.get("url", "")).startswith(host):
             last = run
     if last is None:
         return None

@@ -382,7 +382,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "max_requests": settings.frontdoor_max_requests,
             "max_requests_per_model": settings.frontdoor_max_requests_per_model,
             "max_waiting": settings.frontdoor_max_waiting,
-            "metrics": settings.frontdoor_metrics,
+            "monitoring": settings.frontdoor_monitoring,
             "clients_file": DOOR_CLIENTS_PATH,
             "usage_db": USAGE_DB,
             "tls": {"cert": DOOR_CERT_PATH, "key": DOOR_KEY_PATH} if settings.frontdoor_tls else None,

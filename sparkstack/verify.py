@@ -532,17 +532,26 @@ def run_checks(client: Client, e: Expectations, runs: int = 3, max_tokens: int =
 
 # --- history ------------------------------------------------------------
 
-def default_history_file() -> Path:
-    return Path.home() / ".local" / "state" / "sparkstack" / "verify-history.jsonl"
+def history_dir() -> Path:
+    return Path.home() / ".local" / "state" / "sparkstack" / "verify"
 
 
-def append_history(report: Report, path: Path) -> None:
+def default_history_file(host: str | None = None) -> Path:
+    """The history of one host (an inventory host, or a URL's host:port): one JSON line per verify run."""
+    label = re.sub(r"[^A-Za-z0-9._-]", "_", host or "unnamed")
+    return history_dir() / f"{label}.jsonl"
+
+
+def append_history(report: Report, path: Path, host: str | None = None, how: dict | None = None) -> None:
+    """One line for this run: what was measured (figures, results, the profile's baseline) and how (runs, tokens,
+    the route to the model)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     e = report.expectations
     decode = report.figures.get("decode", {})
-    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "url": report.url,
+    entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": host, "url": report.url,
              "model": e.profile or e.served_model_name, "variant": e.variant, "image": e.image,
              "decode_tok_s": decode.get("decode_tok_s_median"), "ttft_s": decode.get("ttft_s_median"),
+             "baseline_tok_s": e.expected_decode_tok_s, "how": how or {},
              "results": {c.name: c.status for c in report.checks}, "exit_code": report.exit_code}
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(entry) + "\n")
@@ -554,9 +563,9 @@ def history_table(path: Path) -> str:
     rows = [f"{'TIME':<22}{'MODEL':<12}{'VARIANT':<14}{'TOK/S':>8}{'TTFT':>8}  {'EXIT':<5}RESULTS"]
     for line in path.read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
-        results = " ".join(f"{k}={v}" for k, v in entry["results"].items())
+        results = " ".join(f"{k}={v}" for k, v in (entry.get("results") or {}).items())
         tok = f"{entry['decode_tok_s']:.1f}" if entry.get("decode_tok_s") else "-"
         ttft = f"{entry['ttft_s']:.2f}" if entry.get("ttft_s") else "-"
-        rows.append(f"{entry['time']:<22}{entry['model'] or '-':<12}{entry['variant'] or '-':<14}{tok:>8}{ttft:>8}  "
-                    f"{entry['exit_code']:<5}{results}")
+        rows.append(f"{entry['time']:<22}{entry.get('model') or '-':<12}{entry.get('variant') or '-':<14}{tok:>8}{ttft:>8}  "
+                    f"{entry.get('exit_code', '-'):<5}{results}")
     return "\n".join(rows)

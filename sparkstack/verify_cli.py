@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from sparkstack.profiles import ProfileErrors, find_profile, load_profiles
 from sparkstack.remote import RemoteError, Tunnel, ssh_output
 from sparkstack.render import REGISTRY_PATH
 from sparkstack.verify import (INSTRUMENT, Check, Client, Expectations, Instrument, Report, append_history,
-                               default_history_file, history_table, run_checks)
+                               default_history_file, history_dir, history_table, run_checks)
 
 EXIT_USAGE = 2
 
@@ -79,12 +80,39 @@ def expectations_from_host(host: str, ssh_config: Path | None, word: str | None)
                         command, tokens_per_chunk_max=per_step), model["port"]
 
 
+def history_host(host: str | None, url: str | None) -> str | None:
+    """Whose history a run belongs to: the inventory host, or the URL's host:port."""
+    return host or (urllib.parse.urlsplit(url).netloc if url else None)
+
+
+def show_history(host, url, model, history_file, plot, regression_share) -> int:
+    from sparkstack.history import load_history, regressions
+
+    files = [history_file] if history_file else (
+        [default_history_file(history_host(host, url))] if host or url else sorted(history_dir().glob("*.jsonl")))
+    entries = [e for e in load_history(files) if not model or e.get("model") == model]
+    for path in files:
+        click.echo(history_table(path))
+    found = regressions(entries, regression_share)
+    for line in found:
+        click.echo(f"REGRESSION {line}")
+    if plot:
+        try:
+            from sparkstack.history import plot_history
+        except ImportError:
+            click.echo("verify: --plot needs matplotlib: pip install -e '.[plot]'", err=True)
+            return EXIT_USAGE
+        click.echo(plot_history(entries, plot, regression_share))
+    return 0
+
+
 def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
-               as_json, show_history, history_file, variant=None) -> int:
-    history_file = history_file or default_history_file()
-    if show_history:
-        click.echo(history_table(history_file))
-        return 0
+               as_json, history, history_file, variant=None, plot=None) -> int:
+    if history or plot:
+        return show_history(host, url, model, history_file, plot, regression_share)
+    history_file = history_file or default_history_file(history_host(host, url))
+    how = {"runs": runs, "max_tokens": max_tokens, "regression_share": regression_share,
+           "route": "ssh tunnel to the engine's loopback port" if host else f"the URL {url}"}
     if bool(host) == bool(url):
         click.echo("verify: give exactly one of --host HOST or --url URL", err=True)
         return EXIT_USAGE
@@ -115,8 +143,8 @@ def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, reg
             click.echo(f"verify: INSTRUMENT: {exc}", err=True)
             # Recorded like every other run that measured nothing.
             failed = Report(f"{host} (via ssh)", Expectations(model or "unknown"), [Check("readiness", INSTRUMENT, "-", str(exc))])
-            append_history(failed, history_file)
+            append_history(failed, history_file, history_host(host, url), how)
             return EXIT_USAGE
-    append_history(report, history_file)
+    append_history(report, history_file, history_host(host, url), how)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.table())
     return report.exit_code

@@ -65,7 +65,7 @@ MODEL_KEYS = frozenset({
 FRONTDOOR_KEYS = frozenset({
     "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",
     "switch_socket", "allowed_origins", "hostnames", "max_requests", "max_requests_per_model", "tls",
-    "max_waiting", "clients_file", "usage_db", "metrics",
+    "max_waiting", "clients_file", "usage_db", "monitoring",
 })
 
 

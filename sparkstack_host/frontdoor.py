@@ -513,21 +513,23 @@ class Door:
             "switches": list(self.switch_log),
         }
 
+    def may_watch(self, request):
+        """/metrics and /status: with the door's key; from loopback also without, when the group says so
+        (sparkstack_frontdoor_monitoring = "loopback": a browser or a Prometheus on the Spark, or through ssh -L)."""
+        if self.config["monitoring"] == "loopback" and request.remote in ("127.0.0.1", "::1"):
+            return True
+        return bool(self.authorized(request))
+
     async def status(self, request):
         """The status page: what runs, memory and the guard's floor, the last requests, usage per key, switches."""
-        if not self.authorized(request):
+        if not self.may_watch(request):
             return self.unauthorized()
         await self.fresh()
         return self.web.Response(text=status_page.render(self.status_view()), content_type="text/html")
 
     async def metrics_page(self, request):
-        """The door's metrics and the hot engines' own, in one scrape (door_metrics.py). Guarded by the door's key,
-        or, with sparkstack_frontdoor_metrics = "loopback", answered without it to loopback only."""
-        if self.config["metrics"] == "loopback":
-            if request.remote not in ("127.0.0.1", "::1"):
-                return refused(self.web, request, 403, "/metrics answers loopback only here "
-                                                       "(sparkstack_frontdoor_metrics = \"loopback\")")
-        elif not self.authorized(request):
+        """The door's metrics and the hot engines' own, in one scrape (door_metrics.py); see may_watch."""
+        if not self.may_watch(request):
             return self.unauthorized()
         engines = {}
         for name in self.hot_models():

@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from sparkstack import testhost
+from sparkstack.paths import repo_root
 from sparkstack.remote import free_port
 from tests.hosts.conftest import deploy, vm_ssh
 
@@ -338,11 +339,74 @@ def set_profiles(root) -> str:
     return str(models)
 
 
+class Prometheus:
+    """Debian's prometheus on this machine, with the scrape configuration `sparkstack monitoring` renders for the
+    group; the one change is the target: the test host's door through the ssh tunnel (127.0.0.1:PORT)."""
+
+    def __init__(self, door: str, root, env: dict):
+        from tests.hosts.conftest import BIN, run
+        rendered = run([str(BIN / "sparkstack"), "monitoring", "--group", "testhost", "--out", str(root)], env=env)
+        assert rendered.returncode == 0, rendered.stderr
+        import yaml
+        config = yaml.safe_load((root / "prometheus.yml").read_text())
+        [job] = config["scrape_configs"]
+        job["static_configs"][0]["targets"] = [door.removeprefix("http://")]
+        config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s"}
+        (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            ["prometheus", f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
+            stdout=subprocess.DEVNULL, stderr=(root / "prometheus.log").open("w"))
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                targets = requests.get(f"{self.url}/api/v1/targets", timeout=2).json()["data"]["activeTargets"]
+                if targets and targets[0]["health"] == "up":
+                    return
+            except (requests.RequestException, ValueError, KeyError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise AssertionError(f"prometheus never scraped the door: {(root / 'prometheus.log').read_text()[-2000:]}")
+
+    def value(self, query: str) -> float | None:
+        result = requests.get(f"{self.url}/api/v1/query", params={"query": query}, timeout=10).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def until(self, query: str, holds, wait_s: float = 30) -> float | None:
+        """The query's value once `holds(value)`, polling as Prometheus scrapes (once a second here)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            value = self.value(query)
+            if (value is not None and holds(value)) or time.monotonic() > deadline:
+                return value
+            time.sleep(1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+def chromium(url: str, screenshot=None) -> str:
+    """The page as headless Chromium (Debian's) renders it: its DOM after load, and a screenshot when asked."""
+    base = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1000,900"]
+    if screenshot is not None:
+        shot = subprocess.run(base + [f"--screenshot={screenshot}", url], capture_output=True, text=True, timeout=120)
+        assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
+    dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
 def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_the_set_goes_after_its_ttl(door, tmp_path):
     from tests.hosts.conftest import BIN, run
 
+    # The door's /metrics and /status answer loopback without a key (Prometheus and Chromium come through the tunnel).
     group = {"model_sets": {"pair": ["qwen36", "mistral4"]}, "frontdoor_on_demand": True, "frontdoor_min_hot_s": 0,
-             "frontdoor_clients": ["laptop", "ci"], "frontdoor_max_requests_per_model": 1}
+             "frontdoor_clients": ["laptop", "ci"], "frontdoor_max_requests_per_model": 1,
+             "frontdoor_monitoring": "loopback"}
     keys = tmp_path / "keys"
     env = {"SPARKSTACK_KEYS_DIR": str(keys), "SPARKSTACK_TEST_GROUP_DATA": json.dumps(group)}
     # With the shipped profiles the two do not fit together: the plan refuses the set before the host is touched.
@@ -354,6 +418,7 @@ def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_th
         result = deploy(env=env)
         assert not result.errors
         laptop, ci = ((keys / "sparkstack-testhost" / f"{name}.key").read_text().strip() for name in ("laptop", "ci"))
+        prometheus = Prometheus(door, tmp_path / "prometheus", env)
         assert laptop not in vm_ssh("cat /etc/sparkstack/door-clients.json").stdout
         # The switch starts the set as one, and says so.
         switch("pair")
@@ -379,6 +444,24 @@ def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_th
                                                          max_tokens=3)
         usage_seen = [chunk.usage for chunk in long_answer if chunk.usage]
         assert usage_seen and usage_seen[-1].completion_tokens == 30
+        # Prometheus saw it all: the requests and tokens per client, the on-demand switch to the set.
+        assert prometheus.until('sum(sparkstack_door_requests_total{client="laptop"})', lambda v: v >= 2) == 2
+        assert prometheus.until('sum(sparkstack_door_completion_tokens_total{client="ci"})', lambda v: v >= 30) == 30
+        assert prometheus.until('sum(sparkstack_door_switches_total{target="pair",outcome="ok"})', lambda v: v >= 1) == 1
+        assert prometheus.value('sparkstack_door_model_hot{model="mistral4"}') == 1
+        assert prometheus.value('sum(vllm:generation_tokens_total{sparkstack_model="qwen36"})') >= 30
+        # The guard's view follows a memory hog on the host: 500 MB held for 15 s.
+        before = prometheus.value("sparkstack_host_memory_available_bytes")
+        vm_ssh("nohup python3 -c 'import time; hog = bytearray(500 * 2**20); time.sleep(15)' >/dev/null 2>&1 &")
+        low = prometheus.until("min_over_time(sparkstack_host_memory_available_bytes[30s])",
+                               lambda v: v < before - 300 * 2**20)
+        assert low < before - 300 * 2**20, (before, low)
+        assert prometheus.value("sparkstack_memory_guard_floor_bytes") > 0
+        # The status page, in a real browser: it names the set, and a screenshot is kept.
+        shot = repo_root() / "build" / "test-artifacts" / "status-page.png"
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        page = chromium(f"{door}/status", shot)
+        assert 'id="hot">set pair (qwen36, mistral4)</span>' in page and "<td>ci</td>" in page, page[-3000:]
         # The counts survive the door's restart, and the laptop's status shows them per key.
         vm_ssh("systemctl restart sparkstack-frontdoor.service")
         status = run([str(BIN / "sparkstack"), "status", "--json", "--limit", "testhost"], env=env)
@@ -391,6 +474,10 @@ def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_th
             time.sleep(1)
         assert json.loads(vm_ssh("llm-switch status --json").stdout)["hot"] is None
         assert "stopping pair (idle for" in vm_ssh("journalctl -u sparkstack-frontdoor -o cat --no-pager").stdout
+        # The page changed with it: nothing hot, and the switch from the set to none, by the idle TTL.
+        page = chromium(f"{door}/status")
+        assert 'id="hot">no model is hot</span>' in page and "<td>pair</td><td>none</td><td>idle for" in page, page[-3000:]
+        prometheus.stop()
         # ci taken out of the group's list: the next deploy revokes its key, the laptop's still opens the door.
         group["frontdoor_clients"] = ["laptop"]
         env["SPARKSTACK_TEST_GROUP_DATA"] = json.dumps(group)
@@ -401,5 +488,7 @@ def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_th
         assert client(door, laptop).models.list().data
         print(f"queue wait for the set (two stand-ins, qwen36 with a 3 s load): {loaded_s:.1f} s")
     finally:
+        if "prometheus" in locals():
+            prometheus.stop()
         vm_ssh(f"rm -f {KNOBS}")
         assert not deploy().errors

@@ -109,7 +109,7 @@ def test_the_registry_carries_the_doors_settings_and_each_models_fixes():
         "hold_s": 600, "connect_timeout_s": 5.0, "read_timeout_s": 600.0, "switch_socket": "/run/sparkstack-switch.sock",
         "allowed_origins": [], "hostnames": [], "max_requests": 64, "max_requests_per_model": 32, "max_waiting": 16,
         "clients_file": "/etc/sparkstack/door-clients.json", "usage_db": "/var/lib/sparkstack/door/usage.sqlite3",
-        "metrics": "key",
+        "monitoring": "key",
         "tls": None}
     assert registry["models"]["mistral4"]["request_fixes"] == ["merge_consecutive_turns"]
     assert registry["models"]["qwen36"]["request_fixes"] == ["system_first"]
