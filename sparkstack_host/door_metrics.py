@@ -10,12 +10,14 @@ the door's /metrics gets:
   sparkstack_door_switches_total{target,outcome}, sparkstack_door_switch_duration_seconds{outcome}
   sparkstack_door_on_demand_failed_tries{target}, sparkstack_door_on_demand_backoff_seconds{target}
   sparkstack_door_model_state{model,state} (1 for its state), sparkstack_door_model_hot{model}, _in_flight{model}
-  sparkstack_host_memory_total_bytes, _available_bytes      /proc/meminfo (on a GB10 the GPU exporters see nothing)
+  sparkstack_host_memory_total_bytes, _available_bytes      /proc/meminfo as the memory guard reads it (on a GB10
+                                                            the GPU exporters see nothing)
   sparkstack_memory_guard_floor_bytes, sparkstack_memory_guard_last_action_timestamp_seconds{model}
 and every hot engine's own series (vLLM's vllm:*), each sample labelled sparkstack_model="NAME".
 """
 
 import json
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,17 +31,17 @@ STATES = ("hot", "loading", "stopped", "failed")
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 FIRST_BYTE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SWITCH_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 900)
-MEMINFO = "/proc/meminfo"
 GIB = 1024 ** 3
+GUARD_FRESH_S = 10
 
 
-def meminfo_bytes():
-    values = {}
-    with open(MEMINFO, encoding="ascii") as handle:
-        for line in handle:
-            key, rest = line.split(":", 1)
-            values[key] = int(rest.split()[0]) * 1024
-    return values["MemTotal"], values["MemAvailable"]
+def guard_memory(guard):
+    """(total, available) in bytes as the memory guard last read /proc/meminfo, or None when it has not reported
+    within GUARD_FRESH_S (it reads every second; a guard that stopped is not reporting)."""
+    memory = guard.get("memory")
+    if not isinstance(memory, dict) or time.time() - float(memory.get("at") or 0) > GUARD_FRESH_S:
+        return None
+    return memory["total_gb"] * GIB, memory["available_gb"] * GIB
 
 
 class DoorState:
@@ -72,14 +74,14 @@ class DoorState:
             tries.add_metric([target], float(count))
             backoff.add_metric([target], door.backoff_left(target, count, failed_at) if count else 0.0)
         yield from (tries, backoff)
-        try:
-            total, available = meminfo_bytes()
-        except (OSError, KeyError, ValueError):
-            total = available = None
-        if total is not None:
-            yield GaugeMetricFamily("sparkstack_host_memory_total_bytes", "MemTotal", value=float(total))
-            yield GaugeMetricFamily("sparkstack_host_memory_available_bytes", "MemAvailable", value=float(available))
         guard = read_guard_state()
+        memory = guard_memory(guard)
+        if memory is not None:
+            total, available = memory
+            yield GaugeMetricFamily("sparkstack_host_memory_total_bytes", "MemTotal, as the memory guard last read it",
+                                    value=float(total))
+            yield GaugeMetricFamily("sparkstack_host_memory_available_bytes",
+                                    "MemAvailable, as the memory guard last read it (every second)", value=float(available))
         if guard.get("floor_gb") is not None:
             yield GaugeMetricFamily("sparkstack_memory_guard_floor_bytes",
                                     "the memory guard stops the hot model below this MemAvailable",

@@ -222,7 +222,7 @@ class Door:
         self.recent = collections.deque(maxlen=20)
         self.switch_log = collections.deque(maxlen=20)
         self.seen_hot = ...  # nothing seen yet: the first look is not a switch
-        self.switch_reason = None
+        self.door_switching = 0  # switches of the door's own under way (they log themselves)
         self.session = None
         self.wake = asyncio.Event()
         self.refresh_lock = asyncio.Lock()
@@ -235,6 +235,10 @@ class Door:
         self.waiting = 0  # requests held while their model loads (on demand)
 
     # - state --------------------------------------------------------------------------------------
+    def log_switch(self, before, after, why):
+        self.switch_log.append({"at": time.time(), "from": before, "to": after, "why": why})
+        self.seen_hot = after
+
     def hot_models(self):
         return [n for n, s in self.states.items() if s == "hot"]
 
@@ -322,12 +326,12 @@ class Door:
         for target in list(self.failures):
             if self.is_hot(target):
                 self.failures.pop(target)  # hot by any road: on-demand tries start afresh
+        # A change the door did not make, once settled (nothing loading, no switch of the door's under way).
         now_hot = self.hot()
-        if self.seen_hot is not ... and now_hot != self.seen_hot and not any(s == "loading" for s in self.states.values()):
-            self.switch_log.append({"at": time.time(), "from": self.seen_hot, "to": now_hot,
-                                    "why": self.switch_reason or "llm-switch on the host, or the memory guard"})
-            self.switch_reason = None
-        if self.seen_hot is ... or not any(s == "loading" for s in self.states.values()):
+        settled = not self.door_switching and not any(s == "loading" for s in self.states.values())
+        if settled and self.seen_hot is not ... and now_hot != self.seen_hot:
+            self.log_switch(self.seen_hot, now_hot, "llm-switch on the host, or the memory guard")
+        if settled or self.seen_hot is ...:
             self.seen_hot = now_hot
         self.refreshed_at = time.monotonic()
 
@@ -461,13 +465,13 @@ class Door:
         members = self.members(name)
         began = time.monotonic()
         ok = False
+        self.door_switching += 1
         try:
             busy = await self.drain(members)
             if busy:
                 self.metrics.switched("none", "drain_timeout", time.monotonic() - began)
                 return False, busy
             print(f"sparkstack-frontdoor: stopping {name} ({why})", flush=True)
-            self.switch_reason = why
             try:
                 ok, message = await self.switch("none")
             except OSError as exc:
@@ -476,8 +480,11 @@ class Door:
             await self.fresh(0)
             ok = ok and not any(self.states[m] == "hot" for m in members)
             self.metrics.switched("none", "ok" if ok else "failed", time.monotonic() - began)
+            if ok:
+                self.log_switch(name, None, why)
         finally:
             self.draining = set()
+            self.door_switching -= 1
         return ok, message
 
     async def expire_idle(self):
@@ -491,18 +498,15 @@ class Door:
                 await self.stop_hot(hot, f"idle for {self.idle_for(hot):.0f} s, its TTL is {ttl} s")
 
     def status_view(self):
-        try:
-            total, available = door_metrics.meminfo_bytes()
-        except (OSError, KeyError, ValueError):
-            total = available = None
         guard = door_metrics.read_guard_state()
+        total, available = door_metrics.guard_memory(guard) or (None, None)
         floor = guard.get("floor_gb")
         action = guard.get("last_action")
         self.usage.flush()  # what was counted a moment ago shows at once
         hot = self.hot()
         loading = [n for n, s in self.states.items() if s == "loading"]
         return {
-            "now": time.time(), "hot": hot, "set": hot in self.sets, "models": self.hot_models(),
+            "now": time.time(), "hot": hot, "set": hot in self.sets, "models": sorted(self.hot_models()),
             "hot_for_s": round(self.hot_for(hot)) if hot else None, "loading": loading[0] if loading else None,
             "switching": self.switching[0] if self.switching and not self.switching[1].done() else None,
             "in_flight": sum(self.in_flight.values()), "waiting": self.waiting,
@@ -640,8 +644,9 @@ class Door:
         hot = self.hot_models()
         began = time.monotonic()
         ok, outcome = False, "failed"
+        before = self.hot()
+        self.door_switching += 1
         try:
-            self.switch_reason = "on demand"
             if hot:
                 print(f"sparkstack-frontdoor: draining {', '.join(hot)} before the switch to {name}", flush=True)
                 busy = await self.drain(hot)
@@ -655,7 +660,10 @@ class Door:
             self.wake.set()
             await self.fresh(0)
             outcome = "ok" if ok and self.is_hot(name) else "failed"
+            if outcome == "ok":
+                self.log_switch(before, name, "on demand")
         finally:
+            self.door_switching -= 1
             self.draining = set()  # the switch is over: what is hot now takes requests
             self.metrics.switched(name, outcome, time.monotonic() - began)
         if not ok or not self.is_hot(name):

@@ -185,7 +185,11 @@ def watch(registry_path):
             if registry["memory_guard_floor_gb"] != floor:
                 floor = state["floor_gb"] = registry["memory_guard_floor_gb"]
                 record(state)
-        available = meminfo_gb()[1]
+        total, available = meminfo_gb()
+        # Its reading, for the door's /metrics and /status (tmpfs; a second old at most): the door's own sandbox may
+        # see another /proc/meminfo (under lxcfs, on a test host), and what the guard acts on is what counts.
+        state["memory"] = {"total_gb": round(total, 3), "available_gb": round(available, 3), "at": time.time()}
+        record(state)
         low = low + 1 if available < floor else 0
         if low >= WATCH_READINGS:
             for name, model in registry["models"].items():

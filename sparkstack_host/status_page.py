@@ -50,7 +50,7 @@ def render(view):
     if view["switching"]:
         running += f' &middot; switching to {escape(view["switching"])}'
     memory = view["memory"]
-    bar = "<p>memory not readable</p>"
+    bar = '<p class="err" id="memory">the memory guard is not reporting (sparkstack-memory-guard.service)</p>'
     if memory:
         total, available, floor = memory["total"], memory["available"], memory.get("floor")
         used_share = 100 * (total - available) / total

@@ -461,7 +461,7 @@ def test_a_set_loads_on_demand_for_a_waiting_stream_each_key_counts_apart_and_th
         shot = repo_root() / "build" / "test-artifacts" / "status-page.png"
         shot.parent.mkdir(parents=True, exist_ok=True)
         page = chromium(f"{door}/status", shot)
-        assert 'id="hot">set pair (qwen36, mistral4)</span>' in page and "<td>ci</td>" in page, page[-3000:]
+        assert 'id="hot">set pair (mistral4, qwen36)</span>' in page and "<td>ci</td>" in page, page[-3000:]
         # The counts survive the door's restart, and the laptop's status shows them per key.
         vm_ssh("systemctl restart sparkstack-frontdoor.service")
         status = run([str(BIN / "sparkstack"), "status", "--json", "--limit", "testhost"], env=env)

@@ -774,7 +774,7 @@ def test_a_request_for_a_member_of_a_set_brings_the_whole_set_and_unload_stops_i
         assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200 and len(switch.began) == 1
         # The status page says so, with the switch the door saw and why, and the two requests.
         code, page = ask(port, "GET", "/status")
-        assert code == 200 and '<span class="hot" id="hot">set pair (qwen36, mistral4)</span>' in page, page
+        assert code == 200 and '<span class="hot" id="hot">set pair (mistral4, qwen36)</span>' in page, page
         assert "<td>none</td><td>pair</td><td>on demand</td>" in page and page.count("<td>/v1/chat/completions</td>") == 2
         assert ask(port, "GET", "/status", key=None)[0] == 401
         code, body = ask(port, "POST", "/unload", {})
@@ -840,7 +840,7 @@ def test_one_scrape_of_metrics_has_the_doors_series_and_the_engines_own_labelled
     assert value("sparkstack_door_model_hot", model="qwen36") == 1.0
     assert value("sparkstack_door_model_state", model="qwen36", state="hot") == 1.0
     assert value("sparkstack_door_time_to_first_byte_seconds_count", model="qwen36", route="/v1/chat/completions") >= 1
-    assert value("sparkstack_host_memory_available_bytes") > 0
+    assert value("sparkstack_host_memory_available_bytes") is None  # no memory guard reports here
     # The engine's own counters, as vLLM names them, each sample labelled with the model it came from.
     engine = [key for key in samples if key[0].startswith("vllm:") and ("sparkstack_model", "qwen36") in key[1]]
     assert engine, sorted({k[0] for k in samples})[:40]

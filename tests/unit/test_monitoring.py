@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
@@ -18,7 +19,8 @@ from tests.unit.test_frontdoor_process import CHAT, ModelsSwitch, ask, door_in_f
 
 def test_every_series_the_dashboard_queries_is_in_a_scrape_of_the_door(tmp_path):
     registry = two_models(tmp_path)
-    (tmp_path / "guard.json").write_text(json.dumps({"floor_gb": 10, "last_action": None}))
+    (tmp_path / "guard.json").write_text(json.dumps({"floor_gb": 10, "last_action": None, "memory": {
+        "total_gb": 119.7, "available_gb": 52.3, "at": time.time()}}))
     switch = ModelsSwitch(tmp_path / "switch.sock", registry)
     switch.start("qwen36")
     prelude = f"import sparkstack_host.contract as c\nc.GUARD_STATE = {str(tmp_path / 'guard.json')!r}"
