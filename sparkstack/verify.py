@@ -542,7 +542,7 @@ def default_history_file(host: str | None = None) -> Path:
     return history_dir() / f"{label}.jsonl"
 
 
-def append_history(report: Report, path: Path, host: str | None = None, how: dict | None = None) -> None:
+def append_history(report: Report, path: Path, host: str | None = None, how: dict | None = None) -> str:
     """One line for this run: what was measured (figures, results, the profile's baseline) and how (runs, tokens,
     the route to the model)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -553,8 +553,10 @@ def append_history(report: Report, path: Path, host: str | None = None, how: dic
              "decode_tok_s": decode.get("decode_tok_s_median"), "ttft_s": decode.get("ttft_s_median"),
              "baseline_tok_s": e.expected_decode_tok_s, "how": how or {},
              "results": {c.name: c.status for c in report.checks}, "exit_code": report.exit_code}
+    line = json.dumps(entry)
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(entry) + "\n")
+        handle.write(line + "\n")
+    return line
 
 
 def history_table(path: Path) -> str:

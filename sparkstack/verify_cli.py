@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import urllib.parse
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sparkstack.remote import RemoteError, Tunnel, ssh_output
 from sparkstack.render import REGISTRY_PATH
 from sparkstack.verify import (INSTRUMENT, Check, Client, Expectations, Instrument, Report, append_history,
                                default_history_file, history_dir, history_table, run_checks)
+from sparkstack_host.contract import VERIFY_HISTORY
 
 EXIT_USAGE = 2
 
@@ -106,6 +108,17 @@ def show_history(host, url, model, history_file, plot, regression_share) -> int:
     return 0
 
 
+def record_on_host(host: str, ssh_config: Path | None, line: str) -> None:
+    """The run's line appended to the host's copy of its history too, for the door's status page (as root, or
+    with sudo -n for a sudoer); a host that refuses it is said, and the run's result stands."""
+    command = (f"line={shlex.quote(line)}; dir=$(dirname {VERIFY_HISTORY}); if [ \"$(id -u)\" = 0 ]; then sudo=; "
+               f"else sudo='sudo -n'; fi; [ -d \"$dir\" ] && printf '%s\\n' \"$line\" | $sudo tee -a {VERIFY_HISTORY} >/dev/null")
+    try:
+        ssh_output(host, ssh_config, command)
+    except RemoteError as exc:
+        click.echo(f"verify: the run was not recorded on {host} for its status page: {exc}", err=True)
+
+
 def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, regression_share, api_key_env,
                as_json, history, history_file, variant=None, plot=None) -> int:
     if history or plot:
@@ -145,6 +158,8 @@ def run_verify(host, url, model, ssh_config, runs, max_tokens, read_timeout, reg
             failed = Report(f"{host} (via ssh)", Expectations(model or "unknown"), [Check("readiness", INSTRUMENT, "-", str(exc))])
             append_history(failed, history_file, history_host(host, url), how)
             return EXIT_USAGE
-    append_history(report, history_file, history_host(host, url), how)
+    line = append_history(report, history_file, history_host(host, url), how)
+    if host:
+        record_on_host(host, ssh_config, line)
     click.echo(json.dumps(report.as_json(), indent=2) if as_json else report.table())
     return report.exit_code

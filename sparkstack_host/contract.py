@@ -22,6 +22,8 @@ DOOR_CLIENTS_FORMAT = 1
 # owned by the door's user, readable by anyone: the counts name clients and models, never a key).
 DOOR_STATE_DIR = "/var/lib/sparkstack/door"
 USAGE_DB = f"{DOOR_STATE_DIR}/usage.sqlite3"
+# `sparkstack verify --host` appends each run here too (one JSON line, as on the laptop), for the status page.
+VERIFY_HISTORY = f"{DOOR_STATE_DIR}/verify-history.jsonl"
 LAUNCH_DIR = "/usr/local/libexec/sparkstack"
 UNIT_DIR = "/etc/systemd/system"
 SWITCH_PATH = "/usr/local/bin/llm-switch"

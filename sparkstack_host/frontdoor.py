@@ -515,6 +515,7 @@ class Door:
             "guard_action": action.get("message") if isinstance(action, dict) else None,
             "recent": list(self.recent), "usage": usage.read_usage(self.config["usage_db"]),
             "switches": list(self.switch_log),
+            "verify": status_page.read_verify_history(contract.VERIFY_HISTORY),
         }
 
     def may_watch(self, request):

@@ -1,11 +1,13 @@
 """The door's status page (GET /status): one self-contained HTML page, no script and no asset from anywhere.
 
 It shows what runs (the hot model or set and its state), memory as a bar with the guard's floor marked, the last
-requests with their tok/s, usage per client key, and the switch history. It reloads itself every REFRESH_S
+requests with their tok/s, usage per client key, the last verify per model and variant with its decode rate over the
+runs (as `sparkstack verify --host` recorded them here), and the switch history. It reloads itself every REFRESH_S
 (`<meta http-equiv="refresh">`), so it needs nothing but the browser. Everything written into it is escaped.
 """
 
 import html
+import json
 import socket
 import time
 
@@ -30,6 +32,47 @@ def escape(value):
 def _ago(when, now):
     seconds = max(0, int(now - when))
     return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
+
+
+def read_verify_history(path, limit=500):
+    """(model, variant) -> its runs, oldest first, from the host's copy of verify's history (the last `limit`)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.readlines()[-limit:]
+    except OSError:
+        return {}
+    series = {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            series.setdefault((str(entry.get("model")), str(entry.get("variant"))), []).append(entry)
+    return {key: sorted(runs, key=lambda r: str(r.get("time"))) for key, runs in series.items()}
+
+
+def sparkline(runs, width=160, height=28):
+    """An inline SVG of the runs' decode tok/s (INSTRUMENT runs hollow), the baseline dashed."""
+    points = [(n, r.get("decode_tok_s")) for n, r in enumerate(runs) if isinstance(r.get("decode_tok_s"), (int, float))]
+    baseline = next((r.get("baseline_tok_s") for r in reversed(runs) if r.get("baseline_tok_s")), None)
+    if not points:
+        return ""
+    top = max([v for _, v in points] + [baseline or 0]) * 1.1 or 1
+    span = max(1, len(runs) - 1)
+    def x(n):
+        return 4 + (width - 8) * n / span
+    def y(v):
+        return height - 3 - (height - 6) * v / top
+    line = " ".join(f"{x(n):.1f},{y(v):.1f}" for n, v in points)
+    dots = "".join(
+        f'<circle cx="{x(n):.1f}" cy="{y(v):.1f}" r="2.5" '
+        f'fill="{"none" if "INSTRUMENT" in (runs[n].get("results") or {}).values() else "#36c"}" stroke="#36c"/>'
+        for n, v in points)
+    base = (f'<line x1="0" x2="{width}" y1="{y(baseline):.1f}" y2="{y(baseline):.1f}" stroke="#888" '
+            f'stroke-dasharray="3,3"/>' if baseline else "")
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="decode tok/s over the runs">{base}'
+            f'<polyline points="{line}" fill="none" stroke="#36c"/>{dots}</svg>')
 
 
 def _rate(tok_s):
@@ -76,6 +119,13 @@ def render(view):
     switches = "".join(
         f"<tr><td>{escape(_ago(s['at'], now))}</td><td>{escape(s['from'] or 'none')}</td><td>{escape(s['to'] or 'none')}</td>"
         f"<td>{escape(s['why'])}</td></tr>" for s in reversed(view["switches"])) or '<tr><td colspan="4">none seen</td></tr>'
+    verify_rows = "".join(
+        f"<tr><td>{escape(model)}</td><td>{escape(variant)}</td><td>{escape(runs[-1].get('time'))}</td>"
+        f"<td>{_rate(runs[-1].get('decode_tok_s'))}</td><td>{escape(runs[-1].get('baseline_tok_s') or '')}</td>"
+        f"<td>{escape(' '.join(f'{k}={v}' for k, v in (runs[-1].get('results') or {}).items()))}</td>"
+        f"<td>{sparkline(runs)}</td></tr>"
+        for (model, variant), runs in sorted(view.get("verify", {}).items())) or \
+        '<tr><td colspan="7">no verify run recorded here yet (sparkstack verify --host)</td></tr>'
     host = escape(socket.gethostname())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_S}">
@@ -91,6 +141,9 @@ def render(view):
 <h2>Usage per client key</h2>
 <table><tr><th>client</th><th>requests</th><th>prompt</th><th>completion</th><th>errors</th></tr>
 {usage}</table>
+<h2>Last verify per model and variant</h2>
+<table id="verify"><tr><th>model</th><th>variant</th><th>when</th><th>tok/s</th><th>baseline</th><th>results</th><th>decode tok/s over the runs</th></tr>
+{verify_rows}</table>
 <h2>Switches</h2>
 <table><tr><th>when</th><th>from</th><th>to</th><th>why</th></tr>
 {switches}</table>

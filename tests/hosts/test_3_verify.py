@@ -37,6 +37,11 @@ def test_verify_the_hot_model_through_the_host(deployed, history, alias, name, v
     assert checks["vision"]["figure"] == vision_code
     assert report["expectations"]["profile"] == name
     assert report["expectations"]["image"] == pinned_image()
+    # The run is on the host too, and the door's status page shows it (the test host's door: loopback, no key).
+    on_host = json.loads(vm_ssh("tail -n 1 /var/lib/sparkstack/door/verify-history.jsonl").stdout)
+    assert (on_host["model"], on_host["host"]) == (name, testhost.HOST_ALIAS)
+    page = vm_ssh("curl -fsS http://127.0.0.1:30080/status").stdout
+    assert f"<td>{name}</td><td>{report['expectations']['variant']}</td><td>{on_host['time']}</td>" in page, page[-2000:]
     code, table = verify(history=history)
     print(table)
     assert code == 0 and "decode" in table

@@ -51,3 +51,20 @@ def test_only_the_model_asked_for_is_read(tmp_path):
     synthetic_history(history)
     result = CliRunner().invoke(main, ["verify", "--history", "--history-file", str(history), "--model", "qwen36"])
     assert result.exit_code == 0 and "REGRESSION" not in result.output
+
+
+def test_the_status_page_draws_each_model_variants_runs_as_recorded_on_the_host(tmp_path):
+    from sparkstack_host import status_page
+
+    history = tmp_path / "verify-history.jsonl"
+    synthetic_history(history)
+    series = status_page.read_verify_history(history)
+    view = {"now": 0, "hot": None, "set": False, "models": [], "hot_for_s": None, "loading": None, "switching": None,
+            "in_flight": 0, "waiting": 0, "memory": None, "guard_action": None, "recent": [], "usage": {},
+            "switches": [], "verify": series}
+    page = status_page.render(view)
+    assert sorted(series) == [("mistral4", "safer-eagle"), ("qwen36", "default")]
+    # The last run of each, and the series as a line: eight mistral4 runs (one INSTRUMENT, drawn hollow).
+    assert "<td>mistral4</td><td>safer-eagle</td><td>2026-11-07T09:00:00Z</td><td>12.0</td><td>36.5</td>" in page
+    assert page.count('fill="none" stroke="#36c"/>') == 1 + 2  # the INSTRUMENT dot and the two polylines
+    assert page.count("<circle") == 15 and "<script" not in page
