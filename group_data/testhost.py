@@ -45,6 +45,10 @@ sparkstack_frontdoor_expose = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_EXPOSE"
 sparkstack_frontdoor_on_demand = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_ON_DEMAND") == "1"
 sparkstack_frontdoor_tls = _os.environ.get("SPARKSTACK_TEST_FRONTDOOR_TLS") == "1"
 
+# The test hosts have no GPU: the baseline records what they have, and these GPU facts as a fixture (a driver
+# version the sources name, ../shared/PLATFORM.md), so the known-bad checks run against something.
+sparkstack_baseline_fixture = {"nvidia.driver": "580.173.02", "nvidia.flavour": "proprietary"}
+
 # A test's own settings for one deploy, as JSON (tests/hosts/test_8_frontdoor.py: a set of models, client keys, caps).
 globals().update({f"sparkstack_{name}": value
                   for name, value in _json.loads(_os.environ.get("SPARKSTACK_TEST_GROUP_DATA") or "{}").items()})

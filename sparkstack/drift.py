@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sparkstack.baseline import DRIFT_MARK
 from sparkstack.groups import DEPLOYED_GROUPS
 from sparkstack.paths import repo_root
 
@@ -32,6 +33,8 @@ class DriftReport:
     problem: str | None = None
     operations: int = 0
     hosts: list[str] = field(default_factory=list)
+    # Baseline facts changed since the lock: drift the deploy cannot fix (sparkstack/baseline.py).
+    platform: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         if self.exit_code == EXIT_UNKNOWN:
@@ -39,7 +42,13 @@ class DriftReport:
         if self.exit_code == EXIT_CLEAN:
             return (f"drift: none ({self.operations} operations checked on {len(self.hosts)} host(s): "
                     f"{', '.join(self.hosts)}; nothing would change)")
-        lines = [f"drift: {len(self.changes)} operation(s) would change:"]
+        lines = []
+        if self.platform:
+            lines.append(f"drift: the platform changed since the lock ({len(self.platform)} fact(s); a deploy cannot "
+                         "change these back: check them, then `sparkstack lock --host HOST` to accept them):")
+            lines += [f"  {line}" for line in self.platform]
+        if self.changes or not self.platform:
+            lines.append(f"drift: {len(self.changes)} operation(s) would change:")
         lines += [f"  {host}: {name}" for host, name in self.changes]
         if self.diffs:
             lines.append("differences (- on the host, + what the deploy would write):")
@@ -168,7 +177,12 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | N
         return DriftReport(EXIT_UNKNOWN, problem=f"{len(answered & set(named))} of {len(named)} hosts answered; not checked: "
                                                  f"{', '.join(missing)}; pyinfra said:\n{tail}")
     changes = [(host, op["name"]) for op in plan for host in op["hosts_with_change"]]
-    report = DriftReport(EXIT_DRIFT if changes else EXIT_CLEAN, changes=changes, operations=len(plan), hosts=sorted(answered))
+    # The platform under the deploy (kernel, driver, docker...), as the preflight compared it with the lock.
+    platform = [f"{m.group(1)}: {m.group(2)}" for m in re.finditer(
+        rf"(\S+): {re.escape(DRIFT_MARK)} (.+)$", stderr, re.MULTILINE)]
+    platform = list(dict.fromkeys(platform))
+    report = DriftReport(EXIT_DRIFT if changes or platform else EXIT_CLEAN, changes=changes, operations=len(plan),
+                         hosts=sorted(answered), platform=platform)
     if changes:
         report.diffs = _diffs(stderr)
     return report

@@ -9,6 +9,7 @@ single source of every setting; group files set only what differs.
 
 from __future__ import annotations
 
+import datetime
 import runpy
 from pathlib import Path
 from typing import Annotated, Any, Literal, Mapping
@@ -24,6 +25,11 @@ PREFIX = "sparkstack_"
 # A DGX Spark has 128 GB of unified memory (NVIDIA; seeds 000/001). Used when
 # planning without a live host; a deploy reads the host's own figure.
 SPARK_UNIFIED_MEMORY_GB = 128.0
+
+
+class Waiver(StrictModel):
+    until: datetime.date = Field(strict=False)
+    reason: str = Field(min_length=3, max_length=500)
 
 
 class GroupSettings(StrictModel):
@@ -134,6 +140,12 @@ class GroupSettings(StrictModel):
     frontdoor_tls: bool = False
     frontdoor_tls_cert: FilePath | None = Field(default=None, strict=False)  # a path or a str
     frontdoor_tls_key: FilePath | None = Field(default=None, strict=False)
+
+    # The host baseline (sparkstack/baseline.py): known-bad entries this group deploys to anyway, each until a date
+    # and with a reason, e.g. {"nvidia-590": {"until": "2027-01-31", "reason": "580 breaks our NIC; watching #12"}}.
+    baseline_waivers: dict[str, Waiver] = {}
+    # GPU facts for hosts that have no GPU (the test hosts): recorded as a fixture, never for a host with a driver.
+    baseline_fixture: dict[str, str | int | None] = {}
 
     @model_validator(mode="before")
     @classmethod

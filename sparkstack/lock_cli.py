@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from sparkstack import baseline
 from sparkstack.artifacts import Intents, intents
 from sparkstack.lockfile import Lock, LockedImage, LockedRepo, LockError, load_lock, lock_path, repo_is_current, save_lock
 from sparkstack.paths import display_path, files_dir, repo_root
@@ -138,7 +139,10 @@ def run_lock(host: str, group: str, ssh_config: Path | None, upgrade: str | None
                                                "nothing was written") from None
         finally:
             _ssh(host, ssh_config, f"rm -rf {tools}")
-    new_lock = Lock(group=group, images=new_images, models=new_models)
+    interfaces = [settings.cluster_interface] if settings.cluster_interface and settings.cluster_addresses else []
+    facts = baseline.with_fixture(baseline.parse(_ssh(host, ssh_config, baseline.collect_command(interfaces)).stdout),
+                                  dict(settings.baseline_fixture))
+    new_lock = Lock(group=group, images=new_images, models=new_models, hosts={**lock.hosts, host: facts})
     for line in describe_changes(lock, new_lock):
         click.echo(line)
     if new_lock != lock or not lock_path(group).is_file():
@@ -164,6 +168,14 @@ def describe_changes(old: Lock, new: Lock) -> list[str]:
         lines.append(f"  image {ref}: no longer used; dropped")
     for repo in sorted(set(old.models) - set(new.models)):
         lines.append(f"  repo {repo}: no longer used; dropped")
+    for host, facts in sorted(new.hosts.items()):
+        before = old.hosts.get(host)
+        if before is None:
+            gpu = facts.get("nvidia.driver") or facts.get("nvidia.why")
+            lines.append(f"  host {host}: baseline recorded (kernel {facts.get('kernel.release')}, NVIDIA {gpu}"
+                         + (f"; from the group's fixture: {', '.join(facts['fixture'])}" if facts.get("fixture") else "") + ")")
+        else:
+            lines += [f"  host {host}: baseline {change}" for change in baseline.changes(before, facts)]
     return lines
 
 

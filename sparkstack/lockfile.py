@@ -7,6 +7,7 @@ the group (images through its docker, repos through the hub API with its token):
   images: reference as written -> {pinned: repo@sha256:<digest>, size_bytes, platform}
   models: repo -> {revision (the intent it was locked for), commit (40 hex), allow, ignore,
                    files: {path: size}, digests: {path: sha256:<hex> | git-sha1:<hex>}, size_bytes}
+  hosts:  host -> its platform baseline (the kernel, the NVIDIA driver, docker, ...: sparkstack/baseline.py)
 
 An entry is stale when its intent changed since it was locked (another revision, other file
 patterns); a deploy refuses unlocked and stale entries. Nothing here is ever invented: a value
@@ -102,6 +103,8 @@ class Lock(_Strict):
     group: str
     images: dict[str, LockedImage] = {}
     models: dict[str, LockedRepo] = {}
+    # Each host's platform as `sparkstack lock --host` found it (sparkstack_host/baseline.py): drift reports a change.
+    hosts: dict[str, dict[str, str | int | list[str] | None]] = {}
 
 
 class LockError(Exception):

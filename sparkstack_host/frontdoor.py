@@ -286,7 +286,17 @@ class Door:
         return states
 
     async def answers(self, model):
-        """Does the engine's /v1/models list the model (it is loaded and serving)?"""
+        """Does the engine's /v1/models list the model (it is loaded and serving)? A kept-alive connection the engine
+        closed meanwhile is tried once more on a new one: a closed idle connection is not a model gone."""
+        for attempt in (1, 2):
+            try:
+                return await self.answers_once(model)
+            except (self.client.ServerDisconnectedError, self.client.ClientOSError):
+                if attempt == 2:
+                    return False
+        return False
+
+    async def answers_once(self, model):
         try:
             async with self.session.get(f"http://127.0.0.1:{model['port']}/v1/models", headers=self.upstream_headers(model),
                                         timeout=self.client.ClientTimeout(total=2)) as response:
@@ -297,6 +307,8 @@ class Door:
                 if entry is not None and isinstance(entry.get("max_model_len"), int):
                     self.max_model_len[model["served_model_name"]] = entry["max_model_len"]  # what the engine runs with
                 return entry is not None
+        except (self.client.ServerDisconnectedError, self.client.ClientOSError):
+            raise
         except (self.client.ClientError, asyncio.TimeoutError, ValueError):
             return False
 

@@ -14,10 +14,11 @@ from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
 
 from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
-from sparkstack.lockfile import LockError, load_lock, locked_model_sizes
+from sparkstack.lockfile import Lock, LockError, load_lock, locked_model_sizes
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.paths import NotARepo
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
+from sparkstack import baseline
 from sparkstack.deployers.helpers import secret_is_set, secrets_rule_command
 from sparkstack.render import FRONTDOOR_API_KEY_ENV, SECRETS_PATH
 
@@ -69,10 +70,32 @@ def preflight(settings: GroupSettings) -> float:
         if "nvidia" not in (runtimes or ""):
             raise DeployError(f"{host.name}: docker has no `nvidia` runtime; install and configure the NVIDIA "
                               "Container Toolkit (`nvidia-ctk runtime configure --runtime=docker`), then restart docker")
+    check_baseline(settings)
     memory_mb = host.get_fact(Memory)
     if not memory_mb:
         raise DeployError(f"{host.name}: could not read the host's memory (vmstat -s)")
     return memory_mb / 1024
+
+
+def check_baseline(settings: GroupSettings) -> None:
+    """The host's platform against the known-bad list (sparkstack/known_bad.yaml): a match refuses the host before
+    anything changes on it, unless the group waives that entry until a date."""
+    interfaces = [settings.cluster_interface] if settings.cluster_interface and settings.cluster_addresses else []
+    output = host.get_fact(Command, command=baseline.collect_command(interfaces))
+    facts = baseline.with_fixture(baseline.parse(str(output)), dict(settings.baseline_fixture))
+    refusals, waived = baseline.findings(facts, settings.baseline_waivers)
+    for line in waived:
+        logger.warning(f"{host.name}: {line}")
+    try:
+        locked = (load_lock(host_group()) or Lock(group=host_group())).hosts.get(host.name)
+    except LockError:
+        locked = None  # plan_for_host says what is wrong with the lock
+    # What the deploy cannot fix, said where drift reads it (sparkstack/drift.py): a changed kernel, driver, docker...
+    for change in baseline.changes(locked, facts) if locked else []:
+        logger.warning(f"{host.name}: {baseline.DRIFT_MARK} {change}")
+    if refusals:
+        raise DeployError(f"{host.name}: the host's platform is known to break models here; nothing was changed:\n  "
+                          + "\n  ".join(refusals))
 
 
 def plan_for_host(loaded: list[LoadedProfile], settings: GroupSettings, live_gb: float) -> Plan:

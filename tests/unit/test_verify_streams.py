@@ -44,7 +44,8 @@ def test_thinking_below_the_floor_is_a_regression_not_a_pass(engine, engine_name
     report = run_checks(Client(url, read_timeout_s=20), qwen(expected_decode_tok_s=57), runs=1, max_tokens=80)
     decode = next(c for c in report.checks if c.name == "decode")
     assert decode.status == FAIL and "REGRESSION" in decode.detail, report.table()
-    assert 38 <= report.figures["decode"]["decode_tok_s_median"] <= 42
+    # Paced at 40 tok/s; a loaded two-core machine can only slow the stand-in's pacing, never speed it.
+    assert 36 <= report.figures["decode"]["decode_tok_s_median"] <= 42
 
 
 def test_speculative_chunks_are_counted_by_usage(engine):
