@@ -144,6 +144,9 @@ class GroupSettings(StrictModel):
     # The host baseline (sparkstack/baseline.py): known-bad entries this group deploys to anyway, each until a date
     # and with a reason, e.g. {"nvidia-590": {"until": "2027-01-31", "reason": "580 breaks our NIC; watching #12"}}.
     baseline_waivers: dict[str, Waiver] = {}
+    # Packages the deploy holds with `apt-mark hold` so an update cannot move the platform under the models, e.g. the
+    # driver's and the kernel's meta-packages on DGX OS (their names are the host's: `apt-mark showhold` lists them).
+    baseline_holds: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.+-]{1,100}$")]] = []
     # GPU facts for hosts that have no GPU (the test hosts): recorded as a fixture, never for a host with a driver.
     baseline_fixture: dict[str, str | int | None] = {}
 

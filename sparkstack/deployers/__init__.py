@@ -26,7 +26,7 @@ from sparkstack.deployers.frontdoor import frontdoor
 from sparkstack.deployers.host_package import host_package
 from sparkstack.deployers.memory_guards import memory_guards
 from sparkstack.deployers.models import install_files, register_units, remove_retired_models, report_stale_models
-from sparkstack.deployers.preflight import (check_api_key, check_secrets_rule, host_group, load_inputs, plan_for_host,
+from sparkstack.deployers.preflight import (check_api_key, check_secrets_rule, hold_packages, host_group, load_inputs, plan_for_host,
                                             preflight)
 from sparkstack.render import RenderError, render
 
@@ -47,6 +47,7 @@ def _deploy_sparkstack() -> None:
     plan = plan_for_host(loaded, settings, live_gb)
     check_secrets_rule()
     check_api_key(settings)
+    hold_packages(settings)
     lock, needed, pins = locked_pins(host_group(), plan.deployable, settings)
     try:
         rendering = render(host_group(), loaded, settings, plan, pins, host.name)

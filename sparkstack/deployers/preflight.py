@@ -6,19 +6,23 @@ API key's presence, the secrets file's rule); every refusal is a `DeployError` t
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
+from pyinfra.facts.deb import DebPackage
 from pyinfra.facts.hardware import Memory
 from pyinfra.facts.server import Arch, Command, LinuxDistribution, Which
+from pyinfra.operations import server
+
+from sparkstack import baseline
 
 from sparkstack.groups import GroupSettings, GroupSettingsError, settings_from_data
 from sparkstack.lockfile import Lock, LockError, load_lock, locked_model_sizes
 from sparkstack.memory import Plan, PlanError, make_plan
 from sparkstack.paths import NotARepo
 from sparkstack.profiles import LoadedProfile, ProfileErrors, load_profiles
-from sparkstack import baseline
 from sparkstack.deployers.helpers import secret_is_set, secrets_rule_command
 from sparkstack.render import FRONTDOOR_API_KEY_ENV, SECRETS_PATH
 
@@ -132,3 +136,18 @@ def check_api_key(settings: GroupSettings) -> None:
                               f"{env_name}=<key> (root-only file); add it on the host and deploy again")
 
 
+
+
+def hold_packages(settings: GroupSettings) -> None:
+    """apt-mark hold of the group's baseline_holds that are installed and not held yet (idempotent)."""
+    if not settings.baseline_holds:
+        return
+    held = set(str(host.get_fact(Command, command="apt-mark showhold") or "").split())
+    installed = [p for p in settings.baseline_holds if host.get_fact(DebPackage, package=p)]
+    missing = [p for p in settings.baseline_holds if p not in installed]
+    if missing:
+        logger.warning(f"{host.name}: sparkstack_baseline_holds names packages not installed here: {', '.join(missing)}")
+    wanted = [p for p in installed if p not in held]
+    if wanted:
+        server.shell(name=f"Hold {', '.join(wanted)} (sparkstack_baseline_holds: an update must not move the platform)",
+                     commands=[f"apt-mark hold {' '.join(shlex.quote(p) for p in wanted)}"])

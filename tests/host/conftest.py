@@ -28,7 +28,7 @@ from sparkstack.render import render
 
 GROUP = os.environ.get("SPARKSTACK_GROUP", "testhost")
 _LOADED = load_profiles()
-_SETTINGS = load_group_settings(GROUP)
+_SETTINGS = SETTINGS = load_group_settings(GROUP)
 _PLAN = make_plan(GROUP, [lp.profile for lp in _LOADED], _SETTINGS)
 # The group's lock pins what the deploy rendered (the test VM's is written by the tests).
 PINS = group_pins(GROUP, _PLAN.deployable, _SETTINGS)

@@ -65,6 +65,18 @@ def test_launch_script_carries_label_and_pinned_env(host, profile):
         assert f"--env {key}={value}" in script
 
 
+def test_the_platform_is_not_known_to_break_models_unless_waived(host):
+    """The host's baseline (kernel, NVIDIA driver, ...) against sparkstack/known_bad.yaml and the group's waivers,
+    as the deploy's preflight checks it: a host that drifted onto a known-bad kernel or driver fails here."""
+    from sparkstack import baseline
+    from tests.host.conftest import SETTINGS
+
+    facts = baseline.with_fixture(baseline.parse(host.check_output(baseline.collect_command())),
+                                  dict(SETTINGS.baseline_fixture))
+    refusals, _ = baseline.findings(facts, SETTINGS.baseline_waivers)
+    assert refusals == [], refusals
+
+
 def test_secrets_file_is_root_only(host):
     secrets = host.file(SECRETS_PATH)
     assert secrets.exists and secrets.is_file

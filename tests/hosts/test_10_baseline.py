@@ -19,7 +19,7 @@ pytestmark = pytest.mark.release_loop
 def test_the_lock_records_the_platform_and_drift_reports_a_changed_fact(deployed):
     path = lock_path("testhost")
     lock = json.loads(path.read_text())
-    facts = lock["hosts"][testhost.HOST_ALIAS]
+    facts = dict(lock["hosts"][testhost.HOST_ALIAS])
     assert facts["kernel.release"] == vm_ssh("uname -r").stdout.strip()
     assert facts["os.id"] == "debian" and facts["docker.version"]
     assert facts["fixture"] == ["nvidia.driver", "nvidia.flavour"] and facts["nvidia.driver"] == "580.173.02"
@@ -53,3 +53,15 @@ def test_a_known_bad_driver_is_refused_before_the_host_changes_unless_waived(dep
     waived = {**bad, "baseline_waivers": {"nvidia-590": {"until": tomorrow, "reason": "testing the waiver"}}}
     result = deploy(env={"SPARKSTACK_TEST_GROUP_DATA": json.dumps(waived)})
     assert not result.errors and result.changed == []
+
+
+def test_a_held_package_is_held_once_and_a_second_deploy_changes_nothing(deployed):
+    holds = {"SPARKSTACK_TEST_GROUP_DATA": json.dumps({"baseline_holds": ["earlyoom"]})}
+    try:
+        first = deploy(env=holds)
+        assert not first.errors and first.changed == ["Hold earlyoom (sparkstack_baseline_holds: an update must not "
+                                                      "move the platform)"], first.changed
+        assert "earlyoom" in vm_ssh("apt-mark showhold").stdout.split()
+        assert deploy(env=holds).changed == []
+    finally:
+        vm_ssh("apt-mark unhold earlyoom")
