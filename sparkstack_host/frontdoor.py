@@ -853,7 +853,12 @@ class Door:
         what = name if target == name else f"set {target}"
         while not task.done():
             state = self.states.get(name, "unknown")
-            await response.write(f": loading {what} ({state}; waited {time.monotonic() - started:.0f} s)\n\n".encode())
+            try:
+                await response.write(f": loading {what} ({state}; waited {time.monotonic() - started:.0f} s)\n\n".encode())
+            except (ConnectionResetError, RuntimeError):
+                # The client gave up waiting: the load goes on (another client may want it), this answer ends here.
+                request["failed"] = True
+                return response, None
             await asyncio.wait({task}, timeout=LOADING_COMMENT_S)
         refusal = task.result()
         if refusal is not None:
@@ -922,7 +927,10 @@ class Door:
                     request["failed"] = True
                     await self.stream_broke_off(response, name, "the engine closed the stream before [DONE]")
                     return response
-                await response.write_eof()
+                try:
+                    await response.write_eof()
+                except (ConnectionResetError, RuntimeError):
+                    pass  # the client had all of it ([DONE]) and closed first: nothing is lost
                 return response
         except self.client.ClientConnectorError as exc:
             self.wake.set()
