@@ -844,3 +844,22 @@ def test_one_scrape_of_metrics_has_the_doors_series_and_the_engines_own_labelled
     # The engine's own counters, as vLLM names them, each sample labelled with the model it came from.
     engine = [key for key in samples if key[0].startswith("vllm:") and ("sparkstack_model", "qwen36") in key[1]]
     assert engine, sorted({k[0] for k in samples})[:40]
+
+
+def test_a_streaming_client_that_gives_up_while_its_model_loads_leaves_the_load_going_and_no_error(tmp_path):
+    registry = two_models(tmp_path)
+    switch = ModelsSwitch(tmp_path / "switch.sock", registry, load_s=3)
+    prelude = "import sparkstack_host.frontdoor as d\nd.LOADING_COMMENT_S = 0.3"
+    with door_in_front(switch, tmp_path, registry, prelude) as (port, log):
+        body = json.dumps({**CHAT, "stream": True})
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
+                        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n{body}".encode())
+            heard = b""
+            while b": loading qwen36" not in heard:
+                heard += raw.recv(4096)
+        # Gone after the first comment; the load goes on, and the next client finds the model hot.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and "qwen36" not in switch.engines:
+            time.sleep(0.2)
+        assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200 and [w for w, _ in switch.began] == ["qwen36"]
