@@ -221,7 +221,7 @@ def test_an_attacker_at_the_deployed_door_is_refused_at_each_step_and_the_door_k
     # 1. Walk out of /v1 with dot segments, raw and percent-encoded, towards the engine's own routes.
     assert {raw: ask(port, "POST", raw, CHAT, key=None)[0] for raw in TRAVERSALS} == {raw: 400 for raw in TRAVERSALS}
     # 2. Ask for the engine's routes by name.
-    named = ("/invocations", "/tokenize", "/update_weights_from_disk", "/metrics")
+    named = ("/invocations", "/tokenize", "/update_weights_from_disk", "/get_server_info")
     assert {raw: ask(port, "POST", raw, CHAT, key=None)[0] for raw in named} == {raw: 404 for raw in named}
     # 3. A web page in the owner's browser posts cross-origin, then as a "simple" text/plain request.
     assert ask(port, "POST", "/v1/chat/completions", CHAT, key=None, headers={"Origin": "https://evil.example"})[0] == 403
