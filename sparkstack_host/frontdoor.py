@@ -787,28 +787,46 @@ class Door:
             # An on-demand swap waits for this model's requests to finish: it takes no new ones meanwhile.
             return self.unavailable(name, f"the door is swapping it out for {self.switching[0] if self.switching else 'another'}"
                                     "; its requests in flight finish first", 5)
-        if self.states[name] != "hot":
-            await self.fresh()
-        if self.states[name] != "hot":
-            if self.config["on_demand"]:
-                if self.waiting >= self.config["max_waiting"]:
-                    return self.unavailable(name, f"{self.waiting} requests already wait for a model to load, the "
-                                            "door's most (sparkstack_frontdoor_max_waiting)", 10)
-                self.waiting += 1
-                queued = time.monotonic()
-                try:
-                    refusal, prepared = await self.wait_for_load(request, name, bool(body.get("stream")))
-                finally:
-                    self.waiting -= 1
-                    request["queued_s"] = time.monotonic() - queued
-                if refusal is not None:
-                    return refusal
-            else:
-                return self.not_hot(name)
+        refusal, prepared = await self.ensure_hot(request, name, body)
+        if refusal is not None:
+            return refusal
         changed = body["model"] != model["served_model_name"]
         body["model"] = model["served_model_name"]
         body, fixed = apply_fixes(body, model.get("request_fixes") or [])
         data = json.dumps(body).encode() if (changed or fixed) else raw
+        response = await self.proxy_counted(request, name, model, data, prepared)
+        if request.pop("engine_refused", False) and prepared is None and self.config["on_demand"]:
+            # The door's view was old: the model was stopped behind its back (llm-switch on the host, the guard).
+            # On demand, that is a cold model like any other: load it and answer, rather than 503.
+            await self.fresh(0)
+            if self.states[name] != "hot":
+                refusal, prepared = await self.ensure_hot(request, name, body)
+                if refusal is not None:
+                    return refusal
+                response = await self.proxy_counted(request, name, model, data, prepared)
+        return response
+
+    async def ensure_hot(self, request, name, body):
+        """(refusal or None, a stream begun while loading or None): the model hot, on demand, or why not."""
+        if self.states[name] != "hot":
+            await self.fresh()
+        if self.states[name] == "hot":
+            return None, None
+        if not self.config["on_demand"]:
+            return self.not_hot(name), None
+        if self.waiting >= self.config["max_waiting"]:
+            return self.unavailable(name, f"{self.waiting} requests already wait for a model to load, the "
+                                    "door's most (sparkstack_frontdoor_max_waiting)", 10), None
+        self.waiting += 1
+        queued = time.monotonic()
+        try:
+            return await self.wait_for_load(request, name, bool(body.get("stream")))
+        finally:
+            self.waiting -= 1
+            request["queued_s"] = time.monotonic() - queued
+
+    async def proxy_counted(self, request, name, model, data, prepared):
+        """The request to the engine, within the per-model cap, counted in flight while it runs."""
         if self.in_flight[name] >= self.config["max_requests_per_model"]:
             refusal = self.too_many(request, f"model {name} has {self.in_flight[name]} requests in flight, its most "
                                              "(sparkstack_frontdoor_max_requests_per_model)")
@@ -934,6 +952,7 @@ class Door:
                 return response
         except self.client.ClientConnectorError as exc:
             self.wake.set()
+            request["engine_refused"] = True
             return self.unavailable(name, f"its engine does not accept connections ({exc.os_error or exc})", 10)
         except (asyncio.TimeoutError, self.client.ServerTimeoutError):
             return self.json(504, error_body(f"model {name} did not answer within the door's read timeout "

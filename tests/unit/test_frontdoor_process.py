@@ -863,3 +863,16 @@ def test_a_streaming_client_that_gives_up_while_its_model_loads_leaves_the_load_
         while time.monotonic() < deadline and "qwen36" not in switch.engines:
             time.sleep(0.2)
         assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200 and [w for w, _ in switch.began] == ["qwen36"]
+
+
+def test_a_model_stopped_behind_the_doors_back_is_loaded_again_on_demand_not_refused(tmp_path):
+    registry = two_models(tmp_path)
+    switch = ModelsSwitch(tmp_path / "switch.sock", registry)
+    switch.start("qwen36")
+    registry["frontdoor"]["min_hot_s"] = 0
+    with door_in_front(switch, tmp_path, registry, ready=lambda code, body: '"hot": true' in body) as (port, log):
+        assert ask(port, "POST", "/v1/chat/completions", CHAT)[0] == 200
+        switch.stop_all()  # `llm-switch none` on the host: the door's last look still says qwen36 is hot
+        code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
+        assert code == 200, body
+        assert [word for word, _ in switch.began] == ["qwen36"]  # loaded again, on demand
