@@ -796,7 +796,8 @@ class Door:
         data = json.dumps(body).encode() if (changed or fixed) else raw
         response = await self.proxy_counted(request, name, model, data, prepared)
         if request.pop("engine_refused", False) and prepared is None and self.config["on_demand"]:
-            # The door's view was old: the model was stopped behind its back (llm-switch on the host, the guard).
+            # The door's view was old: the model was stopped behind its back (llm-switch on the host, the guard);
+            # its engine refused the connection, or closed a kept-alive one before answering.
             # On demand, that is a cold model like any other: load it and answer, rather than 503.
             await self.fresh(0)
             if self.states[name] != "hot":
@@ -958,6 +959,10 @@ class Door:
             return self.json(504, error_body(f"model {name} did not answer within the door's read timeout "
                                              f"({self.config['read_timeout_s']} s)", "timeout", 504))
         except self.client.ClientError as exc:
+            if isinstance(exc, self.client.ServerDisconnectedError):
+                # Before any byte of an answer: a kept-alive connection to an engine that has stopped since.
+                self.wake.set()
+                request["engine_refused"] = True
             return self.json(502, error_body(f"model {name}: the engine broke the connection ({exc})", "bad_gateway", 502))
 
     async def stream_broke_off(self, response, name, why):
