@@ -901,6 +901,14 @@ class Door:
             pass
 
     async def proxy(self, request, name, model, data, prepared=None):
+        response = await self.proxy_once(request, name, model, data, prepared)
+        if request.pop("closed_before_answer", False):
+            # A kept-alive connection the engine closed meanwhile (uvicorn closes idle ones after 5 s), before it
+            # read the request: once more, on a new connection.
+            response = await self.proxy_once(request, name, model, data, prepared)
+        return response
+
+    async def proxy_once(self, request, name, model, data, prepared=None):
         headers = {"Content-Type": "application/json", **self.upstream_headers(model)}
         if "Accept" in request.headers:
             headers["Accept"] = request.headers["Accept"]
@@ -959,8 +967,10 @@ class Door:
             return self.json(504, error_body(f"model {name} did not answer within the door's read timeout "
                                              f"({self.config['read_timeout_s']} s)", "timeout", 504))
         except self.client.ClientError as exc:
-            if isinstance(exc, self.client.ServerDisconnectedError):
-                # Before any byte of an answer: a kept-alive connection to an engine that has stopped since.
+            if isinstance(exc, self.client.ServerDisconnectedError) and not request.get("tried_again"):
+                request["tried_again"] = request["closed_before_answer"] = True
+            elif isinstance(exc, self.client.ServerDisconnectedError):
+                # Twice, before any byte of an answer: an engine that has stopped since the door last looked.
                 self.wake.set()
                 request["engine_refused"] = True
             return self.json(502, error_body(f"model {name}: the engine broke the connection ({exc})", "bad_gateway", 502))
