@@ -68,3 +68,19 @@ def test_the_status_page_draws_each_model_variants_runs_as_recorded_on_the_host(
     assert "<td>mistral4</td><td>safer-eagle</td><td>2026-11-07T09:00:00Z</td><td>12.0</td><td>36.5</td>" in page
     assert page.count('fill="none" stroke="#36c"/>') == 1 + 2  # the INSTRUMENT dot and the two polylines
     assert page.count("<circle") == 15 and "<script" not in page
+
+
+def test_an_attacker_who_writes_the_hosts_verify_history_cannot_put_markup_on_the_status_page(tmp_path):
+    """The history on the host is written by verify over ssh; a line with markup in it is shown as text."""
+    from sparkstack_host import status_page
+
+    history = tmp_path / "verify-history.jsonl"
+    history.write_text(json.dumps({"time": "2026-11-01T09:00:00Z", "model": "<script>alert(1)</script>",
+                                   "variant": "\"><img src=x onerror=alert(1)>", "decode_tok_s": 30.0,
+                                   "results": {"decode": "<b>PASS</b>"}}) + "\nnot json\n")
+    view = {"now": 0, "hot": None, "set": False, "models": [], "hot_for_s": None, "loading": None, "switching": None,
+            "in_flight": 0, "waiting": 0, "memory": None, "guard_action": "<iframe>", "recent": [], "usage": {},
+            "switches": [], "verify": status_page.read_verify_history(history)}
+    page = status_page.render(view)
+    assert "<script>" not in page and "<img" not in page and "<iframe>" not in page and "<b>PASS" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
