@@ -141,6 +141,21 @@ class GroupSettings(StrictModel):
     frontdoor_tls_cert: FilePath | None = Field(default=None, strict=False)  # a path or a str
     frontdoor_tls_key: FilePath | None = Field(default=None, strict=False)
 
+    # The wedge watch (the door's; sparkstack_host/wedgewatch.py). An engine can keep answering /health with 200 while
+    # it generates nothing. A hot model with requests in flight and no byte of an answer for wedge_stall_s, or idle for
+    # wedge_canary_every_s, is sent a canary: a streamed chat completion of at most wedge_canary_max_tokens tokens.
+    # No token within wedge_canary_timeout_s: it is wedged, and llm-switch restarts it, at most
+    # wedge_max_restarts_per_hour times within an hour; the next wedge stops it. 0 turns a trigger off.
+    wedge_stall_s: float = Field(default=120.0, ge=0)
+    wedge_canary_every_s: float = Field(default=300.0, ge=0)
+    wedge_canary_max_tokens: int = Field(default=4, ge=1, le=64)
+    wedge_canary_timeout_s: float = Field(default=60.0, gt=0)
+    wedge_max_restarts_per_hour: int = Field(default=3, ge=0, le=60)
+    # Compile caches (torch.compile, Triton, FlashInfer JIT; SGLang's), per model and engine image under
+    # /var/cache/sparkstack/compile: a restart with the cache skips most of the compile (a real vLLM start: 62.1 s cold, 43.1 s warm,
+    # torch.compile 10.7 s against 1.1 s). Before each start llm-switch prunes the oldest caches of other images past this bound.
+    compile_cache_max_gb: float = Field(default=20.0, ge=0)
+
     # The host baseline (sparkstack/baseline.py): known-bad entries this group deploys to anyway, each until a date
     # and with a reason, e.g. {"nvidia-590": {"until": "2027-01-31", "reason": "580 breaks our NIC; watching #12"}}.
     baseline_waivers: dict[str, Waiver] = {}

@@ -423,11 +423,28 @@ def _semantic_errors(profile: Profile, path: Path) -> list[tuple[tuple, str, str
     else:
         for field, message in adapter_for(profile.engine).setting_errors(profile, SPARK_COMPUTE_CAPABILITY):
             errors.append(((field,), field, message))
+    errors.extend(_platform_errors(profile))
     speculative_sites = [(("speculative",), profile.speculative)]
     speculative_sites += [(("variants", name, "speculative"), v.speculative) for name, v in profile.variants.items()]
     for loc, spec in speculative_sites:
         if spec is not None:
             errors.extend(_speculative_errors(profile.engine, loc, spec))
+    return errors
+
+
+def _platform_errors(profile: Profile) -> list[tuple[tuple, str, str]]:
+    """What breaks under a model on a GB10 (../shared/PLATFORM.md): vLLM's sleep mode, whose wake_up crashes the
+    EngineCore there and once needed a power cycle (vllm-project/vllm#50011)."""
+    errors = []
+    arg_lists = [(("extra_args",), profile.extra_args)]
+    arg_lists += [(("variants", name, "extra_args"), v.extra_args or []) for name, v in profile.variants.items()]
+    for loc, args in arg_lists:
+        for i, arg in enumerate(args):
+            flag, _, value = arg.partition("=")
+            if flag.replace("_", "-") == "--enable-sleep-mode" and value.lower() not in ("false", "0"):
+                errors.append((loc + (i,), ".".join(loc) + f".{i}",
+                               "--enable-sleep-mode is refused on a Spark: waking a sleeping engine crashes it on GB10 "
+                               "(vllm-project/vllm#50011); stop the model with llm-switch instead"))
     return errors
 
 

@@ -30,6 +30,8 @@ from sparkstack_host.contract import (  # noqa: E402 (the host paths: one defini
     CLUSTER_FENCE_TABLE,
     CLUSTER_FENCE_UNIT,
     CLUSTER_PATH,
+    COMPILE_CACHE_MOUNT,
+    COMPILE_CACHE_ROOT,
     CONFIG_DIR,
     DOOR_CERT_PATH,
     DOOR_CLIENTS_PATH,
@@ -228,6 +230,17 @@ def launch_path(profile: Profile) -> str:
     return f"{LAUNCH_DIR}/launch-{profile.name}"
 
 
+def image_key(image_ref: str) -> str:
+    """An engine image's key for its compile caches: the first 16 hex digits of its digest (a pinned reference), else
+    of the reference's own hash. A changed image starts a new cache: compiled kernels belong to one build."""
+    _, _, digest = image_ref.partition("@sha256:")
+    return (digest or hashlib.sha256(image_ref.encode()).hexdigest())[:16]
+
+
+def compile_cache_dir(profile: Profile, image_ref: str) -> str:
+    return f"{COMPILE_CACHE_ROOT}/{profile.name}/{image_key(image_ref)}"
+
+
 def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSettings, pins: Pins,
                    node: ClusterNode | None) -> str:
     p = lp.profile
@@ -245,6 +258,10 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
     bind = "127.0.0.1"  # engines never leave loopback; the door is the way in
     labels = [WATCHTOWER_DISABLE_LABEL, f"io.sparkstack.model={p.name}", "io.sparkstack.managed=true"]
     container_env = dict(p.env)
+    image = pins.image(settings.image_for(p.engine, p.image))
+    # The compile caches live on the host, per model and image, so a restart is warm.
+    container_env |= {name: f"{COMPILE_CACHE_MOUNT}/{sub}".rstrip("/")
+                      for name, sub in adapter_for(p.engine).compile_cache_env.items()}
     # A Ray rank's token, by name like every secret (sparkstack_host/cluster.py puts it in each node's file).
     ray_token = RAY_TOKEN_ENV if node is not None and p.cluster and p.cluster.backend == "ray" else None
     if node is not None:
@@ -265,7 +282,8 @@ def _launch_script(env: jinja2.Environment, lp: LoadedProfile, settings: GroupSe
         env=[shlex.quote(f"{k}={v}") for k, v in sorted(container_env.items())],
         publish=None if node is not None else f"{bind}:{p.port}:{p.port}",
         cache_volume=f"{settings.model_cache_dir}:/root/.cache/huggingface",
-        image=shlex.quote(pins.image(settings.image_for(p.engine, p.image))),
+        compile_cache_volume=f"{compile_cache_dir(p, image)}:{COMPILE_CACHE_MOUNT}",
+        image=shlex.quote(image),
         unit_path=f"{UNIT_DIR}/{p.unit_name}",
         unlocked_marker=UNLOCKED,
         unlocked_values=unlocked_values,
@@ -347,6 +365,7 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
             "unit_path": f"{UNIT_DIR}/{p.unit_name}",
             "stop_timeout_s": p.stop_timeout_s,
             "idle_ttl_s": p.idle_ttl_s,
+            "compile_cache": compile_cache_dir(p, pins.image(settings.image_for(p.engine, p.image))),
             # Where the engine says its version (the door passes it through on /version).
             "version_path": adapter_for(p.engine).version_path,
         }
@@ -362,6 +381,11 @@ def registry(profiles: list[Profile], settings: GroupSettings, pins: Pins, plan:
         "model_cache_dir": settings.model_cache_dir,
         "secrets_file": SECRETS_PATH,
         "models": models,
+        "compile_cache_max_gb": settings.compile_cache_max_gb,
+        "wedge": {"stall_s": settings.wedge_stall_s, "canary_every_s": settings.wedge_canary_every_s,
+                  "canary_max_tokens": settings.wedge_canary_max_tokens,
+                  "canary_timeout_s": settings.wedge_canary_timeout_s,
+                  "max_restarts_per_hour": settings.wedge_max_restarts_per_hour},
         # Models that run together: llm-switch and the door start and stop each set as one. required_memory_gb is
         # the plan's figure for the whole set (its members' claims), scaled as the models' are.
         "sets": {s.name: {"members": [m.profile.name for m in s.members],

@@ -44,6 +44,16 @@ LOCK_DIR = f"{STATE_DIR}/lock"
 GUARD_STATE = f"{STATE_DIR}/memory-guard.json"
 CLUSTER_LENT = f"{STATE_DIR}/cluster.json"
 CLUSTER_LAST = f"{STATE_DIR}/cluster-last.json"
+# The wedge watch's record (written by llm-switch as root when the door reports a wedged model): per model, the
+# restarts within the last hour, the state (restarted, stopped), the reason and the last log lines.
+WEDGE_STATE = f"{STATE_DIR}/wedge.json"
+# How each model's last start by llm-switch went: its compile cache cold or warm, and the time to ready.
+STARTS_STATE = f"{STATE_DIR}/starts.json"
+
+# Compile caches (torch.compile, Triton, FlashInfer JIT; SGLang's), kept across starts: one directory per model and
+# engine image, COMPILE_CACHE_ROOT/MODEL/IMAGE_KEY, mounted at COMPILE_CACHE_MOUNT in the model's container.
+COMPILE_CACHE_ROOT = "/var/cache/sparkstack/compile"
+COMPILE_CACHE_MOUNT = "/var/cache/sparkstack-compile"
 
 # A Ray cluster group's shared token (Ray's token auth, RAY_AUTH_MODE=token): a line of the secrets file on every
 # node. The deploy makes it on the head; the head's group switch hands it to each worker as the ranks start.
@@ -56,14 +66,16 @@ CLUSTER_FENCE_UNIT = "sparkstack-cluster-fence.service"
 REGISTRY_FORMAT = 1
 REGISTRY_KEYS = frozenset({
     "format", "os_reserve_gb", "drop_caches", "lock_wait_s", "memory_wait_s", "memory_guard_floor_gb", "memguard",
-    "cluster_switch", "model_cache_dir", "secrets_file", "models", "sets", "frontdoor",
+    "cluster_switch", "model_cache_dir", "secrets_file", "models", "sets", "frontdoor", "wedge", "compile_cache_max_gb",
 })
 MODEL_KEYS = frozenset({
     "aliases", "engine", "engine_version", "moe_backend", "image", "snapshots", "api_key_env", "unit", "container",
     "port", "served_model_name", "variants", "default_variant", "readiness_timeout_s", "required_memory_gb",
     "cluster", "vision", "language_model_only", "context_length", "request_fixes", "tools", "expected_decode_tok_s",
     "max_tokens_per_step", "launch_script", "unit_path", "stop_timeout_s", "version_path", "idle_ttl_s",
+    "compile_cache",
 })
+WEDGE_KEYS = frozenset({"stall_s", "canary_every_s", "canary_max_tokens", "canary_timeout_s", "max_restarts_per_hour"})
 FRONTDOOR_KEYS = frozenset({
     "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",
     "switch_socket", "allowed_origins", "hostnames", "max_requests", "max_requests_per_model", "tls",

@@ -13,6 +13,9 @@ the door's /metrics gets:
   sparkstack_host_memory_total_bytes, _available_bytes      /proc/meminfo as the memory guard reads it (on a GB10
                                                             the GPU exporters see nothing)
   sparkstack_memory_guard_floor_bytes, sparkstack_memory_guard_last_action_timestamp_seconds{model}
+  sparkstack_wedge_canaries_total{model,outcome}           the wedge watch's canaries: token or none
+  sparkstack_wedge_restarts_last_hour{model}, sparkstack_wedge_stopped{model}, sparkstack_wedge_last_timestamp_seconds{model}
+                                                            llm-switch's record of wedges (sparkstack_host/wedgewatch.py)
 and every hot engine's own series (vLLM's vllm:*), each sample labelled sparkstack_model="NAME".
 """
 
@@ -92,6 +95,17 @@ class DoorState:
         if isinstance(action, dict) and action.get("time"):
             last.add_metric([str(action.get("model"))], float(action["time"]))
         yield last
+        restarts = GaugeMetricFamily("sparkstack_wedge_restarts_last_hour",
+                                     "restarts of a wedged model by llm-switch within the last hour", labels=["model"])
+        stopped = GaugeMetricFamily("sparkstack_wedge_stopped",
+                                    "1 when llm-switch stopped the model for wedging too often", labels=["model"])
+        when = GaugeMetricFamily("sparkstack_wedge_last_timestamp_seconds", "when the model last wedged",
+                                 labels=["model"])
+        for name, record in door.wedges().items():
+            restarts.add_metric([name], float(record["restarts_last_hour"]))
+            stopped.add_metric([name], 1.0 if record.get("state") == "stopped" else 0.0)
+            when.add_metric([name], float(record.get("at") or 0))
+        yield from (restarts, stopped, when)
 
 
 def read_guard_state():
@@ -124,6 +138,8 @@ class DoorMetrics:
                                 ["target", "outcome"], registry=registry)
         self.switch_duration = Histogram("sparkstack_door_switch_duration_seconds", "a switch, drain included",
                                          ["outcome"], buckets=SWITCH_BUCKETS, registry=registry)
+        self.canaries = Counter("sparkstack_wedge_canaries", "the wedge watch's canaries, by outcome (token, none)",
+                                ["model", "outcome"], registry=registry)
         registry.register(DoorState(door))
 
     def record(self, request, client, route, status, seconds):
@@ -139,6 +155,9 @@ class DoorMetrics:
             self.completion_tokens.labels(model, client).inc(completion)
         if request.get("queued_s") is not None:
             self.queue_wait.labels(model).observe(request["queued_s"])
+
+    def canary(self, model, outcome):
+        self.canaries.labels(model, outcome).inc()
 
     def switched(self, target, outcome, seconds):
         self.switches.labels(target, outcome).inc()

@@ -44,7 +44,7 @@ import sys
 import time
 import urllib.parse
 
-from sparkstack_host import compat, connections, contract, door_metrics, status_page, usage
+from sparkstack_host import compat, connections, contract, door_metrics, status_page, usage, wedgewatch
 
 REGISTRY = contract.REGISTRY_PATH
 # The door's view of the models: polled in the background, and refreshed on the spot (at most once per
@@ -233,6 +233,7 @@ class Door:
         self.max_model_len = {}  # served name -> the context its engine last listed (vLLM's /v1/models)
         self.last_used = {}  # model -> when a request for it last began or ended (monotonic)
         self.waiting = 0  # requests held while their model loads (on demand)
+        self.wedge = wedgewatch.WedgeWatch(self, registry.get("wedge"))
 
     # - state --------------------------------------------------------------------------------------
     def log_switch(self, before, after, why):
@@ -425,7 +426,7 @@ class Door:
                 "loading": loading[0] if loading else None,
                 "switching": self.switching[0] if self.switching and not self.switching[1].done() else None,
                 "draining": sorted(self.draining), "waiting": self.waiting, "max_waiting": self.config["max_waiting"],
-                "in_flight": sum(self.in_flight.values())}
+                "in_flight": sum(self.in_flight.values()), "wedges": self.wedges()}
         if hot:
             ttl = self.idle_ttl(hot)
             body.update(hot_for_s=round(self.hot_for(hot), 1),
@@ -528,7 +529,15 @@ class Door:
             "recent": list(self.recent), "usage": usage.read_usage(self.config["usage_db"]),
             "switches": list(self.switch_log),
             "verify": status_page.read_verify_history(contract.VERIFY_HISTORY),
+            "wedges": self.wedges(),
         }
+
+    def wedges(self):
+        """The wedge watch's record, as llm-switch keeps it: per model its state, reason, restarts this hour and
+        last log lines."""
+        return {name: {**record, "restarts_last_hour": len(wedgewatch.restarts_within_hour(record))}
+                for name, record in wedgewatch.read_wedge_state(contract.WEDGE_STATE).items()
+                if name in self.models and isinstance(record, dict)}
 
     def may_watch(self, request):
         """/metrics and /status: with the door's key; from loopback also without, when the group says so
@@ -617,10 +626,11 @@ class Door:
         return self.json(503, {"error": {"message": f"model {name} is {state}: {why}", "type": "model_unavailable", "param": None,
                                          "code": 503, "state": state}}, headers)
 
-    async def switch(self, name):
-        """Ask root's switch socket for `llm-switch NAME`; (ok, last lines)."""
+    async def switch(self, name, detail=None):
+        """Ask root's switch socket for `llm-switch NAME` (or `wedged MODEL` with the reason on a second line);
+        (ok, last lines)."""
         reader, writer = await asyncio.open_unix_connection(self.config["switch_socket"])
-        writer.write(f"{name}\n".encode())
+        writer.write(f"{name}\n".encode() + (f"{detail}\n".encode() if detail else b""))
         await writer.drain()
         output = (await reader.read()).decode(errors="replace")
         writer.close()
@@ -922,6 +932,7 @@ class Door:
                 if not content_type.startswith("text/event-stream"):
                     request["first_byte_s"] = time.monotonic() - request["started"]
                     payload = await upstream.read()
+                    self.wedge.progressed(name)
                     request["tokens"] = usage.tokens_of(payload) if upstream.status == 200 else (0, 0)
                     return self.web.Response(status=upstream.status, body=payload, content_type=content_type.split(";")[0])
                 response = prepared
@@ -937,6 +948,7 @@ class Door:
                     async for piece in upstream.content.iter_any():
                         if "first_byte_s" not in request:
                             request["first_byte_s"] = time.monotonic() - request["started"]
+                        self.wedge.progressed(name)
                         await response.write(piece)
                         tail = (tail + piece)[-4096:]  # room for the usage event before [DONE]
                 except (ConnectionResetError, asyncio.CancelledError):
@@ -999,10 +1011,12 @@ class Door:
         await self.refresh()
         app["poller"] = asyncio.ensure_future(self.poll())
         app["usage"] = asyncio.ensure_future(self.keep_usage())
+        app["wedge"] = asyncio.ensure_future(self.wedge.run())
 
     async def stop(self, app):
         app["poller"].cancel()
         app["usage"].cancel()
+        app["wedge"].cancel()
         self.usage.flush()  # what was counted since the last write, before the door goes
         await self.session.close()
 

@@ -126,6 +126,11 @@ def render(view):
         f"<td>{sparkline(runs)}</td></tr>"
         for (model, variant), runs in sorted(view.get("verify", {}).items())) or \
         '<tr><td colspan="7">no verify run recorded here yet (sparkstack verify --host)</td></tr>'
+    wedges = "".join(
+        f"<tr><td>{escape(model)}</td><td class=\"{'err' if w.get('state') == 'stopped' else ''}\">{escape(w.get('state'))}</td>"
+        f"<td>{escape(_ago(w.get('at') or now, now))}</td><td>{escape(w['restarts_last_hour'])}</td>"
+        f"<td>{escape(w.get('reason'))}<pre>{escape(chr(10).join((w.get('last_logs') or [])[-5:]))}</pre></td></tr>"
+        for model, w in sorted(view.get("wedges", {}).items())) or '<tr><td colspan="5">no wedge seen</td></tr>'
     host = escape(socket.gethostname())
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="{REFRESH_S}">
@@ -144,6 +149,9 @@ def render(view):
 <h2>Last verify per model and variant</h2>
 <table id="verify"><tr><th>model</th><th>variant</th><th>when</th><th>tok/s</th><th>baseline</th><th>results</th><th>decode tok/s over the runs</th></tr>
 {verify_rows}</table>
+<h2>Wedges</h2>
+<table id="wedges"><tr><th>model</th><th>state</th><th>when</th><th>restarts this hour</th><th>why, and its last log lines</th></tr>
+{wedges}</table>
 <h2>Switches</h2>
 <table><tr><th>when</th><th>from</th><th>to</th><th>why</th></tr>
 {switches}</table>

@@ -16,6 +16,7 @@ import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,10 @@ GUARD_STATE = contract.GUARD_STATE
 # Written by sparkstack-cluster while this node runs a rank of a cluster model, and how the last one ended.
 CLUSTER_LENT = contract.CLUSTER_LENT
 CLUSTER_LAST = contract.CLUSTER_LAST
+WEDGE_STATE = contract.WEDGE_STATE
+STARTS_STATE = contract.STARTS_STATE
+COMPILE_CACHE_ROOT = contract.COMPILE_CACHE_ROOT
+GB = 1e9
 MANAGED_LABEL = "io.sparkstack.managed=true"
 PROGRESS_EVERY_S = 10
 DROP_CACHES = "/proc/sys/vm/drop_caches"
@@ -387,13 +392,15 @@ def start_models(registry, wanted, label):
                 os.makedirs(VARIANT_DIR, exist_ok=True)
                 with open(variant_file(name), "w", encoding="ascii") as handle:
                     handle.write(f"SPARKSTACK_VARIANT={variant}\n")
-                say(f"starting {name} (variant {variant}) via {model['unit']}")
+                cache = prepare_compile_cache(registry, name, model)
+                say(f"starting {name} (variant {variant}) via {model['unit']}" + (f", its compile cache {cache}" if cache else ""))
                 started.append((name, model))
                 result = run("systemctl", "start", model["unit"], timeout=registry["memory_wait_s"] + 300)
                 if result.returncode != 0:
                     raise SwitchError(f"systemctl start {model['unit']} failed: {result.stderr.strip()}")
                 elapsed = wait_ready(name, model, keys[name])
                 say(f"{name} (variant {variant}) is hot on 127.0.0.1:{model['port']}, ready after {elapsed:.0f} s")
+                record_start(name, model, variant, cache, elapsed)
         except (SwitchError, Interrupted) as exc:
             # The cleanup itself must not be cut short by a second signal.
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -419,6 +426,128 @@ def start_models(registry, wanted, label):
         if len(wanted) > 1:
             say(f"{label} is hot: {', '.join(n for n, _, _ in wanted)}")
     return 0
+
+
+# --- compile caches ------------------------------------------------------
+
+def tree_size(path):
+    total = 0
+    for top, _, files in os.walk(path):
+        for each in files:
+            try:
+                total += os.lstat(os.path.join(top, each)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def prepare_compile_cache(registry, name, model):
+    """cold or warm: whether the model's compile cache for its image holds anything yet (None: it has none). Makes
+    the directory, then prunes the caches no deployed image uses, oldest first, while all of them together are
+    over compile_cache_max_gb: a previous image's cache stays within the bound, for a rollback."""
+    path = model.get("compile_cache")
+    if not path:
+        return None
+    try:
+        warm = any(os.scandir(path))
+    except FileNotFoundError:
+        warm = False
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    prune_compile_caches(registry)
+    return "warm" if warm else "cold"
+
+
+def prune_compile_caches(registry, root=COMPILE_CACHE_ROOT):
+    keep = {m["compile_cache"] for m in registry["models"].values() if m.get("compile_cache")}
+    found = []
+    for model_dir in (os.scandir(root) if os.path.isdir(root) else []):
+        if not model_dir.is_dir(follow_symlinks=False):
+            continue
+        for key_dir in os.scandir(model_dir.path):
+            if key_dir.is_dir(follow_symlinks=False):
+                found.append((key_dir.stat(follow_symlinks=False).st_mtime, key_dir.path, tree_size(key_dir.path)))
+    total = sum(size for _, _, size in found)
+    bound = float(registry.get("compile_cache_max_gb", 20)) * GB
+    for _, path, size in sorted(found):
+        if total <= bound:
+            break
+        if path in keep:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        total -= size
+        say(f"pruned the compile cache {path} ({size / GB:.1f} GB): the caches were over "
+            f"{bound / GB:g} GB and no deployed image uses it")
+
+
+def record_start(name, model, variant, cache, ready_s):
+    """How the model's last start by llm-switch went, for status and verify: cold or warm, and the time to ready."""
+    starts = read_json(STARTS_STATE) or {}
+    starts[name] = {"at": time.time(), "variant": variant, "compile_cache": cache, "ready_s": round(ready_s, 1),
+                    "image_key": os.path.basename(model["compile_cache"]) if model.get("compile_cache") else None}
+    write_state(STARTS_STATE, starts)
+
+
+def write_state(path, document):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = path + ".tmp"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+    os.chmod(partial, 0o644)
+    os.replace(partial, path)
+
+
+# --- wedges ---------------------------------------------------------------
+
+def recover_wedged(registry, name, reason):
+    """The door found `name` wedged (no token from a canary): restart it, at most max_restarts_per_hour times within
+    an hour; past that, stop it. The state, the reason and the last log lines go to WEDGE_STATE and the journal.
+    (ok, message); ok means the model serves again."""
+    model = registry["models"].get(name)
+    if model is None or model.get("cluster"):
+        return False, f"{name!r} is not a single-node model of this host"
+    bound = int(registry.get("wedge", {}).get("max_restarts_per_hour", 3))
+    reason = printable(reason)[:400]
+    with Lock(registry["lock_wait_s"]):
+        if unit_state(model["unit"]).get("ActiveState") != "active":
+            return False, f"{name} is not running (stopped meanwhile); nothing to recover"
+        now = time.time()
+        state = read_json(WEDGE_STATE) or {}
+        record = state.get(name) if isinstance(state.get(name), dict) else {}
+        restarts = [t for t in record.get("restarts", []) if now - float(t) < 3600]
+        logs = last_logs(model["unit"]).splitlines()[-20:]
+        record = {"at": now, "reason": reason, "last_logs": logs, "restarts": restarts,
+                  "wedges": int(record.get("wedges", 0)) + 1}
+        # stdout answers the door; stderr is this request's journal (sparkstack-switch-request@.service).
+        print(f"llm-switch: {name} is wedged: {reason}", file=sys.stderr, flush=True)
+        if logs:
+            print(f"--- last log lines of {model['unit']} ---\n" + "\n".join(logs) + "\n---", file=sys.stderr, flush=True)
+        if len(restarts) >= bound:
+            run("systemctl", "stop", model["unit"], timeout=model.get("stop_timeout_s", 60) + 60)
+            record["state"] = "stopped"
+            message = (f"{name} wedged again after {len(restarts)} restart(s) within the hour: stopped it; "
+                       f"`llm-switch {name}` starts it again")
+        else:
+            restarts.append(now)
+            record["state"] = "restarting"
+            state[name] = record
+            write_state(WEDGE_STATE, state)
+            say(f"restarting {name} (restart {len(restarts)} of {bound} within the hour)")
+            result = run("systemctl", "restart", model["unit"], timeout=registry["memory_wait_s"] + 300)
+            try:
+                if result.returncode != 0:
+                    raise SwitchError(f"systemctl restart {model['unit']} failed: {result.stderr.strip()}")
+                elapsed = wait_ready(name, model, api_key(registry, model))
+                record["state"] = "restarted"
+                message = f"{name} restarted after a wedge and is hot again, ready after {elapsed:.0f} s"
+            except SwitchError as exc:
+                run("systemctl", "stop", model["unit"], timeout=model.get("stop_timeout_s", 60) + 60)
+                record["state"] = "stopped"
+                message = f"{name} did not come back after its restart ({exc}): stopped it"
+        record["message"] = message
+        state[name] = record
+        write_state(WEDGE_STATE, state)
+    print(f"llm-switch: {message}", file=sys.stderr, flush=True)
+    return record["state"] == "restarted", message
 
 
 def switch_none(registry):
@@ -506,6 +635,8 @@ def collect_status(registry):
         "memory": {"total_gb": round(total, 1), "available_gb": round(available, 1), "used_gb": round(total - available, 1)},
         "memory_guard": guard_status(),
         "models": models,
+        "wedges": read_json(WEDGE_STATE) or {},
+        "starts": read_json(STARTS_STATE) or {},
     }
 
 
@@ -560,6 +691,15 @@ def print_status(status):
     print(f"memory guard: {guard['service']}{floor}")
     if guard["last_action"]:
         print(f"last action: {guard['last_action']['model']} {guard['last_action']['message']}")
+    for name, wedge in sorted((status.get("wedges") or {}).items()):
+        recent = len([t for t in wedge.get("restarts", []) if time.time() - float(t) < 3600])
+        print(printable(f"wedge: {name} {wedge.get('state')} "
+                        f"({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wedge.get('at') or 0))}, "
+                        f"{recent} restart(s) within the hour): {wedge.get('reason')}"))
+    for name, start in sorted((status.get("starts") or {}).items()):
+        if start.get("compile_cache"):
+            print(f"last start: {name} {start['compile_cache']} (compile cache {start.get('image_key')}), "
+                  f"ready after {start.get('ready_s')} s")
     print(f"{'MODEL':<12}{'UNIT':<28}{'STATE':<25}{'RESTARTS':<10}{'CONTAINER':<24}READY")
     for m in status["models"]:
         state = f"{m['unit_state']}/{m['unit_substate']}"
@@ -575,6 +715,11 @@ def serve_request(registry):
     JSON line {"ok", "model", "message"}. A deployed model, or `none` (the door's /unload and idle TTL); never a
     variant or a flag."""
     word = sys.stdin.readline(256).strip()
+    if word.startswith("wedged "):
+        reason = sys.stdin.readline(1024).strip() or "no reason given"
+        ok, message = recover_wedged(registry, word.split(" ", 1)[1], reason)
+        print(json.dumps({"ok": ok, "model": word.split(" ", 1)[1], "message": message}), flush=True)
+        return 0 if ok else 1
     if word == "none":
         say("stop of the hot model asked by the front door")
         code = switch_none(registry)

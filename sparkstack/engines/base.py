@@ -50,6 +50,12 @@ class EngineAdapter:
     managed_flags: dict[str, str] = {}
     # Env vars the kit sets in the container (name -> what sets it); a profile's env may not set one.
     managed_env: dict[str, str] = {"HF_HUB_OFFLINE": "the kit (a start never downloads; the deploy fetched the weights)"}
+    # Where the engine keeps what it compiles (env var -> a directory under the compile cache mount; "" is the mount
+    # itself), so a restart finds it. Triton's TRITON_CACHE_DIR (triton/knobs.py), Inductor's TORCHINDUCTOR_CACHE_DIR
+    # (torch/_inductor/runtime/cache_dir_utils.py) and FlashInfer's FLASHINFER_WORKSPACE_BASE, under which it keeps
+    # .cache/flashinfer (flashinfer/jit/env.py); each engine adds its own.
+    compile_cache_env: dict[str, str] = {"TRITON_CACHE_DIR": "triton", "TORCHINDUCTOR_CACHE_DIR": "inductor",
+                                         "FLASHINFER_WORKSPACE_BASE": ""}
 
     def managed_flag(self, token: str) -> str | None:
         """The managed flag an extra_args token sets, if any: `--flag`, `--flag=value`, vLLM's `--flag_name`

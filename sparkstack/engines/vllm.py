@@ -58,8 +58,12 @@ class VllmAdapter(EngineAdapter):
         "--node-rank": "cluster (each node's rank)", "--master-addr": "cluster (the head's link address)",
         "--master-port": "cluster (the group's master port)", "--headless": "cluster (every rank but the head)",
     }
+    # vLLM keeps torch.compile's artifacts under VLLM_CACHE_ROOT/torch_compile_cache (vllm/envs.py,
+    # vllm/compilation/backends.py) and points Inductor and Triton there itself while it compiles.
+    compile_cache_env = {**EngineAdapter.compile_cache_env, "VLLM_CACHE_ROOT": "vllm"}
     managed_env = {
         **EngineAdapter.managed_env,
+        **{name: "the kit (the compile cache, kept per image on the host)" for name in compile_cache_env},
         **{name: "cluster (the kit sets each rank's interconnect)" for name in (
             "VLLM_HOST_IP", "MASTER_ADDR", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME",
             "UCX_NET_DEVICES", "OMPI_MCA_btl_tcp_if_include", "RAY_memory_monitor_refresh_ms")},

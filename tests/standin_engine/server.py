@@ -27,6 +27,11 @@ Knobs (environment, or a JSON file in the mounted model cache keyed by served na
   finish_reason    end streams with this finish_reason instead (e.g. abort)
   no_done          end streams without the [DONE] marker
   stop_delay_s     take this long to shut down on SIGTERM                  STANDIN_STOP_DELAY_S
+  wedge_after_s    this long after the start, generation stalls for good while /health still answers 200 (a
+                   wedged engine): a stream gets its headers and no token, a plain request no answer
+  wedge_starts     wedge only the first N starts of this served name (counted in the record directory)
+  compile_s        a cold start compiles this long first; the compile cache (VLLM_CACHE_ROOT or SGLANG_CACHE_DIR)
+                   keeps the result, and a warm start skips it
 """
 
 import json
@@ -65,7 +70,7 @@ def knobs(served):
         pass
     for key in ("load_delay_s", "crash_after_s", "token_rate", "never_ready", "hang", "zero_tokens", "burst",
                 "thinking_tokens", "tokens_per_chunk", "error_after", "drop_after", "hidden_tokens", "thinking_always",
-                "stop_delay_s", "no_done", "ramble"):
+                "stop_delay_s", "no_done", "ramble", "wedge_after_s", "wedge_starts", "compile_s"):
         env = os.environ.get(f"STANDIN_{key.upper()}")
         if env is not None:
             values[key] = float(env)
@@ -230,6 +235,8 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
     # A model with random weights (the captures' own): it never ends and never calls a tool; with thinking on
     # and a reasoning parser, all of it is thinking.
     ramble = bool(settings.get("ramble"))
+    wedge_after = float(settings["wedge_after_s"]) if settings.get("wedge_after_s") is not None else None
+    born = time.monotonic()
     started = int(time.time())
     metrics = Metrics()
 
@@ -377,6 +384,16 @@ def make_handler(served, language_only, settings, ready, engine="vllm", model=""
                 return self.send_error_body(400, f"JSON decode error: {exc}", "BadRequestError")
             if not isinstance(body, dict):
                 return self.send_error_body(400, "Input should be a valid dictionary", "BadRequestError")
+            if wedge_after is not None and time.monotonic() - born >= wedge_after:
+                # Wedged: the request is taken and nothing comes, ever (a stream has its headers, then silence).
+                if body.get("stream"):
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self.wfile.flush()
+                time.sleep(3600)
+                return None
             chat = self.path == "/v1/chat/completions"
             messages = body.get("messages") if chat else [{"role": "user", "content": body.get("prompt", "")}]
             messages = messages if isinstance(messages, list) else []
@@ -716,6 +733,25 @@ def rendezvous(args, settings):
     return rank
 
 
+def compile_step(settings):
+    """cold or warm (None without a compile cache): what a real engine's torch.compile does at start, in time only.
+    A cold start takes compile_s and leaves its result in the cache; a warm one finds it."""
+    root = os.environ.get("VLLM_CACHE_ROOT") or os.environ.get("SGLANG_CACHE_DIR")
+    if not root:
+        return None
+    marker = os.path.join(root, "standin-compiled.json")
+    if os.path.exists(marker):
+        return "warm"
+    time.sleep(float(settings.get("compile_s", 0)))
+    try:
+        os.makedirs(root, exist_ok=True)
+        with open(marker, "w", encoding="utf-8") as handle:
+            json.dump({"compiled": time.time()}, handle)
+    except OSError as exc:
+        print(f"standin: the compile cache is not writable: {exc}", flush=True)
+    return "cold"
+
+
 def main(engine, argv):
     args = parse(engine, argv)
     served = args.served_model_name or (args.model if engine == "vllm" else args.model_path)
@@ -740,7 +776,24 @@ def main(engine, argv):
         if name.startswith(prefix) and name not in known:
             print(f"standin: Unknown {engine} environment variable detected: {name}", flush=True)
     loaded = weights(engine, args)
-    record = {"engine": engine, "argv": argv, "knobs": settings, "started": time.time(), "weights": loaded}
+    if settings.get("wedge_after_s") is not None and settings.get("wedge_starts") is not None:
+        starts = os.path.join(RECORD_DIR, f"{served}.starts")
+        try:
+            with open(starts, encoding="ascii") as handle:
+                count = int(handle.read().strip() or 0) + 1
+        except (OSError, ValueError):
+            count = 1
+        try:
+            os.makedirs(RECORD_DIR, exist_ok=True)
+            with open(starts, "w", encoding="ascii") as handle:
+                handle.write(f"{count}\n")
+        except OSError:
+            pass
+        if count > int(settings["wedge_starts"]):
+            settings.pop("wedge_after_s")
+    compiled = compile_step(settings)
+    record = {"engine": engine, "argv": argv, "knobs": settings, "started": time.time(), "weights": loaded,
+              "compile": compiled}
     print(f"standin: {json.dumps(record)}", flush=True)
     try:
         os.makedirs(RECORD_DIR, exist_ok=True)
