@@ -78,6 +78,8 @@ class Expectations:
     tokens_per_chunk_max: int | None = 1
     # Why no decode baseline applies (e.g. the running variant is not known), shown instead of a judgement.
     baseline_note: str | None = None
+    # How the running engine last started (llm-switch status): its compile cache cold or warm, and the time to ready.
+    start: dict | None = None
 
 
 @dataclass
@@ -106,6 +108,9 @@ class Report:
         e = self.expectations
         head = (f"verify {self.url}: model {e.served_model_name}"
                 + (f" (profile {e.profile}, variant {e.variant})" if e.profile else ""))
+        if e.start and e.start.get("compile_cache"):
+            head += (f"\nlast start: {e.start['compile_cache']} (compile cache {e.start.get('image_key')}), "
+                     f"ready after {e.start.get('ready_s')} s")
         rows = [f"{'CHECK':<14}{'RESULT':<12}{'FIGURE':<16}DETAIL"]
         rows += [f"{c.name:<14}{c.status:<12}{c.figure:<16}{c.detail}" for c in self.checks]
         verdict = {0: "all checks passed", 1: "a check FAILED", 2: "INSTRUMENT: a reading could not be trusted or nothing reached the model (see above)"}[self.exit_code]
@@ -551,7 +556,7 @@ def append_history(report: Report, path: Path, host: str | None = None, how: dic
     entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": host, "url": report.url,
              "model": e.profile or e.served_model_name, "variant": e.variant, "image": e.image,
              "decode_tok_s": decode.get("decode_tok_s_median"), "ttft_s": decode.get("ttft_s_median"),
-             "baseline_tok_s": e.expected_decode_tok_s, "how": how or {},
+             "baseline_tok_s": e.expected_decode_tok_s, "how": how or {}, "start": e.start,
              "results": {c.name: c.status for c in report.checks}, "exit_code": report.exit_code}
     line = json.dumps(entry)
     with path.open("a", encoding="utf-8") as handle:

@@ -79,7 +79,7 @@ def expectations_from_host(host: str, ssh_config: Path | None, word: str | None)
     command = json.loads(ssh_output(host, ssh_config, f"docker inspect --format '{{{{json .Config.Cmd}}}}' {model['container']}"))
     return Expectations(model["served_model_name"], model["vision"], model["tools"], expected, hot, variant,
                         model.get("image"), model["engine"], model.get("engine_version"), model.get("moe_backend"),
-                        command, tokens_per_chunk_max=per_step), model["port"]
+                        command, tokens_per_chunk_max=per_step, start=(status.get("starts") or {}).get(hot)), model["port"]
 
 
 def history_host(host: str | None, url: str | None) -> str | None:

@@ -457,7 +457,8 @@ def prepare_compile_cache(registry, name, model):
     return "warm" if warm else "cold"
 
 
-def prune_compile_caches(registry, root=COMPILE_CACHE_ROOT):
+def prune_compile_caches(registry):
+    root = COMPILE_CACHE_ROOT
     keep = {m["compile_cache"] for m in registry["models"].values() if m.get("compile_cache")}
     found = []
     for model_dir in (os.scandir(root) if os.path.isdir(root) else []):

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from sparkstack.engines import engine_args
+from sparkstack.engines import adapter_for, engine_args
 from tests.host.conftest import DEPLOYED, RENDERING
 from sparkstack.cluster import CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, cluster_nodes
-from sparkstack_host.contract import CLUSTER_FENCE_TABLE, CLUSTER_FENCE_UNIT
+from sparkstack_host.contract import CLUSTER_FENCE_TABLE, CLUSTER_FENCE_UNIT, COMPILE_CACHE_MOUNT, REGISTRY_PATH
 from sparkstack.render import CLUSTER_PATH, SECRETS_PATH, SWITCH_PATH, WATCHTOWER_DISABLE_LABEL, launch_path
 
 
@@ -113,6 +113,13 @@ def test_switching_to_a_model_leaves_exactly_it_running(host, profile, pins):
     assert inspect["HostConfig"]["RestartPolicy"]["Name"] in ("", "no")
     status = json.loads(host.check_output("llm-switch status --json"))
     assert status["hot"] == profile.name
+    # Its compile caches are on the host, for this model and image, and the engine keeps them there.
+    cache = json.loads(host.file(REGISTRY_PATH).content_string)["models"][profile.name]["compile_cache"]
+    mounts = {m["Destination"]: m["Source"] for m in inspect["Mounts"]}
+    assert mounts.get(COMPILE_CACHE_MOUNT) == cache and host.file(cache).is_directory
+    env = dict(item.split("=", 1) for item in inspect["Config"]["Env"] or [])
+    assert all(env.get(name, "").startswith(COMPILE_CACHE_MOUNT) for name in adapter_for(profile.engine).compile_cache_env)
+    assert status["starts"][profile.name]["compile_cache"] in ("cold", "warm")
 
 
 @pytest.mark.switching

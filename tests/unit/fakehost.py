@@ -31,7 +31,8 @@ def rendered_registry() -> str:
     return next(f for f in rendering_for("spark", pinned=False).files if f.kind == "registry").content
 
 
-SWITCH_STATE_NAMES = ("LOCK_DIR", "LOCK_PATH", "VARIANT_DIR", "GUARD_STATE", "CLUSTER_LENT", "CLUSTER_LAST")
+SWITCH_STATE_NAMES = ("LOCK_DIR", "LOCK_PATH", "VARIANT_DIR", "GUARD_STATE", "CLUSTER_LENT", "CLUSTER_LAST",
+                      "WEDGE_STATE", "STARTS_STATE", "COMPILE_CACHE_ROOT")
 
 
 class FakeProcess:
@@ -115,6 +116,7 @@ class FakeHost:
             # A deployed host has its images pulled and its snapshots fetched (the deploy's job, not the switch's).
             model["image"] = f"fake-registry/{name}-engine@pinned"
             self.images.add(model["image"])
+            model["compile_cache"] = str(self.root / "compile" / name / model["compile_cache"].rsplit("/", 1)[1])
             for kind in ("launch_script", "unit_path"):
                 path = self.root / "rendered" / Path(model[kind]).name
                 path.parent.mkdir(exist_ok=True)
@@ -227,6 +229,9 @@ class FakeHost:
         name, model = next((n, m) for n, m in self.registry["models"].items() if m["unit"] == unit_name)
         if verb == "start":
             return self._start(name, model, unit)
+        if verb == "restart":
+            self._systemctl(["stop", unit_name])
+            return self._start(name, model, unit)
         if verb == "stop":
             if model["container"] in self.containers:
                 self._container_exits(model["container"], model, "success", stopped=True)
@@ -318,7 +323,8 @@ class FakeHost:
         state.mkdir(exist_ok=True)
         paths = {"LOCK_DIR": state / "lock", "LOCK_PATH": state / "lock" / "llm-switch.lock", "VARIANT_DIR": state,
                  "GUARD_STATE": state / "memory-guard.json", "CLUSTER_LENT": state / "cluster.json",
-                 "CLUSTER_LAST": state / "cluster-last.json"}
+                 "CLUSTER_LAST": state / "cluster-last.json", "WEDGE_STATE": state / "wedge.json",
+                 "STARTS_STATE": state / "starts.json", "COMPILE_CACHE_ROOT": self.root / "compile"}
         for name in SWITCH_STATE_NAMES:
             patch(switch, name, str(paths[name]))
         patch(switch, "REGISTRY", str(self.registry_path))

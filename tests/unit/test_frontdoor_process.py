@@ -480,7 +480,7 @@ class SwitchSocket:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            word = client.recv(256).decode().strip()
+            word = client.recv(4096).decode().strip()
             answer = self.answer(word)
             self.words.append(word)  # once done, as llm-switch answers only when the switch is over
             try:
@@ -876,3 +876,71 @@ def test_a_model_stopped_behind_the_doors_back_is_loaded_again_on_demand_not_ref
         code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
         assert code == 200, body
         assert [word for word, _ in switch.began] == ["qwen36"]  # loaded again, on demand
+
+
+class RecoveringSwitch(ModelsSwitch):
+    """llm-switch as the wedge watch meets it: `wedged MODEL` with the reason on a second line restarts the model's
+    stand-in. Each start takes the next knobs of `starts` (a wedged engine, then a sound one)."""
+
+    def __init__(self, path: Path, registry: dict, starts: list[dict]):
+        self.starts = list(starts)
+        super().__init__(path, registry)
+
+    def start(self, name: str) -> None:
+        self.knobs = {name: self.starts.pop(0) if self.starts else {}}
+        super().start(name)
+
+    def answer(self, word: str) -> bytes:
+        if not word.startswith("wedged "):
+            return super().answer(word)
+        name = word.split("\n")[0].split(" ", 1)[1]
+        self.stop_all()
+        self.start(name)
+        return json.dumps({"ok": True, "model": name, "message": f"{name} restarted after a wedge"}).encode() + b"\n"
+
+
+def test_a_model_that_stops_generating_while_health_says_200_is_found_by_a_canary_and_restarted(tmp_path):
+    registry = json.loads(rendered_registry())
+    registry["models"] = {"qwen36": {**registry["models"]["qwen36"], "port": free_port(), "api_key_env": None}}
+    registry["wedge"] = {"stall_s": 1, "canary_every_s": 4, "canary_max_tokens": 2, "canary_timeout_s": 1,
+                         "max_restarts_per_hour": 3}
+    registry["frontdoor"].update(switch_socket=str(tmp_path / "switch.sock"))
+    # qwen36's engine is wedged from its start: /health 200, /v1/models lists it, no token ever comes.
+    switch = RecoveringSwitch(tmp_path / "switch.sock", registry, starts=[{"wedge_after_s": 0}, {}])
+    switch.start("qwen36")
+    with door_in_front(switch, tmp_path, registry) as (port, log):
+        health = http.client.HTTPConnection("127.0.0.1", registry["models"]["qwen36"]["port"], timeout=5)
+        health.request("GET", "/health")
+        assert health.getresponse().status == 200  # what a /health check would believe
+        # A client's stream gets its headers and then nothing.
+        stuck: list = []
+        client = threading.Thread(target=lambda: stuck.append(_stream_or_timeout(port)), daemon=True)
+        client.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any(w.startswith("wedged ") for w in switch.words):
+            time.sleep(0.2)
+        report = next((w for w in switch.words if w.startswith("wedged ")), None)
+        assert report is not None, log.read_text()
+        name, reason = report.split("\n", 1)
+        assert name == "wedged qwen36"
+        assert "1 request(s) in flight and no byte of an answer" in reason and "a canary got no token in 1 s" in reason
+        # Restarted, it answers again through the door.
+        code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
+        assert code == 200 and json.loads(body)["choices"][0]["message"]["content"], body
+        # Idle, a canary checks it every 4 s, and it gets its token; the metrics count both outcomes.
+        deadline = time.monotonic() + 15
+        scrape = ""
+        while time.monotonic() < deadline and 'sparkstack_wedge_canaries_total{model="qwen36",outcome="token"}' not in scrape:
+            time.sleep(0.5)
+            scrape = ask(port, "GET", "/metrics")[1]
+        assert 'sparkstack_wedge_canaries_total{model="qwen36",outcome="none"} 1.0' in scrape, scrape
+        assert 'sparkstack_wedge_canaries_total{model="qwen36",outcome="token"}' in scrape, scrape
+        assert [w.split("\n")[0] for w in switch.words] == ["wedged qwen36"]
+        assert "qwen36 is wedged: 1 request(s) in flight" in log.read_text()
+
+
+def _stream_or_timeout(port: int):
+    try:
+        return ask(port, "POST", "/v1/chat/completions", {**CHAT, "stream": True})
+    except (OSError, http.client.HTTPException) as exc:  # the engine's restart cuts it
+        return exc

@@ -7,6 +7,8 @@ each takes milliseconds, and timeouts of minutes pass on the fake clock.
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -321,3 +323,80 @@ def test_a_set_takes_no_variant_and_an_unknown_word_lists_the_sets(host):
         switch_to(host, "pair", "rollback")
     with pytest.raises(switch.SwitchError, match=r"; sets: pair \(qwen36\+mistral4\)"):
         switch_to(host, "llama")
+
+
+def test_a_wedged_model_is_restarted_within_its_bound_then_stopped_with_its_reason_and_last_logs(host, capsys, monkeypatch):
+    import io
+
+    host.registry["wedge"]["max_restarts_per_hour"] = 2
+    host.rewrite_registry()
+    switch_to(host, "qwen")
+    capsys.readouterr()
+    # The door finds qwen36 wedged twice: each time llm-switch restarts it, and it serves again.
+    for attempt in (1, 2):
+        monkeypatch.setattr("sys.stdin", io.StringIO("wedged qwen36\n1 request(s) in flight and no byte for 120 s\n"))
+        assert switch.serve_request(switch.load_registry()) == 0
+        captured = capsys.readouterr()
+        answer = json.loads(captured.out.strip().splitlines()[-1])
+        assert answer["ok"] and "restarted after a wedge" in answer["message"], answer
+        assert f"restart {attempt} of 2 within the hour" in captured.out
+        assert "qwen36 is wedged: 1 request(s) in flight" in captured.err  # the journal
+        assert "engine: loading weights" in captured.err  # its last log lines, there too
+        assert host.hot() == ["qwen36"]
+        host.now += 60
+    assert [c[:2] for c in host.commands].count(["systemctl", "restart"]) == 2
+    # The third within the hour: stopped, not restarted, and the record says why.
+    monkeypatch.setattr("sys.stdin", io.StringIO("wedged qwen36\nidle for 300 s; a canary got no token in 60 s\n"))
+    assert switch.serve_request(switch.load_registry()) == 1
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert not answer["ok"] and "wedged again after 2 restart(s) within the hour: stopped it" in answer["message"]
+    assert host.hot() == []
+    record = json.loads((host.root / "run" / "wedge.json").read_text())["qwen36"]
+    assert record["state"] == "stopped" and record["wedges"] == 3 and len(record["restarts"]) == 2
+    assert record["reason"].startswith("idle for 300 s") and "engine: loading weights" in record["last_logs"]
+    # status shows it; an hour later the bound starts afresh.
+    status = switch.collect_status(switch.load_registry())
+    switch.print_status(status)
+    assert "wedge: qwen36 stopped" in capsys.readouterr().out
+    switch_to(host, "qwen")
+    host.now += 3600
+    monkeypatch.setattr("sys.stdin", io.StringIO("wedged qwen36\nagain\n"))
+    assert switch.serve_request(switch.load_registry()) == 0
+
+
+def test_a_wedge_report_for_a_stopped_model_or_an_unknown_word_changes_nothing(host, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("wedged qwen36\nstale report\n"))
+    assert switch.serve_request(switch.load_registry()) == 1
+    assert "not running" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO("wedged qwen36 --variant x\n\x1b[2Jreason\n"))
+    assert switch.serve_request(switch.load_registry()) == 1
+    assert not [c for c in host.commands if c[:2] in (["systemctl", "restart"], ["systemctl", "start"])]
+
+
+def test_the_compile_cache_is_cold_on_the_first_start_warm_after_and_old_images_are_pruned_past_the_bound(host, capsys):
+    cache = host.root / "compile" / "qwen36"
+    current = Path(host.model("qwen36")["compile_cache"])
+    switch_to(host, "qwen")
+    assert "its compile cache cold" in capsys.readouterr().out
+    (current / "vllm").mkdir()
+    (current / "vllm" / "graph.bin").write_bytes(b"x" * 1000)  # what the engine compiled
+    switch_to(host, "mistral")
+    switch_to(host, "qwen")
+    assert "its compile cache warm" in capsys.readouterr().out
+    starts = json.loads((host.root / "run" / "starts.json").read_text())
+    assert starts["qwen36"]["compile_cache"] == "warm" and starts["qwen36"]["image_key"] == current.name
+    # Two older images' caches, 600 and 700 bytes; the bound is 2000 bytes. Over it, the oldest goes first,
+    # and the caches deployed images use are never pruned.
+    for age, (key, size) in enumerate((("aaaaaaaaaaaaaaaa", 600), ("bbbbbbbbbbbbbbbb", 700))):
+        (cache / key).mkdir()
+        (cache / key / "blob").write_bytes(b"y" * size)
+        os.utime(cache / key, (100 + age, 100 + age))
+    host.registry["compile_cache_max_gb"] = 2000 / 1e9
+    host.rewrite_registry()
+    switch_to(host, "mistral")
+    switch_to(host, "qwen")
+    out = capsys.readouterr().out
+    assert not (cache / "aaaaaaaaaaaaaaaa").exists() and (cache / "bbbbbbbbbbbbbbbb").exists(), out
+    assert "pruned the compile cache" in out and (current / "vllm" / "graph.bin").exists()
