@@ -14,7 +14,7 @@ from sparkstack.artifacts import UNLOCKED
 from sparkstack.cluster import inventory_problems
 from sparkstack.groups import (DEPLOYED_GROUPS, TEST_GROUPS, GroupSettingsError, inventory_hosts, known_groups,
                                load_group_settings)
-from sparkstack.lockfile import LockError, group_pins, load_lock, lock_path, locked_model_sizes
+from sparkstack.lockfile import LockError, group_pins, load_lock, lock_path, locked_model_sizes, save_lock
 from sparkstack.memory import PlanError, make_plan
 from sparkstack.paths import NotARepo, display_path
 from sparkstack.profiles import LoadedProfile, ProfileErrors, collect_profile_files, load_profiles
@@ -214,10 +214,12 @@ def clients(group: str, host: str, out: Path) -> None:
 @click.option("--limit", help="Only this host group or host (as pyinfra --limit; default: the groups you deploy to, "
                               f"{' and '.join(DEPLOYED_GROUPS)}, never a test host that happens to run).")
 @click.option("--sudo", is_flag=True, help="Run the dry run's commands with sudo (for a sudoer, DGX OS's default user).")
+@click.option("--uninstalled", is_flag=True, help="Check that nothing of sparkstack is left (a dry run of uninstall.py).")
 @click.argument("pyinfra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- PYINFRA_OPTIONS]")
-def drift(limit: str | None, sudo: bool, pyinfra_args: tuple[str, ...]) -> None:
+def drift(limit: str | None, sudo: bool, uninstalled: bool, pyinfra_args: tuple[str, ...]) -> None:
     """Dry-run the deploy: exit 0 nothing would change, 1 something would, 2 cannot tell.
 
+    With --uninstalled, dry-run the uninstall instead: exit 0 is a clean host.
     Options after `--` go to pyinfra as they are (e.g. `-- --user ubuntu --sudo-password ...`)."""
     from sparkstack.drift import EXIT_UNKNOWN, check_drift
 
@@ -225,9 +227,84 @@ def drift(limit: str | None, sudo: bool, pyinfra_args: tuple[str, ...]) -> None:
         load_profiles()
     except ProfileErrors as exc:
         fail(f"drift: cannot tell: invalid model profiles:\n{exc}", EXIT_UNKNOWN)
-    report = check_drift(limit, extra=(["--sudo"] if sudo else []) + list(pyinfra_args))
+    report = check_drift(limit, extra=(["--sudo"] if sudo else []) + list(pyinfra_args), uninstalled=uninstalled)
     click.echo(report.describe(), err=report.exit_code == EXIT_UNKNOWN)
     sys.exit(report.exit_code)
+
+
+@main.command("rollback")
+@click.argument("model")
+@click.option("--limit", required=True, help="The host group or host to deploy the rollback to (as pyinfra --limit).")
+@click.option("--group", help="The group whose lock holds the pins (default: testhost for the test host, else spark).")
+@click.option("--no-deploy", is_flag=True, help="Only rewrite the lock.")
+@click.option("--sudo", is_flag=True, help="Run the deploy's commands with sudo (for a sudoer).")
+def rollback_command(model: str, limit: str, group: str | None, no_deploy: bool, sudo: bool) -> None:
+    """Return MODEL to the pins its last upgrade replaced, in one deploy that fetches nothing.
+
+    The previous image and snapshot are still on the host (a deploy never deletes one). Run it again to roll
+    forward. Afterwards, `sparkstack verify --host HOST` measures the model again; the last run with each image
+    is printed here."""
+    import subprocess
+
+    from sparkstack.artifacts import intents
+    from sparkstack.history import by_image, load_history
+    from sparkstack.profiles import find_profile
+    from sparkstack.rollback import RollbackError, roll_back
+    from sparkstack.verify import default_history_file
+    from sparkstack.paths import repo_root
+
+    group = group or ("testhost" if limit.startswith("testhost") else "spark")
+    loaded = valid_profiles()
+    settings, plan_result = group_plan(group, loaded)
+    found = find_profile([lp for lp in loaded if lp.profile in plan_result.deployable], model)
+    if found is None:
+        fail(f"rollback: {model!r}: no profile or alias of that name is deployed to group {group!r}")
+    try:
+        lock = load_lock(group)
+        if lock is None:
+            raise RollbackError(f"group {group!r} has no lock yet")
+        new_lock, lines = roll_back(lock, intents(list(plan_result.deployable), settings), found.name)
+    except (RollbackError, LockError) as exc:
+        fail(f"rollback: {exc}; the lock was not changed")
+    for line in lines:
+        click.echo(f"  {line}")
+    click.echo(f"rollback: wrote {display_path(save_lock(new_lock))}")
+    if not no_deploy:
+        command = [str(Path(sys.executable).with_name("pyinfra")), "-y", "inventory.py", "deploy.py", "--limit", limit,
+                   *(["--sudo"] if sudo else [])]
+        code = subprocess.run(command, cwd=repo_root()).returncode
+        if code:
+            sys.exit(code)
+    history = load_history(sorted(default_history_file(limit).parent.glob("*.jsonl")))
+    compared = by_image(history, found.name)
+    if compared:
+        click.echo(f"verify's last run of {found.name} with each image (run `sparkstack verify --host HOST` to measure "
+                   "this one):")
+        for line in compared:
+            click.echo(f"  {line}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("--limit", required=True, help="The host group or host to take sparkstack off (as pyinfra --limit).")
+@click.option("--images", is_flag=True, help="Also remove the engine images the host's models use.")
+@click.option("--weights", is_flag=True, help="Also remove the weights (the model cache; hours to fetch again).")
+@click.option("--secrets", is_flag=True, help="Also remove the secrets file, which holds the owner's tokens.")
+@click.option("--sudo", is_flag=True, help="Run the commands with sudo (for a sudoer, DGX OS's default user).")
+@click.argument("pyinfra_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- PYINFRA_OPTIONS]")
+def uninstall(limit: str, images: bool, weights: bool, secrets: bool, sudo: bool, pyinfra_args: tuple[str, ...]) -> None:
+    """Remove everything the deploy put on the hosts: units, scripts, the door, the guard, state and users.
+
+    A deploy brings it all back; without --images and --weights it fetches nothing."""
+    import os
+    import subprocess
+
+    from sparkstack.deployers.uninstall import WHAT_ENV
+    from sparkstack.paths import repo_root
+
+    what = ",".join(name for name, on in (("images", images), ("weights", weights), ("secrets", secrets)) if on)
+    command = [str(Path(sys.executable).with_name("pyinfra")), "-y", "inventory.py", "uninstall.py", "--limit", limit,
+               *(["--sudo"] if sudo else []), *pyinfra_args]
+    sys.exit(subprocess.run(command, cwd=repo_root(), env=os.environ | {WHAT_ENV: what}).returncode)
 
 
 @main.command("verify")

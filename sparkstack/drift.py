@@ -35,10 +35,18 @@ class DriftReport:
     hosts: list[str] = field(default_factory=list)
     # Baseline facts changed since the lock: drift the deploy cannot fix (sparkstack/baseline.py).
     platform: list[str] = field(default_factory=list)
+    # Checked against uninstall.py: clean means nothing of sparkstack is left.
+    uninstalled: bool = False
 
     def describe(self) -> str:
         if self.exit_code == EXIT_UNKNOWN:
             return f"drift: cannot tell: {self.problem}"
+        if self.exit_code == EXIT_CLEAN and self.uninstalled:
+            return (f"drift: clean host: nothing of sparkstack is left on {', '.join(self.hosts)} ({self.operations} "
+                    "uninstall operations checked; none would change)")
+        if self.uninstalled:
+            return "\n".join([f"drift: not clean: {len(self.changes)} operation(s) of the uninstall would still change:"]
+                             + [f"  {host}: {name}" for host, name in self.changes])
         if self.exit_code == EXIT_CLEAN:
             return (f"drift: none ({self.operations} operations checked on {len(self.hosts)} host(s): "
                     f"{', '.join(self.hosts)}; nothing would change)")
@@ -62,10 +70,10 @@ def limits(limit: str | None) -> list[str]:
     return [pattern for pattern in (limit or "").split(",") if pattern] or list(DEPLOYED_GROUPS)
 
 
-def pyinfra_command(limit: str | None, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+def pyinfra_command(limit: str | None, extra: list[str] | tuple[str, ...] = (), deploy_file: str = "deploy.py") -> list[str]:
     # --fail-percent 0: one unreachable host fails the run, so "cannot tell" never passes for clean.
     command = [str(Path(sys.executable).with_name("pyinfra")), "--dry", "--json", "--diff", "--fail-percent", "0",
-               "inventory.py", "deploy.py"]
+               "inventory.py", deploy_file]
     for pattern in limits(limit):
         command += ["--limit", pattern]
     return command + list(extra)
@@ -142,7 +150,7 @@ class InventoryProblem(Exception):
 
 
 def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | None = None,
-                extra: list[str] | tuple[str, ...] = ()) -> DriftReport:
+                extra: list[str] | tuple[str, ...] = (), uninstalled: bool = False) -> DriftReport:
     """Exit 0 only when every host the limit names answered and a non-empty plan had no change."""
     cwd = cwd or repo_root()
     try:
@@ -156,7 +164,8 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | N
     if not named:
         return DriftReport(EXIT_UNKNOWN, problem=f"no inventory host matches --limit {limit!r}, so nothing was checked "
                                                  "(a typo, or the group's hosts are not configured: see inventory.py)")
-    result = subprocess.run(pyinfra_command(limit, extra), capture_output=True, text=True, cwd=cwd, env=env)
+    deploy_file = "uninstall.py" if uninstalled else "deploy.py"
+    result = subprocess.run(pyinfra_command(limit, extra, deploy_file), capture_output=True, text=True, cwd=cwd, env=env)
     stderr = ANSI.sub("", result.stderr)
     try:
         payload = json.loads(result.stdout)
@@ -170,7 +179,7 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | N
     if not plan:
         return DriftReport(EXIT_UNKNOWN, problem=f"pyinfra planned no operation for {', '.join(named)}; an empty plan checks nothing")
     # One host per line; a diff printed just before (a JSON list opening "[") must not be read as a host name.
-    answered = set(re.findall(r"^[ \t]*\[([^\]\[\n]+)\][ \t]+Ready: deploy\.py", stderr, re.MULTILINE))
+    answered = set(re.findall(r"^[ \t]*\[([^\]\[\n]+)\][ \t]+Ready: " + re.escape(deploy_file), stderr, re.MULTILINE))
     missing = [h for h in named if h not in answered]
     if missing:
         tail = "\n".join(stderr.strip().splitlines()[-15:])
@@ -181,8 +190,10 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | N
     platform = [f"{m.group(1)}: {m.group(2)}" for m in re.finditer(
         rf"(\S+): {re.escape(DRIFT_MARK)} (.+)$", stderr, re.MULTILINE)]
     platform = list(dict.fromkeys(platform))
+    if uninstalled:
+        platform = []  # the platform under an uninstalled host is its own business
     report = DriftReport(EXIT_DRIFT if changes or platform else EXIT_CLEAN, changes=changes, operations=len(plan),
-                         hosts=sorted(answered), platform=platform)
+                         hosts=sorted(answered), platform=platform, uninstalled=uninstalled)
     if changes:
         report.diffs = _diffs(stderr)
     return report

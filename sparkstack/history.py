@@ -46,6 +46,24 @@ def regressions(entries: list[dict], share: float) -> list[str]:
     return found
 
 
+def by_image(entries: list[dict], model: str) -> list[str]:
+    """The model's last measured run with each engine image it ran (a rollback's before and after), oldest first."""
+    last: dict[str, dict] = {}
+    for entry in entries:
+        if entry.get("model") == model and entry.get("image") and entry.get("decode_tok_s") is not None \
+                and not instrument(entry):
+            last.pop(entry["image"], None)
+            last[entry["image"]] = entry
+    lines = []
+    for image, entry in last.items():
+        start = entry.get("start") or {}
+        lines.append(f"{image}: {entry['decode_tok_s']:.1f} tok/s, TTFT {entry.get('ttft_s') or 0:.3f} s "
+                     f"({entry['time']}, variant {entry.get('variant')}"
+                     + (f", a {start['compile_cache']} start ready after {start.get('ready_s')} s" if start.get("compile_cache") else "")
+                     + ")")
+    return lines
+
+
 def _when(entry: dict) -> datetime.datetime:
     return datetime.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%SZ")
 

@@ -142,7 +142,9 @@ def run_lock(host: str, group: str, ssh_config: Path | None, upgrade: str | None
     interfaces = [settings.cluster_interface] if settings.cluster_interface and settings.cluster_addresses else []
     facts = baseline.with_fixture(baseline.parse(_ssh(host, ssh_config, baseline.collect_command(interfaces)).stdout),
                                   dict(settings.baseline_fixture))
-    new_lock = Lock(group=group, images=new_images, models=new_models, hosts={**lock.hosts, host: facts})
+    new_lock = Lock(group=group, images=new_images, models=new_models, hosts={**lock.hosts, host: facts},
+                    previous_images=kept_for_rollback(lock.images, lock.previous_images, new_images),
+                    previous_models=kept_for_rollback(lock.models, lock.previous_models, new_models))
     for line in describe_changes(lock, new_lock):
         click.echo(line)
     if new_lock != lock or not lock_path(group).is_file():
@@ -153,15 +155,22 @@ def run_lock(host: str, group: str, ssh_config: Path | None, upgrade: str | None
     return 0
 
 
+def kept_for_rollback(old: dict, previous: dict, new: dict) -> dict:
+    """One previous entry per image and repo still in use: the one this run replaced, else the one kept before."""
+    kept = {key: entry for key, entry in previous.items() if key in new}
+    kept |= {key: old[key] for key, entry in new.items() if key in old and old[key] != entry}
+    return kept
+
+
 def describe_changes(old: Lock, new: Lock) -> list[str]:
     lines = []
     for ref, entry in sorted(new.images.items()):
         before = old.images.get(ref)
-        state = "unchanged" if before == entry else (f"was {before.pinned}" if before else "new")
+        state = "unchanged" if before == entry else (f"was {before.pinned}, kept for rollback" if before else "new")
         lines.append(f"  image {ref} -> {entry.pinned} ({entry.size_bytes / 1e9:.2f} GB, {entry.platform}; {state})")
     for repo, entry in sorted(new.models.items()):
         before = old.models.get(repo)
-        state = "unchanged" if before == entry else (f"was {before.commit}" if before else "new")
+        state = "unchanged" if before == entry else (f"was {before.commit}, kept for rollback" if before else "new")
         lines.append(f"  repo {repo}@{entry.revision} -> {entry.commit} ({len(entry.files)} files, "
                      f"{entry.size_bytes / 1e9:.2f} GB; {state})")
     for ref in sorted(set(old.images) - set(new.images)):

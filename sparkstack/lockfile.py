@@ -8,6 +8,9 @@ the group (images through its docker, repos through the hub API with its token):
   models: repo -> {revision (the intent it was locked for), commit (40 hex), allow, ignore,
                    files: {path: size}, digests: {path: sha256:<hex> | git-sha1:<hex>}, size_bytes}
   hosts:  host -> its platform baseline (the kernel, the NVIDIA driver, docker, ...: sparkstack/baseline.py)
+  previous_images, previous_models: the entry each upgrade replaced, one per image and repo, for
+                   `sparkstack rollback MODEL` (the host keeps their images and snapshots: a deploy never
+                   deletes one, so a rollback fetches nothing)
 
 An entry is stale when its intent changed since it was locked (another revision, other file
 patterns); a deploy refuses unlocked and stale entries. Nothing here is ever invented: a value
@@ -105,6 +108,9 @@ class Lock(_Strict):
     models: dict[str, LockedRepo] = {}
     # Each host's platform as `sparkstack lock --host` found it (sparkstack_host/baseline.py): drift reports a change.
     hosts: dict[str, dict[str, str | int | list[str] | None]] = {}
+    # What the last upgrade of each entry replaced (sparkstack/rollback.py swaps them back).
+    previous_images: dict[str, LockedImage] = {}
+    previous_models: dict[str, LockedRepo] = {}
 
 
 class LockError(Exception):
@@ -142,17 +148,18 @@ def load_lock(group: str) -> Lock | None:
 def save_lock(lock: Lock) -> Path:
     path = lock_path(lock.group)
     document = lock.model_dump(mode="json")
-    document["models"] = {repo: {**entry, "size_bytes": lock.models[repo].size_bytes}
-                          for repo, entry in document["models"].items()}
+    for key, entries in (("models", lock.models), ("previous_models", lock.previous_models)):
+        document[key] = {repo: {**entry, "size_bytes": entries[repo].size_bytes} for repo, entry in document[key].items()}
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
 
 
 def _without_derived(data: dict) -> dict:
     """The stored form carries size_bytes per model for readers; the model recomputes it."""
-    for entry in data.get("models", {}).values() if isinstance(data, dict) else ():
-        if isinstance(entry, dict):
-            entry.pop("size_bytes", None)
+    for key in ("models", "previous_models"):
+        for entry in data.get(key, {}).values() if isinstance(data, dict) else ():
+            if isinstance(entry, dict):
+                entry.pop("size_bytes", None)
     return data
 
 

@@ -112,6 +112,11 @@ class Rendering:
     def of(self, component: str) -> list[RenderedFile]:
         return [f for f in self.files if f.component == component]
 
+    @property
+    def registry(self) -> dict:
+        """models.json as rendered for this host."""
+        return json.loads(next(f for f in self.files if f.kind == "registry").content)
+
     def write_tree(self, out: Path) -> list[Path]:
         """Write the files under `out` as they would sit on the host, plus a manifest."""
         written = []

@@ -83,6 +83,16 @@ FRONTDOOR_KEYS = frozenset({
 })
 
 
+def wedge_watch_on(wedge: dict | None) -> bool:
+    """Whether the door's wedge watch runs (sparkstack_host/wedgewatch.py): either trigger set."""
+    return bool(wedge and (wedge.get("stall_s") or wedge.get("canary_every_s")))
+
+
+def switch_socket_listens(registry: dict) -> bool:
+    """The switch socket serves the door's on-demand switches and the wedge watch's recoveries; off when neither."""
+    return bool(registry["frontdoor"]["on_demand"]) or wedge_watch_on(registry.get("wedge"))
+
+
 class RegistryError(Exception):
     pass
 

@@ -721,6 +721,11 @@ def serve_request(registry):
         ok, message = recover_wedged(registry, word.split(" ", 1)[1], reason)
         print(json.dumps({"ok": ok, "model": word.split(" ", 1)[1], "message": message}), flush=True)
         return 0 if ok else 1
+    if not registry["frontdoor"]["on_demand"]:
+        # The socket listens for the wedge watch alone: the door switches nothing else.
+        print(json.dumps({"ok": False, "model": word[:64], "message": "on-demand switching is off on this host "
+                          "(sparkstack_frontdoor_on_demand)"}), flush=True)
+        return 1
     if word == "none":
         say("stop of the hot model asked by the front door")
         code = switch_none(registry)

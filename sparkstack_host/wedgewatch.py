@@ -42,6 +42,7 @@ class WedgeWatch:
         self.progress_at = {}  # model -> when its engine last sent a byte of an answer (monotonic)
         self.checking = set()  # models with a canary out
         self.recovering = set()  # models the switch is recovering
+        self.hot = set()  # the models hot at the last tick: a model's quiet time starts when the door sees it hot
 
     def enabled(self):
         return bool(self.settings.get("stall_s") or self.settings.get("canary_every_s"))
@@ -50,9 +51,10 @@ class WedgeWatch:
         self.progress_at[name] = time.monotonic()
 
     def quiet_for(self, name):
-        """Seconds since the model last showed progress: a byte of an answer, a canary's token, or its start."""
+        """Seconds since the model last showed progress: a byte of an answer, a canary's token, or the door seeing it
+        hot."""
         now = time.monotonic()
-        return now - max(self.progress_at.get(name, float("-inf")), self.door.hot_since.get(name, now))
+        return now - self.progress_at.get(name, now)
 
     def due(self, name):
         """Why a canary is due for `name` now, or None."""
@@ -77,6 +79,10 @@ class WedgeWatch:
         if not self.enabled():
             return
         door = self.door
+        hot = set(door.hot_models())
+        for name in hot - self.hot:
+            self.progressed(name)
+        self.hot = hot
         busy_elsewhere = door.door_switching or (door.switching is not None and not door.switching[1].done())
         for name in door.hot_models():
             if name in self.checking or name in self.recovering or name in door.draining or busy_elsewhere:

@@ -41,6 +41,18 @@ def deploy_sparkstack() -> None:
         sys.exit(2)
 
 
+def uninstall_sparkstack() -> None:
+    """uninstall.py: take back what the deploy put on the host (sparkstack/deployers/uninstall.py)."""
+    from sparkstack.deployers.uninstall import uninstall
+
+    try:
+        _, settings = load_inputs()
+        uninstall(settings)
+    except (DeployError, ValueError) as exc:
+        print(f"sparkstack: the uninstall was refused before any change:\n{exc}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
 def _deploy_sparkstack() -> None:
     loaded, settings = load_inputs()
     live_gb = preflight(settings)

@@ -19,6 +19,7 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from sparkstack.client_keys import ClientKeyError, clients_document
+from sparkstack_host.contract import switch_socket_listens, wedge_watch_on
 from sparkstack.deployers.helpers import distribution_package, put_component
 from sparkstack.groups import GroupSettings
 from sparkstack.render import FRONTDOOR_UNIT, FRONTDOOR_USER, SWITCH_SOCKET_UNIT, Rendering
@@ -42,9 +43,12 @@ def frontdoor(rendering: Rendering, settings: GroupSettings, registry_op, packag
     clients_op = client_digests(settings)
     systemd.daemon_reload(name="Reload systemd (a front door unit changed)",
                           _if=any_changed(ops["frontdoor-unit"], ops["switch-socket"], ops["switch-request-unit"]))
-    on_demand = settings.frontdoor_on_demand
-    systemd.service(name=f"{SWITCH_SOCKET_UNIT} {'listening' if on_demand else 'off'} (on-demand switching "
-                         f"{'on' if on_demand else 'off'})", service=SWITCH_SOCKET_UNIT, running=on_demand, enabled=on_demand)
+    listens = switch_socket_listens(rendering.registry)
+    why = [w for w, on in (("on-demand switching", settings.frontdoor_on_demand),
+                           ("the wedge watch", wedge_watch_on(rendering.registry.get("wedge")))) if on]
+    systemd.service(name=f"{SWITCH_SOCKET_UNIT} {'listening' if listens else 'off'} "
+                         f"({' and '.join(why) + ' on' if why else 'on-demand switching and the wedge watch off'})",
+                    service=SWITCH_SOCKET_UNIT, running=listens, enabled=listens)
     systemd.service(name=f"Run {FRONTDOOR_UNIT}, enabled at boot", service=FRONTDOOR_UNIT, running=True, enabled=True)
     systemd.service(name=f"Restart {FRONTDOOR_UNIT} (its program, the host package, its unit or the registry changed)",
                     service=FRONTDOOR_UNIT, restarted=True,

@@ -12,7 +12,7 @@ import pytest
 from sparkstack.engines import adapter_for, engine_args
 from tests.host.conftest import DEPLOYED, RENDERING
 from sparkstack.cluster import CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, cluster_nodes
-from sparkstack_host.contract import CLUSTER_FENCE_TABLE, CLUSTER_FENCE_UNIT, COMPILE_CACHE_MOUNT, REGISTRY_PATH
+from sparkstack_host.contract import CLUSTER_FENCE_TABLE, CLUSTER_FENCE_UNIT, COMPILE_CACHE_MOUNT, REGISTRY_PATH, switch_socket_listens
 from sparkstack.render import CLUSTER_PATH, SECRETS_PATH, SWITCH_PATH, WATCHTOWER_DISABLE_LABEL, launch_path
 
 
@@ -171,7 +171,8 @@ def test_the_front_door_runs_unprivileged_enabled_and_bound_as_rendered(host, re
     door_pid = host.check_output("systemctl show -p MainPID --value sparkstack-frontdoor.service").strip()
     assert open_files(door_pid, 3) == min(wanted, open_files("1", 4))
     socket = host.service("sparkstack-switch-request.socket")
-    assert socket.is_running == door["on_demand"] and socket.is_enabled == door["on_demand"]
+    listens = switch_socket_listens(json.loads(host.file(REGISTRY_PATH).content_string))
+    assert socket.is_running == listens and socket.is_enabled == listens
     for unit_file in ("sparkstack-frontdoor.service", "sparkstack-switch-request.socket"):
         result = host.run(f"systemd-analyze verify /etc/systemd/system/{unit_file}")
         assert result.rc == 0 and not result.stderr.strip(), result.stderr

@@ -19,13 +19,17 @@ def test_without_a_limit_drift_checks_the_groups_you_deploy_to():
 def test_sudo_and_options_after_the_double_dash_reach_pyinfra(monkeypatch):
     seen = {}
 
-    def check(limit, extra=()):
-        seen.update(limit=limit, extra=list(extra))
-        return drift.DriftReport(drift.EXIT_CLEAN, operations=1, hosts=["spark-1"])
+    def check(limit, extra=(), uninstalled=False):
+        seen.update(limit=limit, extra=list(extra), uninstalled=uninstalled)
+        return drift.DriftReport(drift.EXIT_CLEAN, operations=1, hosts=["spark-1"], uninstalled=uninstalled)
     monkeypatch.setattr(drift, "check_drift", check)
     result = CliRunner().invoke(main, ["drift", "--limit", "spark", "--sudo", "--", "--user", "ubuntu"])
     assert result.exit_code == 0, result.output
-    assert seen == {"limit": "spark", "extra": ["--sudo", "--user", "ubuntu"]}
+    assert seen == {"limit": "spark", "extra": ["--sudo", "--user", "ubuntu"], "uninstalled": False}
+    # --uninstalled checks the uninstall's plan instead, and clean reads as a clean host.
+    result = CliRunner().invoke(main, ["drift", "--limit", "spark", "--uninstalled"])
+    assert seen["uninstalled"] and "clean host: nothing of sparkstack is left on spark-1" in result.output
+    assert drift.pyinfra_command("spark", (), "uninstall.py")[7] == "uninstall.py"
 
 
 def test_an_inventory_with_no_hosts_has_its_whole_guidance_shown(tmp_path):

@@ -270,6 +270,12 @@ def test_the_door_may_ask_the_switch_socket_for_none_and_nothing_else_beyond_a_m
     import io
 
     switch_to(host, "qwen")
+    # Without on-demand switching the socket serves the wedge watch alone: the door may not switch.
+    monkeypatch.setattr("sys.stdin", io.StringIO("none\n"))
+    assert switch.serve_request(switch.load_registry()) == 1
+    assert host.hot() == ["qwen36"] and "on-demand switching is off" in capsys.readouterr().out
+    host.registry["frontdoor"]["on_demand"] = True
+    host.rewrite_registry()
     monkeypatch.setattr("sys.stdin", io.StringIO("none\n"))
     assert switch.serve_request(switch.load_registry()) == 0
     assert host.hot() == []
