@@ -211,6 +211,7 @@ class Door:
         self.draining = set()  # hot models an on-demand swap waits to finish with: new requests for them get 503
         self.states = {name: "stopped" for name in self.models}
         self.hot_since = {}
+        self.unit_entered = {}  # model -> when its unit last became active (systemd's monotonic clock), 0 if unknown
         self.switch_lock = asyncio.Lock()
         self.switching = None  # (name, task) of the switch under way
         self.key = os.environ.get(config["api_key_env"]) if config.get("api_key_env") else None
@@ -320,6 +321,7 @@ class Door:
             units = {}
         for name, model in self.models.items():
             active, entered = units.get(model["unit"], ("unknown", 0))
+            self.unit_entered[name] = entered
             if await self.answers(model):
                 state = "hot"
             elif active in ("active", "activating", "reloading"):

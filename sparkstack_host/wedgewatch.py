@@ -42,7 +42,10 @@ class WedgeWatch:
         self.progress_at = {}  # model -> when its engine last sent a byte of an answer (monotonic)
         self.checking = set()  # models with a canary out
         self.recovering = set()  # models the switch is recovering
-        self.hot = set()  # the models hot at the last tick: a model's quiet time starts when the door sees it hot
+        # The models watched: hot ones, and those seen hot that stopped answering the door's look while their unit
+        # runs on from the same start (a frozen engine answers nothing at all). A model's quiet time starts when the
+        # door first sees it hot.
+        self.watched = {}  # model -> the unit start it was hot in
 
     def enabled(self):
         return bool(self.settings.get("stall_s") or self.settings.get("canary_every_s"))
@@ -79,12 +82,18 @@ class WedgeWatch:
         if not self.enabled():
             return
         door = self.door
-        hot = set(door.hot_models())
-        for name in hot - self.hot:
-            self.progressed(name)
-        self.hot = hot
+        watched = {}
+        for name, state in door.states.items():
+            entered = door.unit_entered.get(name, 0)
+            if state == "hot":
+                if self.watched.get(name) != entered:
+                    self.progressed(name)
+                watched[name] = entered
+            elif state == "loading" and name in self.watched and self.watched[name] == entered:
+                watched[name] = entered  # it was hot in this very start, and no longer answers
+        self.watched = watched
         busy_elsewhere = door.door_switching or (door.switching is not None and not door.switching[1].done())
-        for name in door.hot_models():
+        for name in watched:
             if name in self.checking or name in self.recovering or name in door.draining or busy_elsewhere:
                 continue
             why = self.due(name)
@@ -99,8 +108,8 @@ class WedgeWatch:
             if ok:
                 self.progressed(name)
                 return
-            if self.door.states.get(name) != "hot":
-                return  # stopped or switched meanwhile: nothing to recover
+            if name not in self.watched:
+                return  # stopped or started again meanwhile: nothing to recover
             await self.recover(name, f"{why}; a canary got no token in {self.settings['canary_timeout_s']:g} s ({detail})")
         finally:
             self.checking.discard(name)
