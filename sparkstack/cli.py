@@ -284,6 +284,34 @@ def rollback_command(model: str, limit: str, group: str | None, no_deploy: bool,
             click.echo(f"  {line}")
 
 
+@main.command("qualify")
+@click.option("--limit", required=True, help="The one host to qualify (as pyinfra --limit).")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("build/qualify"), show_default=True,
+              help="Where the report goes (qualify-HOST.md and qualify-HOST.json).")
+@click.option("--skip", multiple=True, type=click.Choice(["clean-install", "cached-reinstall", "rerun", "resume", "switches",
+                                                         "wedge", "rollback", "uninstall", "baseline"]),
+              help="Leave a step out (e.g. clean-install on a Spark whose weights take hours to fetch again).")
+@click.option("--rollback", "rollback_model", metavar="MODEL",
+              help="The model to roll back and forward (its lock must keep previous pins).")
+@click.option("--sudo", is_flag=True, help="Run the commands with sudo (for a sudoer).")
+def qualify_command(limit: str, out: Path, skip: tuple[str, ...], rollback_model: str | None, sudo: bool) -> None:
+    """Run the qualification matrix on one host and write its report: clean install, cached reinstall, rerun,
+    resume after a killed deploy, switches between every pair, a wedge recovered, rollback, uninstall, and the
+    baseline restored. It removes and reinstalls the kit (and with clean-install the images and weights)."""
+    from sparkstack.operate import OperateError
+    from sparkstack.qualify import Qualify, StepFailed, write_report
+
+    try:
+        run = Qualify(limit, sudo)
+    except (StepFailed, OperateError) as exc:
+        fail(f"qualify: {exc}")
+    report = run.run(skip, rollback_model)
+    markdown, document = write_report(report, out)
+    click.echo(f"qualify: {'qualified' if report.ok else 'NOT qualified'} in {report.seconds:.0f} s; "
+               f"wrote {display_path(markdown)} and {display_path(document)}")
+    sys.exit(0 if report.ok else 1)
+
+
 @main.command(context_settings={"ignore_unknown_options": True})
 @click.option("--limit", required=True, help="The host group or host to take sparkstack off (as pyinfra --limit).")
 @click.option("--images", is_flag=True, help="Also remove the engine images the host's models use.")

@@ -104,6 +104,9 @@ class WedgeWatch:
     async def check(self, name, why):
         try:
             ok, detail = await self.canary(name)
+            if ok is None:
+                self.door.wake.set()  # its engine is gone (stopped meanwhile): the door's next look says so
+                return
             self.door.metrics.canary(name, "token" if ok else "none")
             if ok:
                 self.progressed(name)
@@ -115,11 +118,14 @@ class WedgeWatch:
             self.checking.discard(name)
 
     async def canary(self, name):
-        """(True, "") once the engine streams a chunk of a small completion; (False, why) otherwise."""
+        """(True, "") once the engine streams a chunk of a small completion; (False, why) otherwise; (None, why)
+        when nothing listens on its port any more (a stopped engine is not a wedged one)."""
         try:
             return await asyncio.wait_for(self.ask(name), self.settings["canary_timeout_s"])
         except asyncio.TimeoutError:
             return False, "no chunk"
+        except self.door.client.ClientConnectorError as exc:
+            return None, str(exc)
         except self.door.client.ClientError as exc:
             return False, f"{type(exc).__name__}: {exc}"
 

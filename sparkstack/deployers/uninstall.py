@@ -23,6 +23,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.files import Directory, File, FindFiles
 from pyinfra.facts.server import Command, Groups, Users
 from pyinfra.operations import files, server, systemd
+from pyinfra.operations.util import any_changed
 
 from sparkstack.cluster import CLUSTER_DIR
 from sparkstack.deployers.cluster import AUTHORIZED_KEYS
@@ -64,12 +65,16 @@ def uninstall(settings: GroupSettings) -> None:
         if host.get_fact(File, path=unit_path):
             unit = os.path.basename(unit_path)
             systemd.service(name=f"Stop and disable {unit}", service=unit, running=False, enabled=False)
-    for unit_path in model_units + [f"{UNIT_DIR}/{u}" for u in SERVICE_UNITS + OTHER_UNITS] + [EARLYOOM_DROPIN]:
-        files.file(name=f"Remove {unit_path}", path=unit_path, present=False)
+    removed = [files.file(name=f"Remove {unit_path}", path=unit_path, present=False)
+               for unit_path in model_units + [f"{UNIT_DIR}/{u}" for u in SERVICE_UNITS + OTHER_UNITS]]
+    dropin = files.file(name=f"Remove {EARLYOOM_DROPIN}", path=EARLYOOM_DROPIN, present=False)
     dropins = os.path.dirname(EARLYOOM_DROPIN)
     if set(host.get_fact(FindFiles, path=dropins, maxdepth=1) or []) <= {EARLYOOM_DROPIN}:
         files.directory(name=f"Remove {dropins} (only sparkstack's drop-in was there)", path=dropins, present=False)
-    systemd.daemon_reload(name="Reload systemd (the units are gone)")
+    systemd.daemon_reload(name="Reload systemd (the units are gone)", _if=any_changed(dropin, *removed))
+    if host.get_fact(File, path=f"{UNIT_DIR}/earlyoom.service") or host.get_fact(File, path="/lib/systemd/system/earlyoom.service"):
+        systemd.service(name="Restart earlyoom.service with its own thresholds", service="earlyoom.service",
+                        restarted=True, _if=any_changed(dropin))
     for path in (SWITCH_PATH, REGISTRY_PATH, DOOR_CLIENTS_PATH, CLUSTER_FENCE_PATH):
         files.file(name=f"Remove {path}", path=path, present=False)
     for path in (LAUNCH_DIR, HOST_LIB, TLS_DIR, CLUSTER_DIR, os.path.dirname(DOOR_STATE_DIR), STATE_DIR,
