@@ -293,8 +293,12 @@ def rollback_command(model: str, limit: str, group: str | None, no_deploy: bool,
               help="Leave a step out (e.g. clean-install on a Spark whose weights take hours to fetch again).")
 @click.option("--rollback", "rollback_model", metavar="MODEL",
               help="The model to roll back and forward (its lock must keep previous pins).")
+@click.option("--wedge-within", default=900, show_default=True, type=click.IntRange(min=1), metavar="SECONDS",
+              help="How long the wedge watch may take to find and restart a frozen model (the group's watch settings "
+                   "and the model's load time decide).")
 @click.option("--sudo", is_flag=True, help="Run the commands with sudo (for a sudoer).")
-def qualify_command(limit: str, out: Path, skip: tuple[str, ...], rollback_model: str | None, sudo: bool) -> None:
+def qualify_command(limit: str, out: Path, skip: tuple[str, ...], rollback_model: str | None, wedge_within: int,
+                    sudo: bool) -> None:
     """Run the qualification matrix on one host and write its report: clean install, cached reinstall, rerun,
     resume after a killed deploy, switches between every pair, a wedge recovered, rollback, uninstall, and the
     baseline restored. It removes and reinstalls the kit (and with clean-install the images and weights)."""
@@ -302,7 +306,7 @@ def qualify_command(limit: str, out: Path, skip: tuple[str, ...], rollback_model
     from sparkstack.qualify import Qualify, StepFailed, write_report
 
     try:
-        run = Qualify(limit, sudo)
+        run = Qualify(limit, sudo, wedge_bound_s=wedge_within)
     except (StepFailed, OperateError) as exc:
         fail(f"qualify: {exc}")
     report = run.run(skip, rollback_model)

@@ -115,7 +115,8 @@ def run_lock(host: str, group: str, ssh_config: Path | None, upgrade: str | None
                 click.echo(f"lock: resolving image {ref} on {host} (docker pull; this can take a while)", err=True)
                 answer = _streamed(host, ssh_config, f"python3 {tools}/sparkstack-fetch resolve-image {shlex.quote(ref)}")
                 new_images[ref] = LockedImage(pinned=pick_digest(ref, answer["repo_digests"]),
-                                              size_bytes=answer["size_bytes"], platform=answer["platform"])
+                                              size_bytes=answer["size_bytes"], platform=answer["platform"],
+                                              nccl=answer.get("nccl"))
             for repo in sorted(repos):
                 intent = needed.repos[repo]
                 image = new_images[intent.image].pinned
@@ -167,7 +168,8 @@ def describe_changes(old: Lock, new: Lock) -> list[str]:
     for ref, entry in sorted(new.images.items()):
         before = old.images.get(ref)
         state = "unchanged" if before == entry else (f"was {before.pinned}, kept for rollback" if before else "new")
-        lines.append(f"  image {ref} -> {entry.pinned} ({entry.size_bytes / 1e9:.2f} GB, {entry.platform}; {state})")
+        lines.append(f"  image {ref} -> {entry.pinned} ({entry.size_bytes / 1e9:.2f} GB, {entry.platform}, "
+                     f"NCCL: {entry.nccl or 'not asked'}; {state})")
     for repo, entry in sorted(new.models.items()):
         before = old.models.get(repo)
         state = "unchanged" if before == entry else (f"was {before.commit}, kept for rollback" if before else "new")

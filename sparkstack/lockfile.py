@@ -55,6 +55,9 @@ class LockedImage(_Strict):
     pinned: str = Field(pattern=DIGEST_REF.pattern)
     size_bytes: int = Field(ge=0)
     platform: str
+    # The NCCL the image carries, as the image itself answered when locked (sparkstack_host/fetch.py: nccl_of);
+    # None in a lock written before it was asked.
+    nccl: str | None = None
 
 
 class LockedRepo(_Strict):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from sparkstack.operate import Hosts
 from sparkstack.paths import repo_root
+from sparkstack_host.contract import DOOR_POLL_S
 
 STEPS = ("clean-install", "cached-reinstall", "rerun", "resume", "switches", "wedge", "rollback", "uninstall", "baseline")
 # What a deploy operation that downloads is called (sparkstack/deployers/artifacts.py).
@@ -184,6 +185,8 @@ class Qualify:
         name = self.models()[0]
         registry = json.loads(self.on_host("cat /etc/sparkstack/models.json"))
         self.on_host(f"llm-switch {name}")
+        # The watch follows what the door has seen hot: give the door one look first.
+        time.sleep(DOOR_POLL_S + 2)
         before = (self.status().get("wedges") or {}).get(name, {}).get("at")
         self.on_host(f"docker pause {registry['models'][name]['container']}")
         started = time.monotonic()

@@ -37,6 +37,8 @@ HOST_LIB = "/usr/local/lib/sparkstack"
 SWITCH_SOCKET = "/run/sparkstack-switch.sock"
 # The front door's port unless a group sets sparkstack_frontdoor_port (profiles may not take it).
 DEFAULT_DOOR_PORT = 30080
+# How often the door looks at what runs when nothing asks it (seconds).
+DOOR_POLL_S = 10.0
 
 # Runtime state: tmpfs, so a reboot forgets it, as it should (no model runs after a boot).
 STATE_DIR = "/run/sparkstack"

@@ -115,8 +115,30 @@ def cmd_resolve_image(ref):
                          capture_output=True, text=True, check=True).stdout
     info = json.loads(out)
     print(HUB_MARK + json.dumps({"repo_digests": info.get("RepoDigests") or [], "size_bytes": info.get("Size", 0),
-                                 "platform": f"{info.get('Os')}/{info.get('Architecture')}"}), flush=True)
+                                 "platform": f"{info.get('Os')}/{info.get('Architecture')}",
+                                 "nccl": nccl_of(ref)}), flush=True)
     return 0
+
+
+# The NCCL an engine image carries: pip's nvidia-nccl-cu* wheel (what torch loads), and any system libnccl.
+NCCL_PROBE = ("python3 -c \"import importlib.metadata as m; [print('pip', d.metadata['Name'], d.version) for d in "
+              "m.distributions() if (d.metadata['Name'] or '').lower().startswith('nvidia-nccl')]\" 2>/dev/null; "
+              "for f in /usr/lib/*/libnccl.so.* /usr/lib/libnccl.so.* /usr/local/lib/libnccl.so.*; do "
+              "[ -f \"$f\" ] && echo system \"${f##*/}\"; done; true")
+
+
+def nccl_of(ref):
+    """What NCCL the image carries ("pip nvidia-nccl-cu12 2.27.3; system libnccl.so.2.27.3"), "none found", or why
+    it could not be asked. The image runs once, without the network, with no GPU and none of the host's files."""
+    try:
+        result = subprocess.run(["docker", "run", "--rm", "--pull=never", "--network", "none", "--entrypoint", "sh", ref,
+                                 "-c", NCCL_PROBE], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"not asked: {exc}"
+    if result.returncode != 0:
+        return f"not asked: the image did not run sh (exit {result.returncode})"
+    found = sorted({line.strip() for line in result.stdout.splitlines() if line.strip()})
+    return "; ".join(found) or "none found"
 
 
 def hub_secrets():

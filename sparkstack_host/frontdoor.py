@@ -49,7 +49,7 @@ from sparkstack_host import compat, connections, contract, door_metrics, status_
 REGISTRY = contract.REGISTRY_PATH
 # The door's view of the models: polled in the background, and refreshed on the spot (at most once per
 # FRESH_S) whenever an answer depends on it: a listing, or a request for a model not hot in the last view.
-POLL_S = 10.0
+POLL_S = contract.DOOR_POLL_S
 FRESH_S = 1.0
 # On demand: a model that does not become hot is tried ON_DEMAND_TRIES times, ON_DEMAND_BACKOFF_S[i] apart;
 # then 503 with the last reason until it is hot by other means (`llm-switch NAME` by hand) or the door restarts.

@@ -39,13 +39,34 @@ def load_registry(path):
     return contract.read_registry(path)
 
 
-def meminfo_gb():
+def meminfo_fields():
+    """/proc/meminfo in GB."""
     values = {}
     with open(MEMINFO, encoding="ascii") as handle:
         for line in handle:
             key, rest = line.split(":", 1)
             values[key] = int(rest.split()[0]) / (1024 * 1024)
-    return values["MemTotal"], values["MemAvailable"]
+    return values
+
+
+def room_gb(values):
+    """Memory a model may load into: MemAvailable, or less where Shmem and Unevictable say so. Neither comes back by
+    waiting (an engine's shared memory can stay resident after its stop, ../shared/PLATFORM.md), so the figure is
+    also taken as MemTotal less every page nothing can reclaim (anonymous, shared, unevictable, the kernel's own),
+    and the smaller of the two counts."""
+    pinned = sum(values.get(k, 0.0) for k in ("AnonPages", "Shmem", "Unevictable", "SUnreclaim", "KernelStack", "PageTables"))
+    return min(values["MemAvailable"], values["MemTotal"] - pinned)
+
+
+def meminfo_gb():
+    """(MemTotal, the room a model may load into), in GB."""
+    values = meminfo_fields()
+    return values["MemTotal"], room_gb(values)
+
+
+def held_back(values):
+    """What waiting cannot bring back, for the gate's messages."""
+    return f"Shmem {values.get('Shmem', 0.0):.2f} GB, Unevictable {values.get('Unevictable', 0.0):.2f} GB"
 
 
 def container_of(pid):
@@ -130,8 +151,9 @@ def wait_for_room(registry, name, bound_s):
         now = time.monotonic()
         if now >= deadline:
             users = "; ".join(f"{i}. {u}" for i, u in enumerate(largest_users(), 1))
-            say(f"refusing to start {name}: MemAvailable {available:.2f} GB < {what}, still after waiting "
-                f"{bound_s} s for memory to come back; largest memory users: {users}")
+            say(f"refusing to start {name}: {available:.2f} GB available < {what}, still after waiting "
+                f"{bound_s} s for memory to come back ({held_back(meminfo_fields())}: an engine's shared memory "
+                f"left in /dev/shm stays until removed); largest memory users: {users}")
             return 1
         if now >= next_report:
             say(f"waiting for room for {name}: {available:.2f} GB available, {need:g} GB needed, "

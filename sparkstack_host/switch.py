@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 
-from sparkstack_host import contract
+from sparkstack_host import contract, leftovers
 from sparkstack_host.memguard import meminfo_gb  # noqa: F401 (one reader of /proc/meminfo)
 
 REGISTRY = os.environ.get("LLM_SWITCH_REGISTRY", contract.REGISTRY_PATH)
@@ -219,6 +219,9 @@ def stop_models(registry):
     while True:
         strays = list(running_containers() or {})
         if not strays:
+            # Every model is down: what an engine left behind goes too (sparkstack_host/leftovers.py).
+            leftovers.orphan_engines(say)
+            leftovers.shm_leftovers(say)
             return
         if time.monotonic() >= deadline:
             raise SwitchError(f"containers still running after stop: {', '.join(strays)}")

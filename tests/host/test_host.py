@@ -11,6 +11,7 @@ import pytest
 
 from sparkstack.engines import adapter_for, engine_args
 from tests.host.conftest import DEPLOYED, RENDERING
+from sparkstack_host.leftovers import ENGINE_COMM
 from sparkstack.cluster import CLUSTER_KEY, CLUSTER_KNOWN_HOSTS, cluster_nodes
 from sparkstack_host.contract import CLUSTER_FENCE_TABLE, CLUSTER_FENCE_UNIT, COMPILE_CACHE_MOUNT, REGISTRY_PATH, switch_socket_listens
 from sparkstack.render import CLUSTER_PATH, SECRETS_PATH, SWITCH_PATH, WATCHTOWER_DISABLE_LABEL, launch_path
@@ -128,6 +129,10 @@ def test_switching_to_none_leaves_nothing_running(host):
     assert result.rc == 0, result.stderr
     assert managed_containers(host) == []
     assert json.loads(host.check_output("llm-switch status --json"))["hot"] is None
+    # No engine process outlives its stop, and none left shared memory behind (sparkstack_host/leftovers.py).
+    engines = host.run(f"pgrep -a '{ENGINE_COMM.pattern}' || true").stdout.strip()  # by process name, as earlyoom
+    assert engines == "", engines
+    assert host.run("ls /dev/shm | grep -E '^psm_' || true").stdout.strip() == ""
 
 
 @pytest.mark.parametrize("service", ["sparkstack-memory-guard.service", "earlyoom.service"])

@@ -29,7 +29,8 @@ def test_qualify_runs_the_matrix_on_the_host_and_writes_its_report(deployed, art
     out = tmp_path / "qualify"
     env = {"SPARKSTACK_TEST_GROUP_DATA": json.dumps(FAST_WATCH)}
     try:
-        result = run([str(BIN / "sparkstack"), "qualify", "--limit", "testhost", "--rollback", "qwen36", "--out", str(out)],
+        result = run([str(BIN / "sparkstack"), "qualify", "--limit", "testhost", "--rollback", "qwen36", "--out", str(out),
+                      "--wedge-within", "120"],
                      env=env, timeout=1500)
         print(result.stdout[-4000:])
         report = json.loads((out / "qualify-testhost.json").read_text())

@@ -22,7 +22,7 @@ from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparkstack_host import cluster, fetch, memguard, switch
+from sparkstack_host import cluster, fetch, leftovers, memguard, switch
 from tests.unit.test_render import rendering_for
 
 @functools.cache
@@ -91,8 +91,11 @@ class FakeHost:
     # (when, GB) of memory an engine still holds after its container went away
     late_memory: list[tuple[float, float]] = field(default_factory=list)
     extra_used_gb: float = 0.0
+    # Shared memory an engine left resident, which this host's MemAvailable leaves in (the gate takes it out).
+    shmem_gb: float = 0.0
     # The registry and the hub, as the fetcher meets them: the next N pulls fail; the hub's exit code.
     pulls_fail: int = 0
+    image_files: str = ""
     hub_exit: int = 0
 
     def __post_init__(self):
@@ -152,7 +155,9 @@ class FakeHost:
         kib = 1024 * 1024
         self.meminfo.write_text(f"MemTotal:       {int(self.total_gb * kib)} kB\n"
                                 f"MemFree:        {int(self.available_gb() * kib * 0.9)} kB\n"
-                                f"MemAvailable:   {int(self.available_gb() * kib)} kB\n")
+                                f"MemAvailable:   {int(self.available_gb() * kib)} kB\n"
+                                f"AnonPages:      {int((self.total_gb - self.available_gb()) * kib)} kB\n"
+                                f"Shmem:          {int(self.shmem_gb * kib)} kB\n")
 
     # --- the clock -------------------------------------------------------------
 
@@ -282,6 +287,9 @@ class FakeHost:
         if args[0] == "rm":
             self.containers.pop(args[-1], None)
             return "", 0
+        if args[0] == "run" and "--entrypoint" in args:
+            # An image asked what it carries (the NCCL probe): the fake images carry what `image_files` says.
+            return self.image_files, 0
         if args[:2] == ["image", "inspect"]:
             ref = args[-1]
             if ref not in self.images:
@@ -328,6 +336,10 @@ class FakeHost:
         for name in SWITCH_STATE_NAMES:
             patch(switch, name, str(paths[name]))
         patch(switch, "REGISTRY", str(self.registry_path))
+        # What an engine leaves behind: this host's own /proc, cgroups and /dev/shm (empty unless a test fills them).
+        for name, folder in (("PROC", "proc"), ("CGROUP_ROOT", "cgroup"), ("DEV_SHM", "shm")):
+            (self.root / folder).mkdir(exist_ok=True)
+            patch(leftovers, name, str(self.root / folder))
         patch(switch, "DROP_CACHES", str(self.root / "drop_caches"))
         patch(switch.os, "sync", lambda: None)
         patch(memguard, "MEMINFO", str(self.meminfo))

@@ -51,6 +51,12 @@ def test_resolve_image_prints_the_digest_docker_recorded(host, capsys):
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(fetch.HUB_MARK))
     answer = json.loads(line[len(fetch.HUB_MARK):])
     assert answer["platform"] == "linux/arm64" and answer["repo_digests"][0].endswith("d" * 64)
+    assert answer["nccl"] == "none found"
+    # The probe's run: offline, from the pulled image only, and its lines kept as the image gave them.
+    probe = next(c for c in host.commands if c[:2] == ["docker", "run"])
+    assert probe[2:9] == ["--rm", "--pull=never", "--network", "none", "--entrypoint", "sh", REF]
+    host.image_files = "system libnccl.so.2\npip nvidia-nccl-cu12 X.Y\n"
+    assert fetch.nccl_of(REF) == "pip nvidia-nccl-cu12 X.Y; system libnccl.so.2"
 
 
 def test_a_snapshot_needs_its_image_on_the_host_first(host):

@@ -134,7 +134,7 @@ def test_memory_that_never_comes_back_refuses_the_start_with_the_numbers(host, c
     with pytest.raises(switch.SwitchError, match="mistral4 was not started: not enough memory"):
         switch_to(host, "mistral")
     out = capsys.readouterr().out
-    assert "MemAvailable 73.70 GB < 96 GB for mistral4 + 8 GB reserve = 104 GB" in out
+    assert "73.70 GB available < 96 GB for mistral4 + 8 GB reserve = 104 GB" in out
     assert "still after waiting 180 s" in out and "largest memory users: 1." in out
     assert host.hot() == [] and "sglang-mistral4.service" not in started_units(host)
 
@@ -199,7 +199,7 @@ def test_a_start_by_hand_beside_the_hot_model_is_held_by_the_gate(host, capsys):
     host.run(["systemctl", "start", "sglang-mistral4.service"])  # the unit's ExecStartPre is the gate
     assert host.hot() == ["qwen36"]
     assert host.units["sglang-mistral4.service"].active == "failed"
-    assert "refusing to start mistral4: MemAvailable 46.70 GB" in capsys.readouterr().out
+    assert "refusing to start mistral4: 46.70 GB available" in capsys.readouterr().out
 
 
 def test_the_guard_stops_the_hot_model_after_two_low_readings_and_records_why(host, capsys):
@@ -406,3 +406,56 @@ def test_the_compile_cache_is_cold_on_the_first_start_warm_after_and_old_images_
     out = capsys.readouterr().out
     assert not (cache / "aaaaaaaaaaaaaaaa").exists() and (cache / "bbbbbbbbbbbbbbbb").exists(), out
     assert "pruned the compile cache" in out and (current / "vllm" / "graph.bin").exists()
+
+
+def test_after_a_stop_an_engine_left_in_a_container_cgroup_is_killed_by_it_and_leaked_shm_files_go(host, capsys, monkeypatch):
+    from sparkstack_host import memguard
+
+    proc, cgroups, shm = host.root / "proc", host.root / "cgroup", host.root / "shm"
+    scope = "/system.slice/docker-" + "a" * 64 + ".scope"
+
+    def process(pid: int, comm: str, cgroup: str) -> None:
+        (proc / str(pid) / "fd").mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text(comm + "\n")
+        (proc / str(pid) / "cgroup").write_text(f"0::{cgroup}\n")
+        (proc / str(pid) / "maps").write_text("")
+
+    switch_to(host, "qwen")
+    capsys.readouterr()
+    # A SIGKILLed API server left its EngineCore and a TP worker behind, in the container's cgroup.
+    process(4242, "VLLM::EngineCor", scope)
+    process(4243, "VLLM::Worker_TP", scope)
+    # The owner runs vLLM by hand in their session, and a shell holds a shared-memory file open.
+    process(5000, "VLLM::EngineCor", "/user.slice/user-1000.slice/session-3.scope")
+    process(6000, "bash", "/user.slice/user-1000.slice/session-3.scope")
+    (cgroups / scope.lstrip("/")).mkdir(parents=True)
+    monkeypatch.setattr(memguard, "container_of", lambda pid: "a" * 12 if pid in (4242, 4243) else None)
+    (shm / "psm_1a2b").write_bytes(b"x" * 8192)  # leaked by the killed engine
+    (shm / "psm_3c4d").write_bytes(b"y" * 4096)  # held by the shell
+    (shm / "psm_5e6f").write_bytes(b"z" * 4096)  # mapped by the owner's engine
+    (shm / "other").write_bytes(b"w")  # not an engine's
+    os.symlink(str(shm / "psm_3c4d"), proc / "6000" / "fd" / "3")
+    (proc / "5000" / "maps").write_text(f"7f00-7f10 rw-s 00000000 00:1a 12 {shm}/psm_5e6f\n")
+
+    switch.switch_none(switch.load_registry())
+    out = capsys.readouterr().out
+    # One kill for the container's whole cgroup, none by PID; the owner's own engine is named and left alone.
+    assert (cgroups / scope.lstrip("/") / "cgroup.kill").read_text() == "1"
+    assert f"VLLM::EngineCor (pid 4242) outlived its container's stop: killed its cgroup {scope}" in out
+    assert "4243" not in out
+    assert "VLLM::EngineCor (pid 5000) runs outside any container, so not the kit's: left running" in out
+    assert sorted(p.name for p in shm.iterdir()) == ["other", "psm_3c4d", "psm_5e6f"]
+    assert "removed 1 file(s) an engine left in" in out
+
+
+def test_shared_memory_an_engine_left_resident_is_not_counted_as_room(host, capsys):
+    # 40 GB of an engine's shared memory stayed resident after its stop; MemAvailable still counts it here.
+    host.shmem_gb = 40.0
+    host.write_meminfo()
+    with pytest.raises(switch.SwitchError, match="not enough memory"):
+        switch_to(host, "qwen")
+    out = capsys.readouterr().out
+    assert "refusing to start qwen36: 73.70 GB available < 67 GB for qwen36 + 8 GB reserve = 75 GB" in out, out
+    assert "Shmem 40.00 GB" in out
+    host.shmem_gb = 0.0  # removed (llm-switch clears an engine's leftovers in /dev/shm after a stop)
+    assert switch_to(host, "qwen") == 0
