@@ -6,8 +6,8 @@ Each step runs the kit's own commands against the host, as an owner would, and j
   rerun               a second deploy: zero changes
   resume              a deploy killed half-way, then one more: it converges, and the next changes nothing
   switches            llm-switch between every ordered pair of the host's models, each timed to ready
-  wedge               the hot model's container frozen (docker pause): the door's wedge watch finds it and
-                      llm-switch restarts it
+  wedge               every process of the hot model's container stopped (SIGSTOP: /health and all hang): the
+                      door's wedge watch finds it and llm-switch restarts it
   rollback            `sparkstack rollback` of a model whose lock keeps previous pins, then forward again: no fetch
   uninstall           `sparkstack uninstall`, and `sparkstack drift --uninstalled` says the host is clean
   baseline            a deploy brings it all back, and drift finds neither change nor platform drift
@@ -188,19 +188,23 @@ class Qualify:
         # The watch follows what the door has seen hot: give the door one look first.
         time.sleep(DOOR_POLL_S + 2)
         before = (self.status().get("wedges") or {}).get(name, {}).get("at")
-        self.on_host(f"docker pause {registry['models'][name]['container']}")
+        # SIGSTOP, not docker pause: a stopped process still dies of SIGKILL, where a cgroup-v1 freezer can keep a
+        # paused container (and a test host around it) from being killed at all.
+        processes = f"$(docker top {registry['models'][name]['container']} -o pid | tail -n +2)"
+        self.on_host(f"kill -STOP {processes}")
         started = time.monotonic()
         deadline = started + self.wedge_bound_s
-        while time.monotonic() < deadline:
-            wedge = (self.status().get("wedges") or {}).get(name) or {}
-            if wedge.get("at") != before and wedge.get("state") in ("restarted", "stopped"):
-                if wedge["state"] != "restarted":
-                    raise StepFailed(f"{name} was stopped, not restarted: {wedge.get('message')}")
-                self.on_host("llm-switch none")
-                return f"{name} frozen; found and restarted after {time.monotonic() - started:.0f} s ({wedge['reason']})"
-            time.sleep(2)
-        self.on_host(f"docker unpause {registry['models'][name]['container']} || true")
-        raise StepFailed(f"{name} frozen for {self.wedge_bound_s:.0f} s and the wedge watch did not restart it")
+        try:
+            while time.monotonic() < deadline:
+                wedge = (self.status().get("wedges") or {}).get(name) or {}
+                if wedge.get("at") != before and wedge.get("state") in ("restarted", "stopped"):
+                    if wedge["state"] != "restarted":
+                        raise StepFailed(f"{name} was stopped, not restarted: {wedge.get('message')}")
+                    return f"{name} frozen; found and restarted after {time.monotonic() - started:.0f} s ({wedge['reason']})"
+                time.sleep(2)
+            raise StepFailed(f"{name} frozen for {self.wedge_bound_s:.0f} s and the wedge watch did not restart it")
+        finally:
+            self.hosts.run(f"kill -CONT {processes} 2>/dev/null; llm-switch none")
 
     def uninstall_step(self) -> str:
         self.uninstall()

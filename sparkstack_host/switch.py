@@ -525,6 +525,9 @@ def recover_wedged(registry, name, reason):
         print(f"llm-switch: {name} is wedged: {reason}", file=sys.stderr, flush=True)
         if logs:
             print(f"--- last log lines of {model['unit']} ---\n" + "\n".join(logs) + "\n---", file=sys.stderr, flush=True)
+        # A wedged engine does not shut down when asked: its container is killed first (every process of it, by
+        # docker, which also takes a frozen one), so the stop or restart does not wait out its stop timeout.
+        run("docker", "kill", model["container"], timeout=60)
         if len(restarts) >= bound:
             run("systemctl", "stop", model["unit"], timeout=model.get("stop_timeout_s", 60) + 60)
             record["state"] = "stopped"

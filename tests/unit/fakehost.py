@@ -287,6 +287,11 @@ class FakeHost:
         if args[0] == "rm":
             self.containers.pop(args[-1], None)
             return "", 0
+        if args[0] == "kill":
+            model = next((m for m in self.registry["models"].values() if m["container"] == args[-1]), None)
+            if model is not None and args[-1] in self.containers:
+                self._container_exits(args[-1], model, "signal")
+            return "", 0
         if args[0] == "run" and "--entrypoint" in args:
             # An image asked what it carries (the NCCL probe): the fake images carry what `image_files` says.
             return self.image_files, 0
