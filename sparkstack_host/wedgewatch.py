@@ -41,6 +41,7 @@ class WedgeWatch:
         self.settings = settings or {}
         self.progress_at = {}  # model -> when its engine last sent a byte of an answer (monotonic)
         self.checking = set()  # models with a canary out
+        self.tasks = set()  # the checks under way, cancelled when the door stops
         self.recovering = set()  # models the switch is recovering
         # The models watched: hot ones, and those seen hot that stopped answering the door's look while their unit
         # runs on from the same start (a frozen engine answers nothing at all). A model's quiet time starts when the
@@ -71,12 +72,16 @@ class WedgeWatch:
         return f"idle for {quiet:.0f} s"
 
     async def run(self):
-        while True:
-            await asyncio.sleep(1)
-            try:
-                self.tick()
-            except Exception as exc:  # the watch must not take the door down
-                print(f"sparkstack-frontdoor: wedge watch: {type(exc).__name__}: {exc}", flush=True)
+        try:
+            while True:
+                await asyncio.sleep(1)
+                try:
+                    self.tick()
+                except Exception as exc:  # the watch must not take the door down
+                    print(f"sparkstack-frontdoor: wedge watch: {type(exc).__name__}: {exc}", flush=True)
+        finally:
+            for task in list(self.tasks):
+                task.cancel()
 
     def tick(self):
         if not self.enabled():
@@ -99,7 +104,9 @@ class WedgeWatch:
             why = self.due(name)
             if why:
                 self.checking.add(name)
-                asyncio.ensure_future(self.check(name, why))
+                task = asyncio.ensure_future(self.check(name, why))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
 
     async def check(self, name, why):
         try:

@@ -77,11 +77,8 @@ def uninstall(settings: GroupSettings) -> None:
                         restarted=True, _if=any_changed(dropin))
     for path in (SWITCH_PATH, REGISTRY_PATH, DOOR_CLIENTS_PATH, CLUSTER_FENCE_PATH):
         files.file(name=f"Remove {path}", path=path, present=False)
-    for path in (LAUNCH_DIR, HOST_LIB, TLS_DIR, CLUSTER_DIR, os.path.dirname(DOOR_STATE_DIR), STATE_DIR,
-                 os.path.dirname(COMPILE_CACHE_ROOT)):
-        if path == os.path.dirname(DOOR_STATE_DIR) and "weights" not in extras:
-            # /var/lib/sparkstack holds the weights too (the model cache): only the door's state goes.
-            path = DOOR_STATE_DIR
+    # /var/lib/sparkstack also holds the weights (the model cache): only the door's state goes from it.
+    for path in (LAUNCH_DIR, HOST_LIB, TLS_DIR, CLUSTER_DIR, DOOR_STATE_DIR, STATE_DIR, os.path.dirname(COMPILE_CACHE_ROOT)):
         files.directory(name=f"Remove {path}", path=path, present=False)
     if host.get_fact(File, path=AUTHORIZED_KEYS):
         marker = " sparkstack-cluster@"
@@ -102,9 +99,14 @@ def uninstall(settings: GroupSettings) -> None:
         if present:
             server.shell(name=f"Remove the engine images ({len(present)})",
                          commands=[f"docker image rm {' '.join(shlex.quote(i) for i in present)}"])
-    if "weights" in extras and host.get_fact(Directory, path=settings.model_cache_dir):
-        files.directory(name=f"Remove the weights in {settings.model_cache_dir}", path=settings.model_cache_dir,
-                        present=False)
+    cache = settings.model_cache_dir
+    if "weights" in extras and host.get_fact(Directory, path=cache):
+        if host.get_fact(Command, command=f"mountpoint -q {shlex.quote(cache)} && echo mounted || true"):
+            # A file system of its own (a disk for the weights): emptied, not unmounted.
+            server.shell(name=f"Remove the weights in {cache} (a mount point: its contents)",
+                         commands=[f"find {shlex.quote(cache)} -mindepth 1 -delete"])
+        else:
+            files.directory(name=f"Remove the weights in {cache}", path=cache, present=False)
     if "secrets" in extras:
         files.file(name=f"Remove {SECRETS_PATH}", path=SECRETS_PATH, present=False)
         files.directory(name=f"Remove {CONFIG_DIR}", path=CONFIG_DIR, present=False)

@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from sparkstack.paths import repo_root
+from sparkstack.lockfile import lock_path
 from tests.hosts.conftest import BIN, deploy, locked, run, vm_ssh
 from tests.hosts.test_11_platform import FAST_WATCH
 
@@ -18,8 +19,11 @@ QWEN = "rdtand/Qwen3.6-35B-A3B-PrismaQuant-4.75bit-vllm"
 
 
 def test_qualify_runs_the_matrix_on_the_host_and_writes_its_report(deployed, artifact_servers, tmp_path):
-    # Upstream moves on and the owner upgrades qwen36: the lock keeps the pins it replaced.
-    old_commit = locked()["models"][QWEN]["commit"]
+    # Upstream moves on and the owner upgrades qwen36: the lock keeps the pins it replaced. (Only this upgrade's:
+    # a lock the session wrote over an older one kept that one's pins, from a hub since made afresh.)
+    lock = locked()
+    lock_path("testhost").write_text(json.dumps({**lock, "previous_images": {}, "previous_models": {}}))
+    old_commit = lock["models"][QWEN]["commit"]
     new_commit = artifact_servers.commit(QWEN, "upstream moves on", change="qualify")
     upgraded = run([str(BIN / "sparkstack"), "lock", "--host", "sparkstack-testhost", "--upgrade", "qwen36"])
     assert upgraded.returncode == 0 and f"was {old_commit}, kept for rollback" in upgraded.stdout, upgraded.stdout
@@ -33,7 +37,7 @@ def test_qualify_runs_the_matrix_on_the_host_and_writes_its_report(deployed, art
                       "--wedge-within", "120"],
                      env=env, timeout=1500)
         print(result.stdout[-4000:])
-        report = json.loads((out / "qualify-testhost.json").read_text())
+        report = json.loads((out / "qualify-sparkstack-testhost.json").read_text())
         artifacts = repo_root() / "build" / "test-artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         for kept in out.iterdir():
@@ -53,7 +57,7 @@ def test_qualify_runs_the_matrix_on_the_host_and_writes_its_report(deployed, art
         assert "clean host: nothing of sparkstack is left" in steps["uninstall"]["detail"]
         assert "drift: none" in steps["baseline"]["detail"]
         assert "cannot be read" in report["kernel_note"]  # a container has no kernel log of its own
-        assert "| wedge | pass |" in (out / "qualify-testhost.md").read_text()
+        assert "| wedge | pass |" in (out / "qualify-sparkstack-testhost.md").read_text()
     finally:
         vm_ssh("llm-switch none")
         assert not deploy().errors
