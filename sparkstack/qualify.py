@@ -79,6 +79,11 @@ class StepFailed(Exception):
     pass
 
 
+def fetches(changed: list[str]) -> list[str]:
+    """The operations that downloaded (pyinfra names an operation of a @deploy "DEPLOY | OPERATION")."""
+    return [name for name in changed if name.rpartition(" | ")[2].startswith(FETCH_PREFIXES)]
+
+
 class Qualify:
     def __init__(self, limit: str, sudo: bool = False, env: dict | None = None, wedge_bound_s: float = 900):
         self.limit, self.sudo, self.env = limit, sudo, os.environ | (env or {})
@@ -127,7 +132,7 @@ class Qualify:
     def clean_install(self) -> str:
         self.uninstall("--images", "--weights")
         changed, seconds = self.deploy()
-        fetched = [c for c in changed if c.startswith(FETCH_PREFIXES)]
+        fetched = fetches(changed)
         if not fetched:
             raise StepFailed("the deploy after removing images and weights fetched nothing")
         return f"deploy {seconds:.0f} s, {len(changed)} changes, {len(fetched)} fetches"
@@ -136,7 +141,7 @@ class Qualify:
         self.uninstall()
         changed, seconds = self.deploy()
         self.cached_deploy_s = seconds
-        fetched = [c for c in changed if c.startswith(FETCH_PREFIXES)]
+        fetched = fetches(changed)
         if fetched:
             raise StepFailed(f"fetched with images and weights in place: {fetched}")
         return f"deploy {seconds:.0f} s, {len(changed)} changes, no fetch"
@@ -215,7 +220,7 @@ class Qualify:
 
     def baseline(self) -> str:
         changed, seconds = self.deploy()
-        fetched = [c for c in changed if c.startswith(FETCH_PREFIXES)]
+        fetched = fetches(changed)
         if fetched:
             raise StepFailed(f"the deploy after the uninstall fetched: {fetched}")
         drift = self.sparkstack("drift", "--limit", self.limit)
@@ -262,7 +267,7 @@ class Qualify:
             if result.returncode != 0:
                 raise StepFailed(f"rollback ({way}) exited {result.returncode}: {_tail(said)}")
             changed, seconds = self.deploy()
-            fetched = [c for c in changed if c.startswith(FETCH_PREFIXES)]
+            fetched = fetches(changed)
             if fetched:
                 raise StepFailed(f"the deploy of the rollback ({way}) fetched: {fetched[:3]}")
             pins = "; ".join(line.strip() for line in said.splitlines() if "->" in line)
