@@ -85,6 +85,21 @@ FRONTDOOR_KEYS = frozenset({
 })
 
 
+def set_running(sets: dict, names: list) -> str | None:
+    """The set whose members are exactly `names` (what runs), else None. One rule for llm-switch and the door."""
+    return next((name for name, members in sets.items() if sorted(members) == sorted(names)), None)
+
+
+def read_state(path: str) -> dict:
+    """A state file a host program keeps as JSON (the guard's, the wedge record, the starts): {} when absent or torn."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            state = json.load(handle)
+        return state if isinstance(state, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def wedge_watch_on(wedge: dict | None) -> bool:
     """Whether the door's wedge watch runs (sparkstack_host/wedgewatch.py): either trigger set."""
     return bool(wedge and (wedge.get("stall_s") or wedge.get("canary_every_s")))

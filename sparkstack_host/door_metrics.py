@@ -19,7 +19,6 @@ the door's /metrics gets:
 and every hot engine's own series (vLLM's vllm:*), each sample labelled sparkstack_model="NAME".
 """
 
-import json
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -109,12 +108,7 @@ class DoorState:
 
 
 def read_guard_state():
-    try:
-        with open(contract.GUARD_STATE, encoding="utf-8") as handle:
-            state = json.load(handle)
-        return state if isinstance(state, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    return contract.read_state(contract.GUARD_STATE)
 
 
 class DoorMetrics:

@@ -248,7 +248,7 @@ class Door:
         """What is hot: a model's name, a set's name when exactly its members are hot, or None."""
         names = self.hot_models()
         if len(names) > 1:
-            return next((n for n, members in self.sets.items() if sorted(members) == sorted(names)), names[0])
+            return contract.set_running(self.sets, names) or names[0]
         return names[0] if names else None
 
     def members(self, label):
@@ -538,7 +538,7 @@ class Door:
         """The wedge watch's record, as llm-switch keeps it: per model its state, reason, restarts this hour and
         last log lines."""
         return {name: {**record, "restarts_last_hour": len(wedgewatch.restarts_within_hour(record))}
-                for name, record in wedgewatch.read_wedge_state(contract.WEDGE_STATE).items()
+                for name, record in contract.read_state(contract.WEDGE_STATE).items()
                 if name in self.models and isinstance(record, dict)}
 
     def may_watch(self, request):

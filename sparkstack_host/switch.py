@@ -578,11 +578,7 @@ def variant_in_use(name):
 def guard_status():
     """The memory guard's service state and its last action (from its state file)."""
     active = run("systemctl", "is-active", "sparkstack-memory-guard.service").stdout.strip() or "unknown"
-    try:
-        with open(GUARD_STATE, encoding="utf-8") as handle:
-            state = json.load(handle)
-    except (OSError, ValueError):
-        state = {}
+    state = contract.read_state(GUARD_STATE)
     return {"service": active, "floor_gb": state.get("floor_gb"), "last_action": state.get("last_action")}
 
 
@@ -642,8 +638,8 @@ def collect_status(registry):
         "memory": {"total_gb": round(total, 1), "available_gb": round(available, 1), "used_gb": round(total - available, 1)},
         "memory_guard": guard_status(),
         "models": models,
-        "wedges": read_json(WEDGE_STATE) or {},
-        "starts": read_json(STARTS_STATE) or {},
+        "wedges": contract.read_state(WEDGE_STATE),
+        "starts": contract.read_state(STARTS_STATE),
     }
 
 
@@ -651,8 +647,8 @@ def hot_label(registry, names):
     """What is hot: one model's name, a set's name when exactly its members run, None, or CONFLICT."""
     if len(names) <= 1:
         return names[0] if names else None
-    return next((name for name, s in (registry.get("sets") or {}).items() if sorted(s["members"]) == sorted(names)),
-                "CONFLICT")
+    sets = {name: s["members"] for name, s in (registry.get("sets") or {}).items()}
+    return contract.set_running(sets, names) or "CONFLICT"
 
 
 def printable(text):

@@ -14,20 +14,9 @@ Settings: the registry's "wedge" (group settings sparkstack_wedge_*; 0 turns a t
 """
 
 import asyncio
-import json
 import time
 
 CANARY_PROMPT = "Reply with the word OK."
-
-
-def read_wedge_state(path):
-    """model -> its wedge record; {} when none was written (tmpfs: a reboot forgets)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            state = json.load(handle)
-        return state if isinstance(state, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def restarts_within_hour(record, now=None):
