@@ -151,6 +151,9 @@ class GroupSettings(StrictModel):
     wedge_canary_max_tokens: int = Field(default=4, ge=1, le=64)
     wedge_canary_timeout_s: float = Field(default=60.0, gt=0)
     wedge_max_restarts_per_hour: int = Field(default=3, ge=0, le=60)
+    # The previous pins an upgrade kept in the lock stay on the host (fetched again after a clean install) while
+    # their images and snapshots take at most this much, so `sparkstack rollback` fetches nothing. 0 keeps none.
+    rollback_keep_gb: float = Field(default=150.0, ge=0)
     # Compile caches (torch.compile, Triton, FlashInfer JIT; SGLang's), per model and engine image under
     # /var/cache/sparkstack/compile: a restart with the cache skips most of the compile (a real vLLM start: 62.1 s cold, 43.1 s warm,
     # torch.compile 10.7 s against 1.1 s). Before each start llm-switch prunes the oldest caches of other images past this bound.

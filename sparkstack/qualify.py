@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,8 +33,9 @@ from sparkstack.paths import repo_root
 from sparkstack_host.contract import DOOR_POLL_S
 
 STEPS = ("clean-install", "cached-reinstall", "rerun", "resume", "switches", "wedge", "rollback", "uninstall", "baseline")
-# What a deploy operation that downloads is called (sparkstack/deployers/artifacts.py).
-FETCH_PREFIXES = ("Pull image ", "Fetch ")
+# What a deploy operation that downloads is called (sparkstack/deployers/artifacts.py): "Pull image REF@sha256:..."
+# and "Fetch REPO@COMMIT12: N file(s), SIZE".
+FETCH_OPERATION = re.compile(r"^(Pull image \S+@sha256:|Fetch \S+@[0-9a-f]{12}: )")
 KERNEL_EVENTS = r"NVRM|Xid|nvidia|hung_task|blocked for more than|Oops|BUG:|panic|NV_ERR"
 
 
@@ -81,7 +83,7 @@ class StepFailed(Exception):
 
 def fetches(changed: list[str]) -> list[str]:
     """The operations that downloaded (pyinfra names an operation of a @deploy "DEPLOY | OPERATION")."""
-    return [name for name in changed if name.rpartition(" | ")[2].startswith(FETCH_PREFIXES)]
+    return [name for name in changed if FETCH_OPERATION.match(name.rpartition(" | ")[2])]
 
 
 class Qualify:

@@ -8,7 +8,9 @@
             at its locked commit inside the engine image; both report progress at least every 10 s
             (shown by `pyinfra -vvv`, and appended to /var/log/sparkstack-fetch.log on the host)
 
-A converged host has every image and every file: no operation is emitted and nothing is fetched.
+A converged host has every image and every file: no operation is emitted and nothing is fetched. That includes
+the previous pins an upgrade kept in the lock (sparkstack_rollback_keep_gb bounds them), so a rollback fetches
+nothing, even after a clean install.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pyinfra.operations import files, server
 from sparkstack.deployers.helpers import put_rendered
 from sparkstack.artifacts import Intents, Pins, intents, snapshot_dir
 from sparkstack.groups import GroupSettings
-from sparkstack.lockfile import Lock, LockError, load_lock, lock_problems, pins
+from sparkstack.lockfile import Lock, LockError, load_lock, lock_problems, pins, repo_is_current
 from sparkstack.render import FETCH_PATH, LAUNCH_DIR, Rendering
 
 COMPONENT = "artifacts"
@@ -40,6 +42,7 @@ def size(n: int) -> str:
 class Missing:
     images: dict[str, int]                    # pinned reference -> bytes (the lock's size)
     snapshots: dict[str, dict[str, int]]      # repo -> {file: size} still to fetch
+    previous_snapshots: dict[str, dict[str, int]] = None  # the same for the previous pins kept for a rollback
 
     @property
     def image_bytes(self) -> int:
@@ -47,7 +50,7 @@ class Missing:
 
     @property
     def snapshot_bytes(self) -> int:
-        return sum(sum(f.values()) for f in self.snapshots.values())
+        return sum(sum(f.values()) for f in [*self.snapshots.values(), *(self.previous_snapshots or {}).values()])
 
 
 def locked_pins(group: str, profiles, settings: GroupSettings) -> tuple[Lock, Intents, Pins]:
@@ -64,28 +67,46 @@ def locked_pins(group: str, profiles, settings: GroupSettings) -> tuple[Lock, In
     return lock, needed, pins(lock, needed)
 
 
+def kept_for_rollback(lock: Lock, needed: Intents, settings: GroupSettings) -> tuple[dict, dict]:
+    """The previous pins the host keeps beside the current ones ({ref: image}, {repo: model}): those an upgrade
+    replaced that still fit the profiles' intent, while they fit sparkstack_rollback_keep_gb (none at 0)."""
+    images = {ref: entry for ref, entry in lock.previous_images.items()
+              if ref in needed.images and entry != lock.images.get(ref)}
+    models = {repo: entry for repo, entry in lock.previous_models.items()
+              if repo in needed.repos and entry != lock.models.get(repo) and repo_is_current(entry, needed.repos[repo])}
+    total = sum(e.size_bytes for e in images.values()) + sum(e.size_bytes for e in models.values())
+    if total > settings.rollback_keep_gb * GB:
+        if total:
+            logger.warning(f"{host.name}: the previous pins kept for a rollback take {size(total)}, over "
+                           f"sparkstack_rollback_keep_gb ({settings.rollback_keep_gb:g} GB): not kept on the host, so a "
+                           "rollback fetches them")
+        return {}, {}
+    return images, models
+
+
+def missing_files(repo: str, entry, settings: GroupSettings) -> dict[str, int]:
+    """The files of a locked snapshot not on the host at their locked size."""
+    where = snapshot_dir(settings.model_cache_dir, repo, entry.commit)
+    names = " ".join(shlex.quote(name) for name in sorted(entry.files))
+    listing = host.get_fact(Command, command=f"cd {shlex.quote(where)} 2>/dev/null && stat -L -c '%s %n' -- {names} 2>/dev/null; true")
+    have = {}
+    for line in (listing or "").splitlines():
+        size, _, name = line.partition(" ")
+        if size.isdigit():
+            have[name] = int(size)
+    return {name: size for name, size in entry.files.items() if have.get(name) != size}
+
+
 def missing_artifacts(lock: Lock, needed: Intents, settings: GroupSettings) -> Missing:
+    previous_images, previous_models = kept_for_rollback(lock, needed, settings)
     images = {}
-    for ref in needed.images:
-        entry = lock.images[ref]
+    for entry in [lock.images[ref] for ref in needed.images] + list(previous_images.values()):
         present = host.get_fact(Command, command=f"docker image inspect --format ok {shlex.quote(entry.pinned)} 2>/dev/null || true")
         if (present or "").strip() != "ok":
             images[entry.pinned] = entry.size_bytes
-    snapshots = {}
-    for repo in needed.repos:
-        entry = lock.models[repo]
-        where = snapshot_dir(settings.model_cache_dir, repo, entry.commit)
-        names = " ".join(shlex.quote(name) for name in sorted(entry.files))
-        listing = host.get_fact(Command, command=f"cd {shlex.quote(where)} 2>/dev/null && stat -L -c '%s %n' -- {names} 2>/dev/null; true")
-        have = {}
-        for line in (listing or "").splitlines():
-            size, _, name = line.partition(" ")
-            if size.isdigit():
-                have[name] = int(size)
-        todo = {name: size for name, size in entry.files.items() if have.get(name) != size}
-        if todo:
-            snapshots[repo] = todo
-    return Missing(images, snapshots)
+    snapshots = {repo: todo for repo in needed.repos if (todo := missing_files(repo, lock.models[repo], settings))}
+    previous = {repo: todo for repo, entry in previous_models.items() if (todo := missing_files(repo, entry, settings))}
+    return Missing(images, snapshots, previous)
 
 
 def check_disk(missing: Missing, settings: GroupSettings) -> None:
@@ -139,8 +160,9 @@ def provision_artifacts(rendering: Rendering, lock: Lock, needed: Intents, setti
 @deploy("sparkstack model snapshots")
 def fetch_snapshots(lock: Lock, needed: Intents, settings: GroupSettings, missing: Missing) -> None:
     """Fetch each incomplete snapshot at its locked commit (runs after the engine images are checked)."""
-    for repo, todo in missing.snapshots.items():
-        entry = lock.models[repo]
+    previous = list((missing.previous_snapshots or {}).items())
+    for (repo, todo), entry in [((r, t), lock.models[r]) for r, t in missing.snapshots.items()] + \
+            [((r, t), lock.previous_models[r]) for r, t in previous]:
         image = lock.images[needed.repos[repo].image].pinned
         spec = {"repo": repo, "commit": entry.commit, "allow": entry.allow, "ignore": entry.ignore,
                 "files": entry.files, "digests": entry.digests, "endpoint": settings.hf_endpoint,

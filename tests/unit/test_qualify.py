@@ -36,7 +36,8 @@ def test_the_uninstall_takes_only_the_extras_it_knows(monkeypatch):
 def test_a_fetch_is_told_by_its_operation_name_within_its_deploy():
     from sparkstack.qualify import fetches
 
-    changed = ["sparkstack artifacts | Pull image 127.0.0.1:5000/x@sha256:ab (1.0 GB unpacked)",
+    changed = ["sparkstack artifacts | Pull image 127.0.0.1:5000/x@sha256:" + "ab" * 32 + " (1.0 GB unpacked)",
                "sparkstack artifacts | Fetch org/repo@0123456789ab: 2 file(s), 3 MB",
-               "sparkstack host files | Launch-script /usr/local/libexec/sparkstack/launch-qwen36"]
+               "sparkstack host files | Launch-script /usr/local/libexec/sparkstack/launch-qwen36",
+               "sparkstack artifacts | Fetch program /usr/local/libexec/sparkstack/sparkstack-fetch"]
     assert fetches(changed) == changed[:2]
