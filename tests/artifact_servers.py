@@ -269,6 +269,10 @@ def _prepare(servers: ArtifactServers, weights_bytes: int, load_here) -> None:
         servers.make_repo(repo, weights_bytes)
     load_here()
     servers.push_standin()
+    # The hub's repos were made afresh: a lock from an earlier session pins (and keeps for rollback) commits it no
+    # longer has.
+    from sparkstack.lockfile import lock_path
+    lock_path("testhost").unlink(missing_ok=True)
     lock = subprocess.run([str(Path(sys.executable).with_name("sparkstack")), "lock", "--host", testhost.HOST_ALIAS, "--upgrade"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if lock.returncode != 0:
