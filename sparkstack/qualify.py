@@ -278,12 +278,13 @@ class Qualify:
 
     def kernel_events(self, report: Report, since: str) -> None:
         answer = self.hosts.run(f"journalctl -k --no-pager -o short-iso --since @{since} 2>&1 | "
-                                f"grep -E '{KERNEL_EVENTS}' || true; journalctl -k -n 1 --no-pager -q >/dev/null 2>&1 "
+                                f"grep -E '{KERNEL_EVENTS}' || true; journalctl -k -n 1 --no-pager -q 2>/dev/null | grep -q . "
                                 "&& echo KERNEL-LOG-READ")[0]
         lines = [line for line in answer.stdout.splitlines() if line.strip() and line != "KERNEL-LOG-READ"]
         report.kernel_events = lines
         if "KERNEL-LOG-READ" not in answer.stdout:
-            report.kernel_note = "the kernel log cannot be read on this host (a container test host has none of its own)"
+            report.kernel_note = ("no kernel messages in this host's journal to read (a container test host has none "
+                                  "of its own)")
 
 
 def write_report(report: Report, out: Path) -> tuple[Path, Path]:
