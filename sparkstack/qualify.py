@@ -206,7 +206,9 @@ class Qualify:
                 wedge = (self.status().get("wedges") or {}).get(name) or {}
                 if wedge.get("at") != before and wedge.get("state") in ("restarted", "stopped"):
                     if wedge["state"] != "restarted":
-                        raise StepFailed(f"{name} was stopped, not restarted: {wedge.get('message')}")
+                        door = self.hosts.run("journalctl -u sparkstack-frontdoor --no-pager -o cat -n 12")[0].stdout
+                        raise StepFailed(f"{name} was stopped, not restarted: {wedge.get('message')}; the door said: "
+                                         + " / ".join(door.strip().splitlines()))
                     return f"{name} frozen; found and restarted after {time.monotonic() - started:.0f} s ({wedge['reason']})"
                 time.sleep(2)
             raise StepFailed(f"{name} frozen for {self.wedge_bound_s:.0f} s and the wedge watch did not restart it")

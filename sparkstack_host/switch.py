@@ -502,7 +502,7 @@ def write_state(path, document):
 
 # --- wedges ---------------------------------------------------------------
 
-def recover_wedged(registry, name, reason):
+def recover_wedged(registry, name, reason, start=None):
     """The door found `name` wedged (no token from a canary): restart it, at most max_restarts_per_hour times within
     an hour; past that, stop it. The state, the reason and the last log lines go to WEDGE_STATE and the journal.
     (ok, message); ok means the model serves again."""
@@ -512,8 +512,11 @@ def recover_wedged(registry, name, reason):
     bound = int(registry.get("wedge", {}).get("max_restarts_per_hour", 3))
     reason = printable(reason)[:400]
     with Lock(registry["lock_wait_s"]):
-        if unit_state(model["unit"]).get("ActiveState") != "active":
+        state = unit_state(model["unit"])
+        if state.get("ActiveState") != "active":
             return False, f"{name} is not running (stopped meanwhile); nothing to recover"
+        if start and start != state.get("ActiveEnterTimestampMonotonic"):
+            return False, f"{name} was started again since the wedge was seen; nothing to recover"
         now = time.time()
         state = read_json(WEDGE_STATE) or {}
         record = state.get(name) if isinstance(state.get(name), dict) else {}
@@ -720,7 +723,9 @@ def serve_request(registry):
     word = sys.stdin.readline(256).strip()
     if word.startswith("wedged "):
         reason = sys.stdin.readline(1024).strip() or "no reason given"
-        ok, message = recover_wedged(registry, word.split(" ", 1)[1], reason)
+        start = sys.stdin.readline(64).strip().partition("start=")[2]
+        start = start if start not in ("", "0") else None  # 0: the door could not read the unit's start
+        ok, message = recover_wedged(registry, word.split(" ", 1)[1], reason, start)
         print(json.dumps({"ok": ok, "model": word.split(" ", 1)[1], "message": message}), flush=True)
         return 0 if ok else 1
     if not registry["frontdoor"]["on_demand"]:

@@ -120,7 +120,10 @@ class WedgeWatch:
             return await asyncio.wait_for(self.ask(name), self.settings["canary_timeout_s"])
         except asyncio.TimeoutError:
             return False, "no chunk"
-        except self.door.client.ClientConnectorError as exc:
+        except (self.door.client.ClientConnectorError, self.door.client.ServerDisconnectedError,
+                ConnectionResetError) as exc:
+            # Refused or closed before an answer: an engine going away (docker's proxy still accepts), not one that
+            # holds a request and generates nothing.
             return None, str(exc)
         except self.door.client.ClientError as exc:
             return False, f"{type(exc).__name__}: {exc}"
@@ -149,7 +152,9 @@ class WedgeWatch:
         before = door.hot()
         try:
             try:
-                ok, message = await door.switch(f"wedged {name}", reason)
+                # With the unit's start it was watched in: a report about an earlier start is refused by the switch.
+                ok, message = await door.switch(f"wedged {name}",
+                                                f"{reason}\nstart={int(round(self.watched.get(name, 0) * 1e6))}")
             except OSError as exc:
                 ok, message = False, f"the switch socket does not answer ({exc})"
             door.wake.set()

@@ -459,3 +459,20 @@ def test_shared_memory_an_engine_left_resident_is_not_counted_as_room(host, caps
     assert "Shmem 40.00 GB" in out
     host.shmem_gb = 0.0  # removed (llm-switch clears an engine's leftovers in /dev/shm after a stop)
     assert switch_to(host, "qwen") == 0
+
+
+def test_a_wedge_report_about_an_earlier_start_of_the_model_is_refused(host, capsys, monkeypatch):
+    import io
+
+    switch_to(host, "qwen")
+    first = host.units["vllm-qwen36.service"].active_since
+    host.now += 30
+    switch.switch_none(switch.load_registry())
+    switch_to(host, "qwen")  # started again while the door's report was on its way
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"wedged qwen36\nidle for 4 s\nstart={int(first * 1e6)}\n"))
+    assert switch.serve_request(switch.load_registry()) == 1
+    assert "was started again since the wedge was seen" in capsys.readouterr().out
+    assert not [c for c in host.commands if c[:2] in (["systemctl", "restart"], ["docker", "kill"])]
+    now = host.units["vllm-qwen36.service"].active_since
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"wedged qwen36\nidle for 4 s\nstart={int(now * 1e6)}\n"))
+    assert switch.serve_request(switch.load_registry()) == 0
