@@ -78,7 +78,7 @@ def test_memory_that_never_comes_back_is_refused_with_the_numbers_and_the_larges
     took = time.monotonic() - started
     print(f"refusal after {took:.0f} s:\n{out}")
     assert code == 1
-    assert re.search(r"refusing to start qwen36: MemAvailable [\d.]+ GB < 0\.67 GB for qwen36 \+ 0\.02 GB reserve = "
+    assert re.search(r"refusing to start qwen36: [\d.]+ GB available < 0\.67 GB for qwen36 \+ 0\.02 GB reserve = "
                      r"0\.69 GB, still after waiting 30 s", out), out
     assert re.search(r"largest memory users: 1\. python3 \(pid \d+\) [\d.]+ GB", out), out
     lines = re.findall(r"(\d+) s left", out)
