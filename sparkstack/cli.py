@@ -44,6 +44,13 @@ def group_pins_or_exit(group: str, plan_result, settings):
         fail(str(exc))
 
 
+def default_group(target: str) -> str:
+    """The group a command means when none is named: the test host's (by its group or its host name), else spark."""
+    from sparkstack import testhost
+
+    return "testhost" if target in ("testhost", testhost.HOST_ALIAS) else "spark"
+
+
 def group_plan(group: str, loaded: list[LoadedProfile]):
     """The group's settings and memory plan, or the reason there is none (exit 2)."""
     try:
@@ -161,7 +168,7 @@ def lock_command(host: str, group: str | None, ssh_config: Path | None, upgrade:
     from sparkstack.profiles import find_profile
     from sparkstack.remote import RemoteError
 
-    group = group or ("testhost" if host == testhost.HOST_ALIAS else "spark")
+    group = group or default_group(host)
     if ssh_config is None and host == testhost.HOST_ALIAS and testhost.ssh_config_file().is_file():
         ssh_config = testhost.ssh_config_file()
     loaded = valid_profiles()
@@ -253,7 +260,7 @@ def rollback_command(model: str, limit: str, group: str | None, no_deploy: bool,
     from sparkstack.verify import default_history_file
     from sparkstack.paths import repo_root
 
-    group = group or ("testhost" if limit.startswith("testhost") else "spark")
+    group = group or default_group(limit)
     loaded = valid_profiles()
     settings, plan_result = group_plan(group, loaded)
     found = find_profile([lp for lp in loaded if lp.profile in plan_result.deployable], model)

@@ -190,8 +190,6 @@ def check_drift(limit: str | None = None, env: dict | None = None, cwd: Path | N
     platform = [f"{m.group(1)}: {m.group(2)}" for m in re.finditer(
         rf"(\S+): {re.escape(DRIFT_MARK)} (.+)$", stderr, re.MULTILINE)]
     platform = list(dict.fromkeys(platform))
-    if uninstalled:
-        platform = []  # the platform under an uninstalled host is its own business
     report = DriftReport(EXIT_DRIFT if changes or platform else EXIT_CLEAN, changes=changes, operations=len(plan),
                          hosts=sorted(answered), platform=platform, uninstalled=uninstalled)
     if changes:

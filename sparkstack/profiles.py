@@ -494,9 +494,11 @@ def _managed_errors(profile: Profile) -> list[tuple[tuple, str, str]]:
                 errors.append((loc + (i,), ".".join(loc) + f".{i}",
                                f"{arg.split('=', 1)[0]} is rendered by sparkstack from {adapter.managed_flags[flag]}; set that "
                                f"instead (given twice, {profile.engine} would keep this value, which the memory plan never checked)"))
+    managed_env = {**adapter.managed_env,
+                   **{name: "the kit (the compile cache, kept per image on the host)" for name in adapter.compile_cache_env}}
     for key in profile.env:
-        if key in adapter.managed_env:
-            errors.append((("env", key), f"env.{key}", f"is set by {adapter.managed_env[key]}; a profile may not set it"))
+        if key in managed_env:
+            errors.append((("env", key), f"env.{key}", f"is set by {managed_env[key]}; a profile may not set it"))
     return errors
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sparkstack.operate import Hosts
 from sparkstack.paths import repo_root
-from sparkstack_host.contract import DOOR_POLL_S
+from sparkstack_host.contract import DOOR_POLL_S, REGISTRY_PATH
 
 STEPS = ("clean-install", "cached-reinstall", "rerun", "resume", "switches", "wedge", "rollback", "uninstall", "baseline")
 # What a deploy operation that downloads is called (sparkstack/deployers/artifacts.py): "Pull image REF@sha256:..."
@@ -81,14 +81,19 @@ class StepFailed(Exception):
     pass
 
 
+class StepSkipped(Exception):
+    pass
+
+
 def fetches(changed: list[str]) -> list[str]:
     """The operations that downloaded (pyinfra names an operation of a @deploy "DEPLOY | OPERATION")."""
     return [name for name in changed if FETCH_OPERATION.match(name.rpartition(" | ")[2])]
 
 
 class Qualify:
-    def __init__(self, limit: str, sudo: bool = False, env: dict | None = None, wedge_bound_s: float = 900):
-        self.limit, self.sudo, self.env = limit, sudo, os.environ | (env or {})
+    def __init__(self, limit: str, sudo: bool = False, wedge_bound_s: float = 900):
+        self.limit, self.sudo = limit, sudo
+        self.sudo_flag = ["--sudo"] if sudo else []
         self.bin = Path(sys.executable).parent
         self.hosts = Hosts(limit, repo_root(), sudo)
         if len(self.hosts.names) != 1:
@@ -100,12 +105,12 @@ class Qualify:
     # - the kit's commands ---------------------------------------------------------------------------
     def sparkstack(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(self.bin / "sparkstack"), *args], capture_output=True, text=True,
-                              cwd=repo_root(), env=self.env)
+                              cwd=repo_root())
 
     def deploy(self) -> tuple[list[str], float]:
         """(the operations that changed, seconds) of `pyinfra -y --json inventory.py deploy.py --limit HOST`."""
         started = time.monotonic()
-        result = subprocess.run(self.deploy_command(), capture_output=True, text=True, cwd=repo_root(), env=self.env)
+        result = subprocess.run(self.deploy_command(), capture_output=True, text=True, cwd=repo_root())
         seconds = time.monotonic() - started
         if result.returncode != 0:
             raise StepFailed(f"the deploy exited {result.returncode}: {_tail(result.stderr)}")
@@ -114,10 +119,10 @@ class Qualify:
 
     def deploy_command(self) -> list[str]:
         return [str(self.bin / "pyinfra"), "-y", "--json", "inventory.py", "deploy.py", "--limit", self.limit,
-                *(["--sudo"] if self.sudo else [])]
+                *self.sudo_flag]
 
     def uninstall(self, *extras: str) -> None:
-        result = self.sparkstack("uninstall", "--limit", self.limit, *extras, *(["--sudo"] if self.sudo else []))
+        result = self.sparkstack("uninstall", "--limit", self.limit, *extras, *self.sudo_flag)
         if result.returncode != 0:
             raise StepFailed(f"sparkstack uninstall exited {result.returncode}: {_tail(result.stderr + result.stdout)}")
 
@@ -158,7 +163,7 @@ class Qualify:
         self.uninstall()
         kill_after = max(2.0, self.cached_deploy_s / 2)
         process = subprocess.Popen(self.deploy_command(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   cwd=repo_root(), env=self.env, start_new_session=True)
+                                   cwd=repo_root(), start_new_session=True)
         try:
             process.wait(kill_after)
             killed = False
@@ -174,7 +179,7 @@ class Qualify:
             f"; the next deploy made {len(changed)} changes in {seconds:.0f} s, the one after 0"
 
     def models(self) -> list[str]:
-        registry = json.loads(self.on_host("cat /etc/sparkstack/models.json"))
+        registry = json.loads(self.on_host(f"cat {REGISTRY_PATH}"))
         return sorted(n for n, m in registry["models"].items() if not m.get("cluster"))
 
     def switches(self) -> str:
@@ -190,7 +195,7 @@ class Qualify:
 
     def wedge(self) -> str:
         name = self.models()[0]
-        registry = json.loads(self.on_host("cat /etc/sparkstack/models.json"))
+        registry = json.loads(self.on_host(f"cat {REGISTRY_PATH}"))
         self.on_host(f"llm-switch {name}")
         # The watch follows what the door has seen hot: give the door one look first.
         time.sleep(DOOR_POLL_S + 2)
@@ -217,7 +222,7 @@ class Qualify:
 
     def uninstall_step(self) -> str:
         self.uninstall()
-        clean = self.sparkstack("drift", "--uninstalled", "--limit", self.limit)
+        clean = self.sparkstack("drift", "--uninstalled", "--limit", self.limit, *self.sudo_flag)
         if clean.returncode != 0:
             raise StepFailed(_tail(clean.stdout + clean.stderr))
         return clean.stdout.strip().splitlines()[-1]
@@ -227,7 +232,7 @@ class Qualify:
         fetched = fetches(changed)
         if fetched:
             raise StepFailed(f"the deploy after the uninstall fetched: {fetched}")
-        drift = self.sparkstack("drift", "--limit", self.limit)
+        drift = self.sparkstack("drift", "--limit", self.limit, *self.sudo_flag)
         if drift.returncode != 0:
             raise StepFailed(_tail(drift.stdout + drift.stderr))
         return f"deploy {seconds:.0f} s, {len(changed)} changes; {drift.stdout.strip().splitlines()[-1]}"
@@ -248,9 +253,9 @@ class Qualify:
                 continue
             step_began = time.monotonic()
             try:
-                detail = actions[name]()
-                ok = None if detail is None else True
-                detail = detail or "skipped"
+                ok, detail = True, actions[name]()
+            except StepSkipped as exc:
+                ok, detail = None, f"skipped: {exc}"
             except StepFailed as exc:
                 ok, detail = False, str(exc)
             report.steps.append(Step(name, ok, time.monotonic() - step_began, detail))
@@ -261,9 +266,9 @@ class Qualify:
         self.hosts.close()
         return report
 
-    def roll_back_and_forward(self, model: str | None) -> str | None:
+    def roll_back_and_forward(self, model: str | None) -> str:
         if model is None:
-            return "skipped: no model named with --rollback MODEL (one whose lock keeps previous pins)"
+            raise StepSkipped("no model named with --rollback MODEL (one whose lock keeps previous pins)")
         details = []
         for way in ("back", "forward"):
             result = self.sparkstack("rollback", model, "--limit", self.limit, "--no-deploy")

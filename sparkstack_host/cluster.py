@@ -50,12 +50,7 @@ def say(message):
     print(f"llm-switch: {message}", flush=True)
 
 
-def write_json(path, document):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
-    os.replace(partial, path)
+write_json = contract.write_state
 
 
 read_json = sw.read_json

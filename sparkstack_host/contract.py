@@ -77,7 +77,6 @@ MODEL_KEYS = frozenset({
     "max_tokens_per_step", "launch_script", "unit_path", "stop_timeout_s", "version_path", "idle_ttl_s",
     "compile_cache",
 })
-WEDGE_KEYS = frozenset({"stall_s", "canary_every_s", "canary_max_tokens", "canary_timeout_s", "max_restarts_per_hour"})
 FRONTDOOR_KEYS = frozenset({
     "bind", "port", "api_key_env", "on_demand", "min_hot_s", "hold_s", "connect_timeout_s", "read_timeout_s",
     "switch_socket", "allowed_origins", "hostnames", "max_requests", "max_requests_per_model", "tls",
@@ -98,6 +97,26 @@ def read_state(path: str) -> dict:
         return state if isinstance(state, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def write_state(path: str, document: dict) -> None:
+    """A state file written whole or not at all (a reader never sees half of it), readable by anyone."""
+    import os
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(document, handle)
+    os.chmod(partial, 0o644)
+    os.replace(partial, path)
+
+
+def restarts_within_hour(record: dict, now: float | None = None) -> list:
+    """The restarts of a wedge record (WEDGE_STATE) within the last hour: what the bound counts."""
+    import time
+
+    now = time.time() if now is None else now
+    return [t for t in record.get("restarts", []) if now - float(t) < 3600]
 
 
 def wedge_watch_on(wedge: dict | None) -> bool:

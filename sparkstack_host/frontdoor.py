@@ -537,7 +537,7 @@ class Door:
     def wedges(self):
         """The wedge watch's record, as llm-switch keeps it: per model its state, reason, restarts this hour and
         last log lines."""
-        return {name: {**record, "restarts_last_hour": len(wedgewatch.restarts_within_hour(record))}
+        return {name: {**record, "restarts_last_hour": len(contract.restarts_within_hour(record))}
                 for name, record in contract.read_state(contract.WEDGE_STATE).items()
                 if name in self.models and isinstance(record, dict)}
 

@@ -18,6 +18,8 @@ from sparkstack_host import memguard
 
 # The engines' process names (15 characters in /proc/PID/comm), as earlyoom's preference names them.
 ENGINE_COMM = re.compile(r"^(vllm|VLLM::.*|sglang::.*)$")
+# Python's multiprocessing.shared_memory names its blocks psm_<hex>; the engines run as root in their containers, and
+# only root's blocks are taken (another user's program keeps its own).
 SHM_LEFTOVER = re.compile(r"^psm_[0-9a-f]+$")
 PROC = "/proc"
 CGROUP_ROOT = "/sys/fs/cgroup"
@@ -64,15 +66,24 @@ def kill_cgroup(cgroup):
     return True
 
 
-def orphan_engines(say):
-    """Kill the cgroups of engine processes left in containers after every model stopped; name the others.
+def running_container_ids(run):
+    """The ids (12 hex digits) of every container docker runs, the kit's or not (`run`: llm-switch's command runner)."""
+    out = run("docker", "ps", "--no-trunc", "--format", "{{.ID}} {{.Names}}").stdout
+    return {line.split()[0][:12] for line in out.splitlines() if line.strip()}
+
+
+def orphan_engines(say, running_ids):
+    """Kill the cgroups of engine processes whose container is gone (every model stopped); name the others.
     Returns one line per cgroup killed or process left."""
     lines = []
     killed = set()
     for pid, name, cgroup in engine_processes():
-        if memguard.container_of(pid) is None:
+        container = memguard.container_of(pid)
+        if container is None:
             lines.append(f"{name} (pid {pid}) runs outside any container, so not the kit's: left running")
             continue
+        if container in running_ids:
+            continue  # a container that still runs (another program's, not a model of the kit's): not a leftover
         if cgroup in killed:
             continue
         ok = kill_cgroup(cgroup)
@@ -125,7 +136,10 @@ def shm_leftovers(say):
         if path in used:
             continue
         try:
-            size = os.stat(path).st_blocks * 512
+            info = os.stat(path)
+            if info.st_uid != 0:
+                continue
+            size = info.st_blocks * 512
             os.remove(path)
         except OSError:
             continue

@@ -12,7 +12,6 @@ Standard library only.
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -21,7 +20,6 @@ import time
 from sparkstack_host import contract
 
 REGISTRY = os.environ.get("LLM_SWITCH_REGISTRY", contract.REGISTRY_PATH)
-STATE_DIR = contract.STATE_DIR
 GUARD_STATE = contract.GUARD_STATE
 PROGRESS_EVERY_S = 10
 WATCH_INTERVAL_S = 1.0
@@ -54,12 +52,20 @@ def room_gb(values):
     waiting (an engine's shared memory can stay resident after its stop, ../shared/PLATFORM.md), so the figure is
     also taken as MemTotal less every page nothing can reclaim (anonymous, shared, unevictable, the kernel's own),
     and the smaller of the two counts."""
-    pinned = sum(values.get(k, 0.0) for k in ("AnonPages", "Shmem", "Unevictable", "SUnreclaim", "KernelStack", "PageTables"))
-    return min(values["MemAvailable"], values["MemTotal"] - pinned)
+    # Unevictable (mlocked) pages are also anonymous or shared ones, or locked file pages: counted once, as the larger.
+    user = max(values.get("AnonPages", 0.0) + values.get("Shmem", 0.0), values.get("Unevictable", 0.0))
+    kernel = sum(values.get(k, 0.0) for k in ("SUnreclaim", "KernelStack", "PageTables"))
+    return min(values["MemAvailable"], values["MemTotal"] - user - kernel)
 
 
 def meminfo_gb():
-    """(MemTotal, the room a model may load into), in GB."""
+    """(MemTotal, MemAvailable), in GB (GiB, as /proc/meminfo's kB over 1024 x 1024)."""
+    values = meminfo_fields()
+    return values["MemTotal"], values["MemAvailable"]
+
+
+def room_now():
+    """(MemTotal, the room a model may load into) for the gate."""
     values = meminfo_fields()
     return values["MemTotal"], room_gb(values)
 
@@ -139,7 +145,7 @@ def wait_for_room(registry, name, bound_s):
     numbers and the largest memory users when the bound runs out (or at once when the host can never fit it)."""
     model_gb, reserve_gb = need_of(registry, name)
     need = model_gb + reserve_gb
-    total, available = meminfo_gb()
+    total, available = room_now()
     what = f"{model_gb:g} GB for {name} + {reserve_gb:g} GB reserve = {need:g} GB"
     if total < need:
         say(f"refusing to start {name}: the host has {total:.1f} GB in all, less than {what}")
@@ -160,7 +166,7 @@ def wait_for_room(registry, name, bound_s):
                 f"{deadline - now:.0f} s left")
             next_report = now + PROGRESS_EVERY_S
         time.sleep(1)
-        available = meminfo_gb()[1]
+        available = room_now()[1]
     waited = time.monotonic() - started
     say(f"room for {name}: {available:.2f} GB available >= {need:g} GB needed"
         + (f" (after {waited:.0f} s)" if waited >= 1 else ""))
@@ -174,11 +180,7 @@ def unit_active(unit):
 
 
 def record(state):
-    os.makedirs(STATE_DIR, exist_ok=True)
-    partial = GUARD_STATE + ".tmp"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(state, handle)
-    os.replace(partial, GUARD_STATE)
+    contract.write_state(GUARD_STATE, state)
 
 
 def watch(registry_path):

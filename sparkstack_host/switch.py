@@ -217,11 +217,12 @@ def stop_models(registry):
         run("systemctl", "reset-failed", model["unit"])
     deadline = time.monotonic() + 60
     while True:
-        strays = list(running_containers() or {})
+        running = running_containers()
+        strays = list(running or {})
         if not strays:
-            # Every model is down: what an engine left behind goes too (sparkstack_host/leftovers.py).
-            leftovers.orphan_engines(say)
-            leftovers.shm_leftovers(say)
+            if running is not None:  # docker answered: every model is down, and what an engine left goes too
+                leftovers.orphan_engines(say, leftovers.running_container_ids(run))
+                leftovers.shm_leftovers(say)
             return
         if time.monotonic() >= deadline:
             raise SwitchError(f"containers still running after stop: {', '.join(strays)}")
@@ -445,18 +446,20 @@ def tree_size(path):
 
 
 def prepare_compile_cache(registry, name, model):
-    """cold or warm: whether the model's compile cache for its image holds anything yet (None: it has none). Makes
-    the directory, then prunes the caches no deployed image uses, oldest first, while all of them together are
-    over compile_cache_max_gb: a previous image's cache stays within the bound, for a rollback."""
+    """cold or warm: whether the model's compile cache for its image holds anything yet (None: it has none, or it
+    could not be read). Makes the directory, then prunes the caches no deployed image uses, oldest first, while all
+    of them together are over compile_cache_max_gb: a previous image's cache stays within the bound, for a rollback.
+    Bookkeeping: a failure here is said and the start goes on (docker makes a missing mount directory itself)."""
     path = model.get("compile_cache")
     if not path:
         return None
     try:
-        warm = any(os.scandir(path))
-    except FileNotFoundError:
-        warm = False
-    os.makedirs(path, mode=0o755, exist_ok=True)
-    prune_compile_caches(registry)
+        warm = os.path.isdir(path) and any(os.scandir(path))
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        prune_compile_caches(registry)
+    except OSError as exc:
+        say(f"{name}: its compile cache {path} could not be prepared ({exc}); starting without that check")
+        return None
     return "warm" if warm else "cold"
 
 
@@ -485,19 +488,13 @@ def prune_compile_caches(registry):
 
 def record_start(name, model, variant, cache, ready_s):
     """How the model's last start by llm-switch went, for status and verify: cold or warm, and the time to ready."""
-    starts = read_json(STARTS_STATE) or {}
+    starts = contract.read_state(STARTS_STATE)
     starts[name] = {"at": time.time(), "variant": variant, "compile_cache": cache, "ready_s": round(ready_s, 1),
                     "image_key": os.path.basename(model["compile_cache"]) if model.get("compile_cache") else None}
-    write_state(STARTS_STATE, starts)
-
-
-def write_state(path, document):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = path + ".tmp"
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(document, handle)
-    os.chmod(partial, 0o644)
-    os.replace(partial, path)
+    try:
+        contract.write_state(STARTS_STATE, starts)
+    except OSError as exc:  # bookkeeping: the model is hot all the same
+        say(f"{name}: its start was not recorded in {STARTS_STATE} ({exc})")
 
 
 # --- wedges ---------------------------------------------------------------
@@ -509,7 +506,7 @@ def recover_wedged(registry, name, reason, start=None):
     model = registry["models"].get(name)
     if model is None or model.get("cluster"):
         return False, f"{name!r} is not a single-node model of this host"
-    bound = int(registry.get("wedge", {}).get("max_restarts_per_hour", 3))
+    bound = registry["wedge"]["max_restarts_per_hour"]
     reason = printable(reason)[:400]
     with Lock(registry["lock_wait_s"]):
         state = unit_state(model["unit"])
@@ -518,10 +515,10 @@ def recover_wedged(registry, name, reason, start=None):
         if start and start != state.get("ActiveEnterTimestampMonotonic"):
             return False, f"{name} was started again since the wedge was seen; nothing to recover"
         now = time.time()
-        state = read_json(WEDGE_STATE) or {}
+        state = contract.read_state(WEDGE_STATE)
         record = state.get(name) if isinstance(state.get(name), dict) else {}
-        restarts = [t for t in record.get("restarts", []) if now - float(t) < 3600]
-        logs = last_logs(model["unit"]).splitlines()[-20:]
+        restarts = contract.restarts_within_hour(record, now)
+        logs = last_logs(model["unit"]).splitlines()
         record = {"at": now, "reason": reason, "last_logs": logs, "restarts": restarts,
                   "wedges": int(record.get("wedges", 0)) + 1}
         # stdout answers the door; stderr is this request's journal (sparkstack-switch-request@.service).
@@ -531,6 +528,7 @@ def recover_wedged(registry, name, reason, start=None):
         # A wedged engine does not shut down when asked: its container is killed first (every process of it, by
         # docker, which also takes a frozen one), so the stop or restart does not wait out its stop timeout.
         run("docker", "kill", model["container"], timeout=60)
+        leftovers.shm_leftovers(say)  # what the killed engine leaves in /dev/shm (those in use stay)
         if len(restarts) >= bound:
             run("systemctl", "stop", model["unit"], timeout=model.get("stop_timeout_s", 60) + 60)
             record["state"] = "stopped"
@@ -540,7 +538,7 @@ def recover_wedged(registry, name, reason, start=None):
             restarts.append(now)
             record["state"] = "restarting"
             state[name] = record
-            write_state(WEDGE_STATE, state)
+            contract.write_state(WEDGE_STATE, state)
             say(f"restarting {name} (restart {len(restarts)} of {bound} within the hour)")
             result = run("systemctl", "restart", model["unit"], timeout=registry["memory_wait_s"] + 300)
             try:
@@ -555,7 +553,7 @@ def recover_wedged(registry, name, reason, start=None):
                 message = f"{name} did not come back after its restart ({exc}): stopped it"
         record["message"] = message
         state[name] = record
-        write_state(WEDGE_STATE, state)
+        contract.write_state(WEDGE_STATE, state)
     print(f"llm-switch: {message}", file=sys.stderr, flush=True)
     return record["state"] == "restarted", message
 
@@ -698,7 +696,7 @@ def print_status(status):
     if guard["last_action"]:
         print(f"last action: {guard['last_action']['model']} {guard['last_action']['message']}")
     for name, wedge in sorted((status.get("wedges") or {}).items()):
-        recent = len([t for t in wedge.get("restarts", []) if time.time() - float(t) < 3600])
+        recent = len(contract.restarts_within_hour(wedge))
         print(printable(f"wedge: {name} {wedge.get('state')} "
                         f"({time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(wedge.get('at') or 0))}, "
                         f"{recent} restart(s) within the hour): {wedge.get('reason')}"))
@@ -722,11 +720,13 @@ def serve_request(registry):
     variant or a flag."""
     word = sys.stdin.readline(256).strip()
     if word.startswith("wedged "):
+        # `wedged NAME [START]`: START, the unit start the door saw it wedged in (0: it could not read it); the reason
+        # on the next line, which cannot move START whatever it holds.
+        _, name, *start = word.split(" ", 2)
+        start = start[0] if start and start[0] != "0" else None
         reason = sys.stdin.readline(1024).strip() or "no reason given"
-        start = sys.stdin.readline(64).strip().partition("start=")[2]
-        start = start if start not in ("", "0") else None  # 0: the door could not read the unit's start
-        ok, message = recover_wedged(registry, word.split(" ", 1)[1], reason, start)
-        print(json.dumps({"ok": ok, "model": word.split(" ", 1)[1], "message": message}), flush=True)
+        ok, message = recover_wedged(registry, name, reason, start)
+        print(json.dumps({"ok": ok, "model": name, "message": message}), flush=True)
         return 0 if ok else 1
     if not registry["frontdoor"]["on_demand"]:
         # The socket listens for the wedge watch alone: the door switches nothing else.

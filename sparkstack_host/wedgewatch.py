@@ -16,12 +16,9 @@ Settings: the registry's "wedge" (group settings sparkstack_wedge_*; 0 turns a t
 import asyncio
 import time
 
+from sparkstack_host import contract
+
 CANARY_PROMPT = "Reply with the word OK."
-
-
-def restarts_within_hour(record, now=None):
-    now = time.time() if now is None else now
-    return [t for t in record.get("restarts", []) if now - float(t) < 3600]
 
 
 class WedgeWatch:
@@ -38,7 +35,7 @@ class WedgeWatch:
         self.watched = {}  # model -> the unit start it was hot in
 
     def enabled(self):
-        return bool(self.settings.get("stall_s") or self.settings.get("canary_every_s"))
+        return contract.wedge_watch_on(self.settings)
 
     def progressed(self, name):
         self.progress_at[name] = time.monotonic()
@@ -153,8 +150,7 @@ class WedgeWatch:
         try:
             try:
                 # With the unit's start it was watched in: a report about an earlier start is refused by the switch.
-                ok, message = await door.switch(f"wedged {name}",
-                                                f"{reason}\nstart={int(round(self.watched.get(name, 0) * 1e6))}")
+                ok, message = await door.switch(f"wedged {name} {int(round(self.watched.get(name, 0) * 1e6))}", reason)
             except OSError as exc:
                 ok, message = False, f"the switch socket does not answer ({exc})"
             door.wake.set()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyinfra import host, logger
 from pyinfra.api import DeployError, deploy
@@ -42,7 +42,11 @@ def size(n: int) -> str:
 class Missing:
     images: dict[str, int]                    # pinned reference -> bytes (the lock's size)
     snapshots: dict[str, dict[str, int]]      # repo -> {file: size} still to fetch
-    previous_snapshots: dict[str, dict[str, int]] = None  # the same for the previous pins kept for a rollback
+    previous_snapshots: dict[str, dict[str, int]] = field(default_factory=dict)  # the previous pins kept for a rollback
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.images or self.snapshots or self.previous_snapshots)
 
     @property
     def image_bytes(self) -> int:
@@ -50,7 +54,7 @@ class Missing:
 
     @property
     def snapshot_bytes(self) -> int:
-        return sum(sum(f.values()) for f in [*self.snapshots.values(), *(self.previous_snapshots or {}).values()])
+        return sum(sum(f.values()) for f in [*self.snapshots.values(), *self.previous_snapshots.values()])
 
 
 def locked_pins(group: str, profiles, settings: GroupSettings) -> tuple[Lock, Intents, Pins]:
@@ -67,7 +71,7 @@ def locked_pins(group: str, profiles, settings: GroupSettings) -> tuple[Lock, In
     return lock, needed, pins(lock, needed)
 
 
-def kept_for_rollback(lock: Lock, needed: Intents, settings: GroupSettings) -> tuple[dict, dict]:
+def previous_pins_kept(lock: Lock, needed: Intents, settings: GroupSettings) -> tuple[dict, dict]:
     """The previous pins the host keeps beside the current ones ({ref: image}, {repo: model}): those an upgrade
     replaced that still fit the profiles' intent, while they fit sparkstack_rollback_keep_gb (none at 0)."""
     images = {ref: entry for ref, entry in lock.previous_images.items()
@@ -76,7 +80,7 @@ def kept_for_rollback(lock: Lock, needed: Intents, settings: GroupSettings) -> t
               if repo in needed.repos and entry != lock.models.get(repo) and repo_is_current(entry, needed.repos[repo])}
     total = sum(e.size_bytes for e in images.values()) + sum(e.size_bytes for e in models.values())
     if total > settings.rollback_keep_gb * GB:
-        if total:
+        if settings.rollback_keep_gb:  # 0 keeps none on purpose: nothing to warn about
             logger.warning(f"{host.name}: the previous pins kept for a rollback take {size(total)}, over "
                            f"sparkstack_rollback_keep_gb ({settings.rollback_keep_gb:g} GB): not kept on the host, so a "
                            "rollback fetches them")
@@ -98,7 +102,7 @@ def missing_files(repo: str, entry, settings: GroupSettings) -> dict[str, int]:
 
 
 def missing_artifacts(lock: Lock, needed: Intents, settings: GroupSettings) -> Missing:
-    previous_images, previous_models = kept_for_rollback(lock, needed, settings)
+    previous_images, previous_models = previous_pins_kept(lock, needed, settings)
     images = {}
     for entry in [lock.images[ref] for ref in needed.images] + list(previous_images.values()):
         present = host.get_fact(Command, command=f"docker image inspect --format ok {shlex.quote(entry.pinned)} 2>/dev/null || true")
@@ -111,7 +115,7 @@ def missing_artifacts(lock: Lock, needed: Intents, settings: GroupSettings) -> M
 
 def check_disk(missing: Missing, settings: GroupSettings) -> None:
     """Refuse, before any byte is fetched, when the docker root or the model cache cannot take what is missing."""
-    if not missing.images and not missing.snapshots:
+    if missing.nothing:
         return
     cache = shlex.quote(settings.model_cache_dir)
     answer = host.get_fact(Command, command=(
@@ -152,7 +156,7 @@ def provision_artifacts(rendering: Rendering, lock: Lock, needed: Intents, setti
     for pinned, nbytes in missing.images.items():
         server.shell(name=f"Pull image {pinned} ({size(nbytes)} unpacked)",
                      commands=[f"{FETCH_PATH} image {shlex.quote(pinned)}"])
-    if not missing.images and not missing.snapshots:
+    if missing.nothing:
         logger.info(f"{host.name}: every locked image and snapshot is present; nothing to fetch")
     return missing
 
@@ -160,9 +164,9 @@ def provision_artifacts(rendering: Rendering, lock: Lock, needed: Intents, setti
 @deploy("sparkstack model snapshots")
 def fetch_snapshots(lock: Lock, needed: Intents, settings: GroupSettings, missing: Missing) -> None:
     """Fetch each incomplete snapshot at its locked commit (runs after the engine images are checked)."""
-    previous = list((missing.previous_snapshots or {}).items())
-    for (repo, todo), entry in [((r, t), lock.models[r]) for r, t in missing.snapshots.items()] + \
-            [((r, t), lock.previous_models[r]) for r, t in previous]:
+    wanted = [(repo, todo, lock.models[repo]) for repo, todo in missing.snapshots.items()]
+    wanted += [(repo, todo, lock.previous_models[repo]) for repo, todo in missing.previous_snapshots.items()]
+    for repo, todo, entry in wanted:
         image = lock.images[needed.repos[repo].image].pinned
         spec = {"repo": repo, "commit": entry.commit, "allow": entry.allow, "ignore": entry.ignore,
                 "files": entry.files, "digests": entry.digests, "endpoint": settings.hf_endpoint,

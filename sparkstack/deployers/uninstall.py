@@ -26,8 +26,10 @@ from pyinfra.operations import files, server, systemd
 from pyinfra.operations.util import any_changed
 
 from sparkstack.cluster import CLUSTER_DIR
-from sparkstack.deployers.cluster import AUTHORIZED_KEYS
+from sparkstack.deployers.cluster import AUTHORIZED_KEYS, key_comment
 from sparkstack.deployers.models import MODEL_UNIT_MARK
+from sparkstack.deployers.preflight import host_group
+from sparkstack.lockfile import load_lock
 from sparkstack.groups import GroupSettings
 from sparkstack.render import (CLUSTER_FENCE_UNIT, EARLYOOM_DROPIN, FRONTDOOR_UNIT, FRONTDOOR_USER, MEMORY_GUARD_UNIT,
                                SWITCH_REQUEST_UNIT, SWITCH_SOCKET_UNIT)
@@ -57,9 +59,14 @@ def uninstall(settings: GroupSettings) -> None:
     model_units = sorted(filter(None, (found or "").splitlines()))
     registry = host.get_fact(Command, command=f"cat {REGISTRY_PATH} 2>/dev/null || true") or ""
     try:
-        images = sorted({m["image"] for m in json.loads(registry)["models"].values() if m.get("image")})
+        images = {m["image"] for m in json.loads(registry)["models"].values() if m.get("image")}
     except (ValueError, KeyError, TypeError, AttributeError):
-        images = []
+        images = set()
+    # And what the lock pins, with the previous pins the deploy keeps for a rollback.
+    lock = load_lock(host_group()) if "images" in extras else None
+    if lock is not None:
+        images |= {e.pinned for e in [*lock.images.values(), *lock.previous_images.values()]}
+    images = sorted(images)
     # Running models first, then the services, so nothing restarts what is being taken away.
     for unit_path in model_units + [f"{UNIT_DIR}/{u}" for u in SERVICE_UNITS]:
         if host.get_fact(File, path=unit_path):
@@ -81,9 +88,8 @@ def uninstall(settings: GroupSettings) -> None:
     for path in (LAUNCH_DIR, HOST_LIB, TLS_DIR, CLUSTER_DIR, DOOR_STATE_DIR, STATE_DIR, os.path.dirname(COMPILE_CACHE_ROOT)):
         files.directory(name=f"Remove {path}", path=path, present=False)
     if host.get_fact(File, path=AUTHORIZED_KEYS):
-        marker = " sparkstack-cluster@"
         files.line(name=f"Remove the cluster switch's key from {AUTHORIZED_KEYS}", path=AUTHORIZED_KEYS,
-                   line=f".*{marker}.*", present=False)
+                   line=f".* {key_comment(host_group())}", present=False)
     if FRONTDOOR_USER in (host.get_fact(Users) or {}):
         server.user(name=f"Remove user {FRONTDOOR_USER}", user=FRONTDOOR_USER, present=False)
     if FRONTDOOR_USER in (host.get_fact(Groups) or []):
@@ -95,7 +101,8 @@ def uninstall(settings: GroupSettings) -> None:
                      commands=[f"apt-mark unhold {' '.join(shlex.quote(p) for p in unhold)}"])
     if "images" in extras:
         present = [i for i in images
-                   if host.get_fact(Command, command=f"docker image inspect --format ok {shlex.quote(i)} 2>/dev/null || true")]
+                   if (host.get_fact(Command, command=f"docker image inspect --format ok {shlex.quote(i)} 2>/dev/null || true")
+                       or "").strip() == "ok"]
         if present:
             server.shell(name=f"Remove the engine images ({len(present)})",
                          commands=[f"docker image rm {' '.join(shlex.quote(i) for i in present)}"])

@@ -18,8 +18,6 @@ class SglangAdapter(EngineAdapter):
     # SGLang's piecewise torch.compile cache under SGLANG_CACHE_DIR (srt/compilation/backend.py) and DeepGEMM's JIT
     # under SGLANG_DG_CACHE_DIR (srt/layers/deep_gemm_wrapper/compile_utils.py; it overwrites DG_JIT_CACHE_DIR).
     compile_cache_env = {**EngineAdapter.compile_cache_env, "SGLANG_CACHE_DIR": "sglang", "SGLANG_DG_CACHE_DIR": "deep_gemm"}
-    managed_env = {**EngineAdapter.managed_env,
-                   **{name: "the kit (the compile cache, kept per image on the host)" for name in compile_cache_env}}
     version_path = "/server_info"  # sglang/srt/entrypoints/http_server.py: server info carries "version"
     moe_backend_flag = "--moe-runner-backend"
     managed_flags = {

@@ -63,7 +63,6 @@ class VllmAdapter(EngineAdapter):
     compile_cache_env = {**EngineAdapter.compile_cache_env, "VLLM_CACHE_ROOT": "vllm"}
     managed_env = {
         **EngineAdapter.managed_env,
-        **{name: "the kit (the compile cache, kept per image on the host)" for name in compile_cache_env},
         **{name: "cluster (the kit sets each rank's interconnect)" for name in (
             "VLLM_HOST_IP", "MASTER_ADDR", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME",
             "UCX_NET_DEVICES", "OMPI_MCA_btl_tcp_if_include", "RAY_memory_monitor_refresh_ms")},

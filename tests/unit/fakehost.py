@@ -348,7 +348,6 @@ class FakeHost:
         patch(switch, "DROP_CACHES", str(self.root / "drop_caches"))
         patch(switch.os, "sync", lambda: None)
         patch(memguard, "MEMINFO", str(self.meminfo))
-        patch(memguard, "STATE_DIR", str(state))
         patch(memguard, "GUARD_STATE", str(paths["GUARD_STATE"]))
         fake_subprocess = types.SimpleNamespace(run=self.run, TimeoutExpired=subprocess.TimeoutExpired,
                                                 SubprocessError=subprocess.SubprocessError,

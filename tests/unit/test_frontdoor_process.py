@@ -893,7 +893,7 @@ class RecoveringSwitch(ModelsSwitch):
     def answer(self, word: str) -> bytes:
         if not word.startswith("wedged "):
             return super().answer(word)
-        name = word.split("\n")[0].split(" ", 1)[1]
+        name = word.split("\n")[0].split(" ")[1]
         self.stop_all()
         self.start(name)
         return json.dumps({"ok": True, "model": name, "message": f"{name} restarted after a wedge"}).encode() + b"\n"
@@ -922,7 +922,7 @@ def test_a_model_that_stops_generating_while_health_says_200_is_found_by_a_canar
         report = next((w for w in switch.words if w.startswith("wedged ")), None)
         assert report is not None, log.read_text()
         name, reason = report.split("\n", 1)
-        assert name == "wedged qwen36"
+        assert name.startswith("wedged qwen36 ")  # and the unit start it was seen in (0: no systemd here)
         assert "1 request(s) in flight and no byte of an answer" in reason and "a canary got no token in 1 s" in reason
         # Restarted, it answers again through the door.
         code, body = ask(port, "POST", "/v1/chat/completions", CHAT)
@@ -935,7 +935,7 @@ def test_a_model_that_stops_generating_while_health_says_200_is_found_by_a_canar
             scrape = ask(port, "GET", "/metrics")[1]
         assert 'sparkstack_wedge_canaries_total{model="qwen36",outcome="none"} 1.0' in scrape, scrape
         assert 'sparkstack_wedge_canaries_total{model="qwen36",outcome="token"}' in scrape, scrape
-        assert [w.split("\n")[0] for w in switch.words] == ["wedged qwen36"]
+        assert [w.split("\n")[0].rsplit(" ", 1)[0] for w in switch.words] == ["wedged qwen36"]
         assert "qwen36 is wedged: 1 request(s) in flight" in log.read_text()
 
 

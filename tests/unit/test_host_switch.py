@@ -469,10 +469,28 @@ def test_a_wedge_report_about_an_earlier_start_of_the_model_is_refused(host, cap
     host.now += 30
     switch.switch_none(switch.load_registry())
     switch_to(host, "qwen")  # started again while the door's report was on its way
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"wedged qwen36\nidle for 4 s\nstart={int(first * 1e6)}\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"wedged qwen36 {int(first * 1e6)}\nidle for 4 s\n"))
     assert switch.serve_request(switch.load_registry()) == 1
     assert "was started again since the wedge was seen" in capsys.readouterr().out
     assert not [c for c in host.commands if c[:2] in (["systemctl", "restart"], ["docker", "kill"])]
     now = host.units["vllm-qwen36.service"].active_since
-    monkeypatch.setattr("sys.stdin", io.StringIO(f"wedged qwen36\nidle for 4 s\nstart={int(now * 1e6)}\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"wedged qwen36 {int(now * 1e6)}\nidle for 4 s\n"))
     assert switch.serve_request(switch.load_registry()) == 0
+
+
+def test_an_engine_in_a_container_that_still_runs_is_not_a_leftover(host, capsys, monkeypatch):
+    from sparkstack_host import memguard
+
+    switch_to(host, "qwen")
+    proc = host.root / "proc" / "7000"
+    (proc / "fd").mkdir(parents=True)
+    (proc / "comm").write_text("VLLM::EngineCor\n")
+    (proc / "cgroup").write_text("0::/system.slice/docker-" + "b" * 64 + ".scope\n")
+    (proc / "maps").write_text("")
+    # The owner's own vLLM container, which runs on: docker lists it.
+    monkeypatch.setattr(switch.leftovers, "running_container_ids", lambda run: {"b" * 12})
+    monkeypatch.setattr(memguard, "container_of", lambda pid: "b" * 12)
+    capsys.readouterr()
+    switch.switch_none(switch.load_registry())
+    assert not (host.root / "cgroup" / "system.slice").exists()
+    assert "7000" not in capsys.readouterr().out
